@@ -1,0 +1,3 @@
+from vss_cli.cli.app import main
+
+main()

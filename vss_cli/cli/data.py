@@ -1,0 +1,90 @@
+"""`vss data check` and `vss data synth`."""
+
+from __future__ import annotations
+
+import json
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.progress import Progress
+
+from vss_cli.cli.options import DataRoot, Dataset, Seed, parse_list, parse_size
+from vss_cli.cli.output import console, err_console, render_rows
+from vss_cli.cli.state import STATE
+from vss_cli.data.checks import CheckReport, check_dataset, infer_dataset
+from vss_cli.data.synth import WRITERS, write_tree
+from vss_cli.errors import ConfigError
+
+CHECK_FORMATS = ("table", "json")
+
+
+@contextmanager
+def check_progress(enabled: bool):
+    """A Rich progress bar on stderr fed by the checker's (split, done, total) callback."""
+    if not enabled:
+        yield None
+        return
+    with Progress(console=err_console, transient=True) as bar:
+        tasks: dict[str, int] = {}
+
+        def advance(split: str, done: int, total: int) -> None:
+            if split not in tasks:
+                tasks[split] = bar.add_task(f"checking {split}", total=total)
+            bar.update(tasks[split], completed=done)
+
+        yield advance
+
+
+def print_report(report: CheckReport) -> None:
+    where = f" at {report.root}" if report.root else ""
+    render_rows([vars(c) for c in report.counts], "table", title=f"{report.dataset}{where}",
+                columns=("split", "images", "labels", "official"))
+    if report.findings:
+        render_rows([vars(f) for f in report.findings], "table", title="findings",
+                    columns=("severity", "split", "path", "problem"))
+    verdict = "usable" if report.usable else "[bold red]NOT usable[/]"
+    console.print(f"{report.dataset}: {verdict} ({report.errors} errors, {report.warnings} warnings)",
+                  highlight=False)
+
+
+def register(app: typer.Typer) -> None:
+    group = typer.Typer(help="Check a dataset tree, or write a synthetic one.", no_args_is_help=True)
+    app.add_typer(group, name="data")
+
+    @group.command("check")
+    def check(
+        dataset: Dataset = None,
+        data_root: DataRoot = None,
+        split: Annotated[str, typer.Option("--split", help="comma-separated splits to check")] = "train,val",
+        fmt: Annotated[str, typer.Option("--format", help="table or json")] = "table",
+    ) -> None:
+        """Check a dataset tree file by file; exit 2 when it is not usable."""
+        if fmt not in CHECK_FORMATS:
+            raise ConfigError(f"--format {fmt} is not supported here: choose table or json")
+        name = dataset or (infer_dataset(data_root) if data_root is not None else "synthetic")
+        with check_progress(fmt == "table" and not STATE.quiet and sys.stderr.isatty()) as progress:
+            report = check_dataset(name, data_root, parse_list(split), progress=progress)
+        if fmt == "json":
+            sys.stdout.write(json.dumps(report.to_dict(), indent=2) + "\n")
+        else:
+            print_report(report)
+        if not report.usable:
+            raise typer.Exit(2)
+
+    @group.command("synth")
+    def synth(
+        out: Annotated[Path, typer.Option("--out", help="folder to write the tree into")],
+        fmt: Annotated[str, typer.Option("--format", help=f"{' or '.join(WRITERS)}")] = "cityscapes",
+        n: Annotated[int, typer.Option("--n", help="number of scenes over train/val/test (about 60/20/20)")] = 24,
+        size: Annotated[str, typer.Option("--size", help="H,W of every image")] = "256,512",
+        seed: Seed = 0,
+        train_ids: Annotated[bool, typer.Option("--train-ids", help="also write *_gtFine_labelTrainIds.png")] = False,
+        color: Annotated[bool, typer.Option("--color", help="also write *_gtFine_color.png")] = False,
+    ) -> None:
+        """Write synthetic street scenes as a Cityscapes- or CamVid-format tree."""
+        tree = write_tree(out, fmt, n=n, size=parse_size(size), seed=seed, with_train_ids=train_ids,
+                          with_color=color)
+        console.print(tree.summary(), highlight=False, soft_wrap=True)

@@ -1,0 +1,51 @@
+"""Options defined once as Annotated aliases and reused by every command (names follow the seed guide)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+def parse_size(value: str | None) -> tuple[int, int] | None:
+    """Parse 'H,W' (or a single 'S' for a square) into a (H, W) tuple."""
+    if value is None or value == "":
+        return None
+    parts = [p.strip() for p in str(value).replace("x", ",").split(",") if p.strip()]
+    try:
+        nums = [int(p) for p in parts]
+    except ValueError:
+        raise typer.BadParameter(f"'{value}' is not H,W (e.g. 512,1024)") from None
+    if len(nums) == 1:
+        nums = nums * 2
+    if len(nums) != 2 or min(nums) <= 0:
+        raise typer.BadParameter(f"'{value}' is not H,W with positive sizes (e.g. 512,1024)")
+    return nums[0], nums[1]
+
+
+def parse_list(value: str | None, cast=str) -> list:
+    if value is None:
+        return []
+    out = []
+    for p in str(value).split(","):
+        p = p.strip()
+        if not p:
+            continue
+        try:
+            out.append(cast(p))
+        except ValueError:
+            raise typer.BadParameter(f"'{p}' in '{value}' is not a valid {cast.__name__}") from None
+    return out
+
+
+Dataset = Annotated[str | None, typer.Option("--dataset", help="synthetic (default), cityscapes or camvid")]
+DataRoot = Annotated[Path | None, typer.Option("--data-root", help="dataset root folder (not needed for synthetic)")]
+Model = Annotated[str | None, typer.Option("--model", help="model name (see `vss models`); default depends on the dataset")]
+InputSize = Annotated[str | None, typer.Option("--input-size", help="H,W crop/evaluation size; default depends on the dataset")]
+Seed = Annotated[int, typer.Option("--seed", help="random seed")]
+Device = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N")]
+Save = Annotated[Path | None, typer.Option("--save", help="output folder (default runs/<kind>/<run id>)")]
+NumWorkers = Annotated[int, typer.Option("--num-workers", help="data-loader worker processes")]
+BatchSize = Annotated[int | None, typer.Option("--batch-size", help="batch size; default depends on the dataset")]
+OutFormat = Annotated[str, typer.Option("--format", help="table, csv or json")]

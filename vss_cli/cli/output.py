@@ -1,0 +1,63 @@
+"""One output helper: rows of plain dicts rendered as a Rich table, CSV or JSON on stdout."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+from collections.abc import Sequence
+from enum import Enum
+
+from rich.console import Console
+from rich.table import Table
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+class Format(str, Enum):
+    table = "table"
+    csv = "csv"
+    json = "json"
+
+
+class ReportFormat(str, Enum):
+    table = "table"
+    csv = "csv"
+    json = "json"
+    markdown = "markdown"
+
+
+def _cell(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def render_rows(rows: Sequence[dict], fmt: str, *, title: str | None = None, columns: Sequence[str] | None = None) -> None:
+    """Print rows as a table (Rich), CSV or JSON. CSV/JSON go to stdout plainly so they pipe."""
+    fmt = getattr(fmt, "value", fmt)
+    cols = list(columns) if columns else (list(rows[0].keys()) if rows else [])
+    if fmt == "json":
+        sys.stdout.write(json.dumps(list(rows), indent=2, default=str) + "\n")
+    elif fmt == "csv":
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore", lineterminator="\n")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: row.get(k) for k in cols})
+        sys.stdout.write(buf.getvalue())
+    elif fmt == "markdown":
+        lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+        lines += ["| " + " | ".join(_cell(r.get(c)) for c in cols) + " |" for r in rows]
+        sys.stdout.write("\n".join(lines) + "\n")
+    else:
+        table = Table(title=title)
+        for c in cols:
+            table.add_column(c)
+        for r in rows:
+            table.add_row(*(_cell(r.get(c)) for c in cols))
+        console.print(table)

@@ -1,0 +1,103 @@
+"""`vss train` and `vss finetune`."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from vss_cli.cli import options as o
+from vss_cli.cli.output import console
+from vss_cli.cli.state import STATE
+
+Epochs = Annotated[int | None, typer.Option("--epochs", help="training epochs (dataset default)")]
+Lr = Annotated[float | None, typer.Option("--lr", help="initial learning rate (dataset default)")]
+WeightDecay = Annotated[float, typer.Option("--weight-decay", help="SGD weight decay (not on BN/bias)")]
+Scheduler = Annotated[str, typer.Option("--scheduler", help="poly (per iteration, power 0.9), cosine or step")]
+Warmup = Annotated[float, typer.Option("--warmup-epochs", help="linear warm-up length in epochs")]
+SlimLambda = Annotated[float, typer.Option("--slimming-lambda", help="L1 penalty on BN γ (network slimming)")]
+Amp = Annotated[bool, typer.Option("--amp", help="mixed precision autocast (CUDA; bf16 unless --amp-dtype)")]
+AmpDtype = Annotated[str, typer.Option("--amp-dtype", help="bf16 or fp16 (fp16 uses a grad scaler)")]
+Width = Annotated[float | None, typer.Option("--width", help="channel multiplier of the model (1.0 = published)")]
+AuxLoss = Annotated[bool, typer.Option("--aux-loss", help="train the auxiliary head (weight 0.5)")]
+Pretrained = Annotated[bool, typer.Option("--pretrained-backbone", help="load torchvision ImageNet backbone weights")]
+BackboneWeights = Annotated[str | None, typer.Option("--backbone-weights", help="backbone state_dict file")]
+Resume = Annotated[bool, typer.Option("--resume", help="continue the unfinished run of this configuration")]
+ClassWeights = Annotated[bool, typer.Option("--class-weights", help="median-frequency class weights in the loss")]
+SyncBN = Annotated[bool, typer.Option("--sync-bn", help="SyncBatchNorm under torchrun")]
+MaxIters = Annotated[int | None, typer.Option("--max-iters-per-epoch", help="cap iterations per epoch (smoke runs)")]
+ModelFrom = Annotated[str, typer.Option("--model-from", help="pruned checkpoint (.pt) or run id to fine-tune")]
+
+
+def _build(dataset, data_root, model, epochs, batch_size, lr, weight_decay, scheduler, warmup_epochs,
+           slimming_lambda, input_size, amp, amp_dtype, seed, device, save, num_workers, resume, width, aux_loss,
+           pretrained_backbone, backbone_weights, class_weights, sync_bn, max_iters_per_epoch, model_from=None):
+    from vss_cli.workflows.train import TrainOptions
+
+    model_kwargs = {}
+    if width is not None:
+        model_kwargs["width"] = width
+    if aux_loss:
+        model_kwargs["aux_loss"] = True
+    if pretrained_backbone:
+        model_kwargs["pretrained_backbone"] = True
+    if backbone_weights:
+        model_kwargs["backbone_weights"] = backbone_weights
+    return TrainOptions(
+        dataset=dataset, data_root=str(data_root) if data_root else None, model=model,
+        model_kwargs=model_kwargs, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
+        scheduler=scheduler, warmup_epochs=warmup_epochs, slimming_lambda=slimming_lambda,
+        input_size=o.parse_size(input_size), amp=amp_dtype if amp else None, seed=seed, device=device,
+        num_workers=num_workers, class_weights=class_weights, sync_bn=sync_bn,
+        max_iters_per_epoch=max_iters_per_epoch, model_from=model_from, save=str(save) if save else None,
+        resume=resume,
+    )
+
+
+def _print(outcome, kind: str) -> None:
+    if outcome.run_id is None:
+        return
+    console.print(
+        f"{kind} run [bold]{outcome.run_id}[/]: best val mIoU {outcome.best_miou:.4f} "
+        f"in {outcome.fit.seconds:.1f}s -> {outcome.checkpoint}", highlight=False,
+    )
+
+
+def train(
+    dataset: o.Dataset = None, data_root: o.DataRoot = None, model: o.Model = None, epochs: Epochs = None,
+    batch_size: o.BatchSize = None, lr: Lr = None, weight_decay: WeightDecay = 1e-4, scheduler: Scheduler = "poly",
+    warmup_epochs: Warmup = 0.0, slimming_lambda: SlimLambda = 0.0, input_size: o.InputSize = None,
+    amp: Amp = False, amp_dtype: AmpDtype = "bf16", seed: o.Seed = 0, device: o.Device = "auto",
+    save: o.Save = None, num_workers: o.NumWorkers = 0, resume: Resume = False, width: Width = None,
+    aux_loss: AuxLoss = False, pretrained_backbone: Pretrained = False, backbone_weights: BackboneWeights = None,
+    class_weights: ClassWeights = False, sync_bn: SyncBN = False, max_iters_per_epoch: MaxIters = None,
+) -> None:
+    """Train a baseline (defaults: built-in synthetic data and the small default model)."""
+    from vss_cli.workflows.train import train_run
+
+    opts = _build(dataset, data_root, model, epochs, batch_size, lr, weight_decay, scheduler, warmup_epochs,
+                  slimming_lambda, input_size, amp, amp_dtype, seed, device, save, num_workers, resume, width,
+                  aux_loss, pretrained_backbone, backbone_weights, class_weights, sync_bn, max_iters_per_epoch)
+    _print(train_run(opts, STATE.store()), "train")
+
+
+def finetune(
+    model_from: ModelFrom, dataset: o.Dataset = None, data_root: o.DataRoot = None, epochs: Epochs = None,
+    batch_size: o.BatchSize = None, lr: Lr = None, weight_decay: WeightDecay = 1e-4, scheduler: Scheduler = "poly",
+    warmup_epochs: Warmup = 0.0, slimming_lambda: SlimLambda = 0.0, input_size: o.InputSize = None,
+    amp: Amp = False, amp_dtype: AmpDtype = "bf16", seed: o.Seed = 0, device: o.Device = "auto",
+    save: o.Save = None, num_workers: o.NumWorkers = 0, resume: Resume = False,
+    class_weights: ClassWeights = False, sync_bn: SyncBN = False, max_iters_per_epoch: MaxIters = None,
+) -> None:
+    """Train starting from a (pruned) checkpoint, keeping its architecture."""
+    from vss_cli.workflows.train import train_run
+
+    opts = _build(dataset, data_root, None, epochs, batch_size, lr, weight_decay, scheduler, warmup_epochs,
+                  slimming_lambda, input_size, amp, amp_dtype, seed, device, save, num_workers, resume, None,
+                  False, False, None, class_weights, sync_bn, max_iters_per_epoch, model_from=model_from)
+    _print(train_run(opts, STATE.store(), kind="finetune"), "finetune")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("train")(train)
+    app.command("finetune")(finetune)

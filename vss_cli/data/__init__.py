@@ -1,0 +1,122 @@
+"""Datasets: specs, the built-in synthetic scenes, Cityscapes and CamVid, paired transforms, loaders."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+from torch.utils.data.distributed import DistributedSampler
+
+from vss_cli.data.camvid import CamVidSegmentation, median_frequency_weights
+from vss_cli.data.cityscapes import CityscapesSegmentation
+from vss_cli.data.specs import SPLITS, DatasetSpec, get_spec, list_datasets, register_dataset
+from vss_cli.data.synthetic import SyntheticScenes
+from vss_cli.data.transforms import eval_transform, train_transform
+from vss_cli.errors import ConfigError, DataError
+
+__all__ = [
+    "BuildRequest", "DatasetSpec", "build_dataset", "build_loader", "class_weights", "get_spec", "list_datasets",
+    "register_dataset", "register_builder",
+]
+
+@dataclass(frozen=True)
+class BuildRequest:
+    """What a dataset builder receives: the split, the checked root, the working size and transform."""
+
+    split: str
+    root: Path | None
+    size: tuple[int, int]
+    transform: Callable | None
+    seed: int = 0
+
+
+Builder = Callable[[BuildRequest], Dataset]
+_BUILDERS: dict[str, Builder] = {}
+
+
+def register_builder(name: str) -> Callable[[Builder], Builder]:
+    """Decorator: the function that builds dataset `name` (a spec of that name must be registered)."""
+
+    def decorate(builder: Builder) -> Builder:
+        _BUILDERS[name] = builder
+        return builder
+
+    return decorate
+
+
+@register_builder("synthetic")
+def _build_synthetic(request: BuildRequest) -> Dataset:
+    # rendered at the working size directly, so evaluation needs no resize
+    return SyntheticScenes(request.split, size=request.size, seed=request.seed, transform=request.transform)
+
+
+@register_builder("cityscapes")
+def _build_cityscapes(request: BuildRequest) -> Dataset:
+    return CityscapesSegmentation(request.root, request.split, request.transform)
+
+
+@register_builder("camvid")
+def _build_camvid(request: BuildRequest) -> Dataset:
+    return CamVidSegmentation(request.root, request.split, request.transform)
+
+
+def _require_root(spec: DatasetSpec, data_root: str | Path | None) -> Path | None:
+    if data_root is None:
+        if spec.needs_root:
+            raise DataError(f"{spec.name} needs its files: pass --data-root DIR "
+                            f"(or `vss data synth --out DIR --format {spec.name}` to make a small test tree)")
+        return None
+    root = Path(data_root).expanduser()
+    if spec.needs_root and not root.is_dir():
+        raise DataError(f"data root {root} does not exist: pass --data-root pointing at the {spec.name} folder")
+    return root
+
+
+def build_dataset(name: str, split: str, *, data_root: str | Path | None = None,
+                  input_size: tuple[int, int] | None = None, train: bool = False, seed: int = 0) -> Dataset:
+    """A Dataset of `(image float32 [3, H, W] normalised, label int64 [H, W])`, ignore pixels = 255.
+
+    `train=True` applies random scale (0.5-2x of `input_size`) / crop to `input_size` / flip; otherwise
+    images are resized to `input_size` (default: the spec's). `seed` picks the synthetic scene set (its
+    content, not the augmentation: that follows torch's seed), so keep it fixed across training seeds.
+    """
+    spec = get_spec(name)
+    if split not in SPLITS:
+        raise ConfigError(f"unknown split '{split}': choose one of {', '.join(SPLITS)}")
+    root = _require_root(spec, data_root)
+    size = tuple(input_size) if input_size is not None else spec.default_input_size
+    transform = train_transform(size, spec.mean, spec.std) if train else eval_transform(size, spec.mean, spec.std)
+    return _BUILDERS[spec.name](BuildRequest(split, root, size, transform, seed))
+
+
+def build_loader(dataset: Dataset, *, batch_size: int, train: bool, num_workers: int = 0, seed: int = 0,
+                 distributed: bool = False, pin_memory: bool | None = None) -> DataLoader:
+    """Training loaders shuffle with a generator seeded by `seed` and drop a ragged last batch (when
+    the dataset holds more than one batch); `distributed` shards with a DistributedSampler."""
+    if batch_size < 1:
+        raise ConfigError(f"--batch-size {batch_size} must be at least 1")
+    drop_last = train and len(dataset) > batch_size
+    generator = torch.Generator().manual_seed(seed)
+    sampler = DistributedSampler(dataset, shuffle=train, seed=seed, drop_last=drop_last) if distributed else None
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=train and sampler is None,
+        sampler=sampler,
+        num_workers=num_workers,
+        drop_last=drop_last,
+        generator=generator,
+        pin_memory=torch.cuda.is_available() if pin_memory is None else pin_memory,
+        persistent_workers=num_workers > 0,
+    )
+
+
+def class_weights(name: str, data_root: str | Path | None = None, *, split: str = "train") -> torch.Tensor:
+    """Median-frequency class weights of a dataset's raw training labels (for a weighted loss)."""
+    spec = get_spec(name)
+    root = _require_root(spec, data_root)
+    dataset = _BUILDERS[spec.name](BuildRequest(split, root, spec.default_input_size, None))
+    return median_frequency_weights(dataset, spec.num_classes)

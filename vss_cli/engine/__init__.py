@@ -1,0 +1,1 @@
+"""Training, evaluation, metrics, speed, complexity and checkpoints: the engine the workflows call."""

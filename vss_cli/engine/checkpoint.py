@@ -1,0 +1,152 @@
+"""Checkpoints as DESIGN §4: one `.pt` that loads with `torch.load(..., weights_only=True)`.
+
+A checkpoint is a plain dict: a format tag, the model spec (name, num_classes, builder kwargs), the
+Torch-Pruning pruning history (empty for an unpruned model), the state_dict, the dataset spec and
+optional training state. Loading builds the model from its spec, replays the history on a fresh
+dependency graph and loads the weights with strict=True. No pickled modules anywhere.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from vss_cli.errors import CheckpointError
+
+FORMAT = "vss-checkpoint/1"
+
+
+@dataclass
+class ModelSpec:
+    """What is needed to rebuild a model's unpruned architecture."""
+
+    name: str
+    num_classes: int
+    kwargs: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "num_classes": int(self.num_classes), "kwargs": dict(self.kwargs)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ModelSpec:
+        return cls(name=d["name"], num_classes=int(d["num_classes"]), kwargs=dict(d.get("kwargs", {})))
+
+
+@dataclass
+class LoadedCheckpoint:
+    model: nn.Module
+    spec: ModelSpec
+    history: list
+    dataset: dict
+    extra: dict
+    path: Path
+
+
+def atomic_torch_save(obj, path: Path) -> Path:
+    """Write to a temporary file in the same folder, fsync, then rename over the target."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _plain_history(history) -> list:
+    """Torch-Pruning history entries as plain lists of str/bool/int (weights_only-safe)."""
+    return [[str(name), bool(is_out), [int(i) for i in idxs]] for name, is_out, idxs in history]
+
+
+def _cpu_state(model: nn.Module) -> dict:
+    module = model.module if hasattr(model, "module") else model
+    return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
+
+
+def save_checkpoint(
+    path: Path,
+    *,
+    model: nn.Module,
+    spec: ModelSpec,
+    history=(),
+    dataset: dict | None = None,
+    extra: dict | None = None,
+) -> Path:
+    """Save a model checkpoint atomically; returns the path."""
+    payload = {
+        "format": FORMAT,
+        "model": spec.to_dict(),
+        "pruning_history": _plain_history(history),
+        "state_dict": _cpu_state(model),
+        "dataset": dict(dataset or {}),
+        "extra": dict(extra or {}),
+    }
+    return atomic_torch_save(payload, Path(path))
+
+
+def read_checkpoint(path: Path) -> dict:
+    """Load the raw checkpoint dict with weights_only=True, turning failures into one-line errors."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist: pass an existing .pt file or a run id")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is bad input
+        raise CheckpointError(
+            f"checkpoint {path} cannot be read ({type(exc).__name__}): pass a checkpoint written by vss"
+        ) from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not a vss checkpoint ({FORMAT}): pass a checkpoint written by vss")
+    return payload
+
+
+def example_input(batch: int = 1, size: tuple[int, int] = (64, 64)) -> torch.Tensor:
+    """A fixed tracing input for dependency graphs (values do not matter, shapes do)."""
+    return torch.zeros(batch, 3, *size)
+
+
+def build_from_spec(spec: ModelSpec, history=()) -> nn.Module:
+    """Build the unpruned architecture and replay a pruning history on it."""
+    from vss_cli.models import build_model
+
+    model = build_model(spec.name, spec.num_classes, **spec.kwargs)
+    if history:
+        from vss_cli.pruning.surgery import replay_history
+
+        replay_history(model, history)
+    return model
+
+
+def load_checkpoint(path: Path, device: str | torch.device = "cpu") -> LoadedCheckpoint:
+    """Rebuild the model of a checkpoint (pruned architectures included) with its exact weights."""
+    payload = read_checkpoint(path)
+    spec = ModelSpec.from_dict(payload["model"])
+    history = payload.get("pruning_history", [])
+    model = build_from_spec(spec, history)
+    try:
+        model.load_state_dict(payload["state_dict"], strict=True)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise CheckpointError(
+            f"checkpoint {path} does not match its model spec ({first}): it may come from another vss version"
+        ) from None
+    model.to(device).eval()
+    return LoadedCheckpoint(
+        model=model,
+        spec=spec,
+        history=history,
+        dataset=payload.get("dataset", {}),
+        extra=payload.get("extra", {}),
+        path=Path(path),
+    )

@@ -1,0 +1,120 @@
+"""The pruning-method interface and its registry.
+
+A method scores the channels of each prunable group (low = pruned first), optionally supplies a
+regularizer or a preparation phase run through the one `engine.fit`, and may override how scores
+become a plan. Graph mechanics live in `surgery`, planning in `planner`: a method knows neither.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import torch
+import torch.nn as nn
+
+from vss_cli.errors import ConfigError
+from vss_cli.pruning.surgery import LayerGroup
+
+
+@dataclass
+class PruneContext:
+    """Everything a method may read while scoring one model.
+
+    `batches()` yields (images, labels) minibatches of the training split (no augmentation) on
+    `device`, `samples` images in all; `fit(hooks, epochs)` trains the model through `engine.fit` with
+    the run's settings (used by slimming's sparse phase and DMCP's search).
+    """
+
+    model: nn.Module
+    groups: list[LayerGroup]
+    device: torch.device
+    num_classes: int
+    ignore_index: int = 255
+    seed: int = 0
+    samples: int = 64
+    ratio: float = 0.3
+    round_to: int = 8
+    options: dict = field(default_factory=dict)
+    input_size: tuple[int, int] = (64, 64)
+    batch_source: Callable[[], Iterator] | None = None
+    fit: Callable | None = None
+    parent_config: dict = field(default_factory=dict)
+    notes: dict = field(default_factory=dict)  # what the method did (recorded on the prune run)
+
+    def batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        if self.batch_source is None:
+            raise ConfigError("this method needs data: pass --samples N (> 0) and a dataset")
+        for images, labels in self.batch_source():
+            yield images.to(self.device), labels.to(self.device)
+
+
+class PruningMethod:
+    """Base class: subclasses set `name`, implement `score`, and may override the rest."""
+
+    name: ClassVar[str] = ""
+    needs_data: ClassVar[bool] = False
+    normalize: ClassVar[bool] = True  # per-layer mean normalisation before the global ranking
+    options: ClassVar[dict] = {}  # option name -> default (the paper's)
+
+    def __init__(self, **options):
+        unknown = set(options) - set(self.options)
+        if unknown:
+            raise ConfigError(
+                f"method '{self.name}' has no option {', '.join(sorted(unknown))}: "
+                f"its options are {', '.join(self.options) or 'none'}"
+            )
+        self.opts = {**self.options, **options}
+
+    def prepare(self, ctx: PruneContext) -> None:
+        """Optional phase before scoring (e.g. a short sparse training)."""
+
+    def score(self, ctx: PruneContext) -> dict[str, torch.Tensor]:
+        """Per-channel importance for each group name (lower = less important)."""
+        raise NotImplementedError
+
+    def plan(self, ctx: PruneContext, scores: dict[str, torch.Tensor]) -> dict[str, list[int]]:
+        """Channels to remove per group; default: the global threshold of DESIGN §5."""
+        from vss_cli.pruning.planner import global_threshold_plan
+
+        return global_threshold_plan(ctx.groups, scores, ctx.ratio, round_to=ctx.round_to, normalize=self.normalize)
+
+
+_METHODS: dict[str, type[PruningMethod]] = {}
+
+
+def register_method(cls: type[PruningMethod]) -> type[PruningMethod]:
+    """Class decorator adding a method to the registry under `cls.name`."""
+    if not cls.name:
+        raise ValueError("a pruning method needs a name")
+    _METHODS[cls.name] = cls
+    return cls
+
+
+def _load_builtin_methods() -> None:
+    import vss_cli.pruning.methods  # noqa: F401  (registers on import)
+
+
+def list_methods() -> list[str]:
+    _load_builtin_methods()
+    return sorted(_METHODS)
+
+
+def get_method(name: str, **options) -> PruningMethod:
+    _load_builtin_methods()
+    if name not in _METHODS:
+        raise ConfigError(f"unknown pruning method '{name}': choose from {', '.join(sorted(_METHODS))}")
+    return _METHODS[name](**options)
+
+
+def method_class(name: str) -> type[PruningMethod]:
+    _load_builtin_methods()
+    if name not in _METHODS:
+        raise ConfigError(f"unknown pruning method '{name}': choose from {', '.join(sorted(_METHODS))}")
+    return _METHODS[name]
+
+
+def mean_over_members(per_member: list[torch.Tensor]) -> torch.Tensor:
+    """A group's score: the mean of its members' per-channel scores (METHODS.md default)."""
+    return torch.stack([s.float() for s in per_member]).mean(0)

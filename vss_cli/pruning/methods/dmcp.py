@@ -1,0 +1,445 @@
+"""`dmcp`: Guo et al., "DMCP: Differentiable Markov Channel Pruning for Neural Networks" (CVPR 2020).
+
+Search space. Each prunable group's channels are ranked by |γ| (mean over its BNs; filter L1 where a
+group has none) and cut into 10 ordered channel groups (width steps of 0.1; fewer when the layer has
+fewer than 10 channels); DMCP keeps *leading* channels, so channel group k holds the k-th tenth of the
+ranking (no weights are moved: the gates follow the ranking). The first step is always kept. For the
+others an architecture parameter α_k gives the conditional keep probability p_k = sigmoid(α_k) of
+step k given step k−1 is kept; the marginal keep probability is Π_{j≤k} p_j, non-increasing along the
+steps (the Markov chain of the paper, Eq. 1–3).
+
+Gates are forward hooks on each group's BN outputs (removed afterwards). In architecture steps they
+scale every channel by its step's marginal; in weight steps they zero the channels beyond a sampled
+width. Expected kept width of a layer = Σ_k marginal_k·|step k|. Expected MACs is differentiable in
+those widths: each conv contributes macs_full × E[in]/in × E[out]/out (paper Eq. 7), from a table of
+per-conv MACs measured once on a (1, 3, H, W) input at the run's input size with the aux head detached,
+as `engine.complexity` counts (convolutions only). The FLOPs loss is 0 within [0.95T, T] and log|E − T|
+outside (paper Eq. 8); the architecture loss is task loss + λ·FLOPs loss with λ = `flops_weight` = 0.1.
+
+Target T: `target_macs` (G MACs, `--target-macs`) or, by default, the MACs of the model with every
+prunable group's width scaled by (1 − `--global-ratio`) (the uniform architecture of that ratio).
+
+Training goes through `ctx.fit` (no loop here): `TrainHooks.loss_fn` is the weight step with the
+sandwich rule (max width + min width + one sampled width, losses summed so their gradients
+accumulate); `TrainHooks.after_step` is the α step (Adam, lr `arch_lr` = 0.5 as in the official
+settings) on the same minibatch, every iteration after a warm-up of weight-only steps.
+
+Result: per layer the expected width, rounded to `--round-to` and at least one step; the kept channels
+are the leading ones in |γ| order (`plan_from_widths` with |γ|-rank scores). Final check: if the
+planned MACs miss T by more than 5%, all searched widths are scaled by one common factor (found by
+bisection, closest MACs to T) and the factor is recorded.
+
+Departures from the paper (short-budget mode, the default):
+  * search length `search_epochs` = 1 (optionally `max_iters` per epoch) instead of the paper's full
+    supernet training; warm-up = the first `warmup_fraction` = 0.3 of the iterations;
+  * the random member of the sandwich is uniform per layer during warm-up and drawn from the Markov
+    chain afterwards (the paper's variant sandwich rule); one such member, not two; no in-place
+    distillation from the widest network;
+  * α starts at the uniform architecture whose expected MACs sit inside [0.95T, T] (so a short search
+    starts feasible and redistributes widths), not at full width;
+  * the searched supernet weights (trained for many widths at once, with mixed BN statistics) are
+    discarded and the parent's weights restored (`keep_search_weights` = False): the paper retrains
+    the found architecture from scratch, vss fine-tunes it from the parent;
+  * layers that run only in the auxiliary head (outside the inference MACs) are not searched: they
+    keep (1 − ratio) of their channels, by |γ|.
+Notes: target/expected/planned/full MACs, iterations and α steps, the width scale factor.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn as nn
+
+from vss_cli.engine.complexity import inference_graph
+from vss_cli.engine.train import TrainHooks, segmentation_loss
+from vss_cli.errors import ConfigError
+from vss_cli.pruning.base import PruneContext, PruningMethod, register_method
+from vss_cli.pruning.features import channel_outputs, forward_hooks
+from vss_cli.pruning.planner import plan_from_widths, round_keep
+from vss_cli.pruning.surgery import LayerGroup
+
+STEPS = 10  # width steps of 0.1
+BAND = 0.05  # the FLOPs loss is zero within [(1 - BAND)·T, T]
+AUX_WEIGHT = 0.5
+CONVS = (nn.Conv2d, nn.ConvTranspose2d)
+
+
+# ---------------------------------------------------------------------------------------------
+# expected MACs
+
+
+def conv_macs(module: nn.Module, inputs: tuple, output: torch.Tensor) -> float:
+    """Multiply-accumulates of one conv call per image."""
+    k = math.prod(module.kernel_size)
+    if isinstance(module, nn.ConvTranspose2d):
+        return inputs[0][0].numel() * module.out_channels / module.groups * k
+    return output[0].numel() * module.in_channels / module.groups * k
+
+
+def measure_conv_macs(model: nn.Module, input_size: tuple[int, int],
+                      device: torch.device) -> dict[nn.Module, float]:
+    """Per conv, its MACs on one (1, 3, H, W) image in the inference graph (aux head detached)."""
+    table: dict[nn.Module, float] = {}
+
+    def record(module, inputs, output):
+        table[module] = table.get(module, 0.0) + conv_macs(module, inputs, output)
+
+    with inference_graph(model) as graph, torch.no_grad():
+        convs = [m for m in graph.modules() if isinstance(m, CONVS)]
+        with forward_hooks([(m, record) for m in convs]):
+            graph(torch.zeros(1, 3, *input_size, device=device))
+    return table
+
+
+def in_inference_graph(group: LayerGroup, table: dict[nn.Module, float]) -> bool:
+    return any(conv in table for _, conv in group.convs)
+
+
+class ExpectedMacs:
+    """MACs as a differentiable function of each group's (expected) kept width, paper Eq. 7.
+
+    Convs outside the groups keep their width; a conv's input width drops by what the groups it
+    consumes (its in-channel dependencies in the pruning graph) lose.
+    """
+
+    def __init__(self, table: dict[nn.Module, float], groups: Sequence[LayerGroup]) -> None:
+        convs = list(table)
+        index = {g.name: i for i, g in enumerate(groups)}
+        producer = {conv: index[g.name] for g in groups for _, conv in g.convs}
+        position = {conv: i for i, conv in enumerate(convs)}
+        self.sizes = torch.tensor([float(g.size) for g in groups], dtype=torch.float64)
+        self.macs = torch.tensor([table[c] for c in convs], dtype=torch.float64)
+        self.in_channels = torch.tensor([float(c.in_channels) for c in convs], dtype=torch.float64)
+        self.out_index = torch.tensor([producer.get(c, len(groups)) for c in convs], dtype=torch.long)
+        self.inputs = torch.zeros(len(convs), len(groups), dtype=torch.float64)
+        for g in groups:
+            for consumer in {m for _, m in g.consumers if m in position}:
+                self.inputs[position[consumer], index[g.name]] += 1.0
+
+    def __call__(self, widths: torch.Tensor) -> torch.Tensor:
+        widths = widths.to(torch.float64).cpu()
+        out_fraction = torch.cat([widths / self.sizes, torch.ones(1, dtype=torch.float64)])[self.out_index]
+        in_fraction = (self.in_channels - self.inputs @ (self.sizes - widths)) / self.in_channels
+        return (self.macs * out_fraction * in_fraction).sum()
+
+    @property
+    def full(self) -> float:
+        return float(self(self.sizes))
+
+
+def flops_loss(expected: torch.Tensor, target: float, band: float = BAND) -> torch.Tensor:
+    """0 within [(1 − band)·T, T], log|E − T| outside (paper Eq. 8)."""
+    if (1 - band) * target <= float(expected.detach()) <= target:
+        return expected * 0.0
+    return torch.log((expected - target).abs())
+
+
+# ---------------------------------------------------------------------------------------------
+# Markov gates
+
+
+def leading_rank(group: LayerGroup) -> torch.Tensor:
+    """Channel indices from most to least important by |γ| (mean over BNs), filter L1 without BN."""
+    if group.bns:
+        key = torch.stack([bn.weight.detach().abs().float().cpu() for _, bn in group.bns]).mean(0)
+    else:
+        key = torch.stack([c.weight.detach().abs().flatten(1).sum(1).float().cpu() for _, c in group.convs]).mean(0)
+    return torch.argsort(key, descending=True, stable=True)
+
+
+@dataclass
+class MarkovGate:
+    """One group's ordered channel groups and their architecture parameters α (K − 1 of them)."""
+
+    group: LayerGroup
+    rank: torch.Tensor  # channel indices, most important first
+    step_of: torch.Tensor = field(init=False)  # [C] channel group of each channel
+    step_sizes: torch.Tensor = field(init=False)  # [K] channels per step
+    alpha: torch.Tensor = field(init=False)
+
+    def __post_init__(self) -> None:
+        c = self.group.size
+        k = min(STEPS, c)
+        bounds = [(i * c) // k for i in range(k + 1)]
+        step_by_rank = torch.cat([torch.full((bounds[i + 1] - bounds[i],), i) for i in range(k)])
+        self.step_of = torch.empty(c, dtype=torch.long)
+        self.step_of[self.rank] = step_by_rank
+        self.step_sizes = torch.tensor([float(bounds[i + 1] - bounds[i]) for i in range(k)])
+        self.alpha = torch.zeros(k - 1, requires_grad=True)
+
+    @property
+    def steps(self) -> int:
+        return self.step_sizes.numel()
+
+    def marginals(self) -> torch.Tensor:
+        """Marginal keep probability of each step: 1, p_1, p_1·p_2, ... (non-increasing)."""
+        return torch.cat([torch.ones(1), torch.cumprod(torch.sigmoid(self.alpha), 0)])
+
+    def expected_width(self) -> torch.Tensor:
+        return (self.marginals() * self.step_sizes).sum()
+
+    def arch_mask(self) -> torch.Tensor:
+        return self.marginals()[self.step_of]
+
+    def width_mask(self, steps: int) -> torch.Tensor:
+        return (self.step_of < steps).float()
+
+    def markov_sample(self, generator: torch.Generator) -> int:
+        """Number of kept steps drawn from the chain: keep step k with p_k while step k − 1 is kept."""
+        probs = torch.sigmoid(self.alpha.detach())
+        draws = torch.rand(probs.numel(), generator=generator)
+        kept = 1
+        while kept < self.steps and bool(draws[kept - 1] < probs[kept - 1]):
+            kept += 1
+        return kept
+
+    def set_uniform(self, p: float) -> None:
+        with torch.no_grad():
+            self.alpha.fill_(math.log(p / (1 - p)))
+
+
+class GateHooks:
+    """Forward hooks scaling each gated group's BN outputs by a per-channel mask (None = untouched)."""
+
+    def __init__(self, gates: list[MarkovGate], device) -> None:
+        self.gates = gates
+        self.device = device
+        self.masks: dict[str, torch.Tensor] = {}
+
+    def pairs(self) -> list[tuple[nn.Module, object]]:
+        return [(m, self._hook(g.group.name)) for g in self.gates for m in channel_outputs(g.group)]
+
+    def _hook(self, name: str):
+        def hook(_module, _inputs, output):
+            mask = self.masks.get(name)
+            return None if mask is None else output * mask.to(output.dtype).view(1, -1, 1, 1)
+
+        return hook
+
+    def architecture(self) -> None:
+        self.masks = {g.group.name: g.arch_mask().to(self.device) for g in self.gates}
+
+    def widths(self, steps: dict[str, int]) -> None:
+        self.masks = {g.group.name: g.width_mask(steps[g.group.name]).to(self.device) for g in self.gates}
+
+    def clear(self) -> None:
+        self.masks = {}
+
+
+# ---------------------------------------------------------------------------------------------
+# the search, through ctx.fit
+
+
+@dataclass
+class Search:
+    """State shared by the weight step (loss_fn) and the architecture step (after_step)."""
+
+    gates: list[MarkovGate]
+    hooks: GateHooks
+    macs: ExpectedMacs
+    target: float
+    flops_weight: float
+    arch_lr: float
+    warmup_fraction: float
+    ignore_index: int
+    generator: torch.Generator
+    warmup_iters: int = 0
+    iterations: int = 0
+    arch_steps: int = 0
+    optimizer: torch.optim.Optimizer = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.optimizer = torch.optim.Adam([g.alpha for g in self.gates], lr=self.arch_lr)
+
+    def expected_macs(self) -> torch.Tensor:
+        return self.macs(torch.stack([g.expected_width() for g in self.gates]))
+
+    def on_fit_start(self, total_iterations: int) -> None:
+        self.warmup_iters = int(round(self.warmup_fraction * total_iterations))
+
+    def sandwich(self) -> list[dict[str, int]]:
+        """Max width, min width and one sampled width (uniform in warm-up, from the chain after)."""
+        warm = self.iterations < self.warmup_iters
+        full = {g.group.name: g.steps for g in self.gates}
+        least = {g.group.name: 1 for g in self.gates}
+        sampled = {g.group.name: int(torch.randint(1, g.steps + 1, (1,), generator=self.generator)) if warm
+                   else g.markov_sample(self.generator) for g in self.gates}
+        return [full, least, sampled]
+
+    def weight_loss(self, model: nn.Module, images: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        losses = []
+        for steps in self.sandwich():
+            self.hooks.widths(steps)
+            losses.append(segmentation_loss(model(images), targets, self.ignore_index, AUX_WEIGHT))
+        self.hooks.clear()
+        return torch.stack(losses).sum()
+
+    def arch_step(self, model: nn.Module, images: torch.Tensor, targets: torch.Tensor, iteration: int) -> None:
+        self.iterations = iteration
+        if iteration <= self.warmup_iters:
+            return
+        self.hooks.architecture()
+        task = segmentation_loss(model(images), targets, self.ignore_index, AUX_WEIGHT)
+        self.hooks.clear()
+        budget = flops_loss(self.expected_macs(), self.target).to(task.device, task.dtype)
+        loss = task + self.flops_weight * budget
+        alphas = [g.alpha for g in self.gates]
+        for alpha, grad in zip(alphas, torch.autograd.grad(loss, alphas, allow_unused=True), strict=True):
+            alpha.grad = torch.zeros_like(alpha) if grad is None else grad.cpu()
+        self.optimizer.step()
+        self.arch_steps += 1
+
+    def train_hooks(self) -> TrainHooks:
+        return TrainHooks(loss_fn=self.weight_loss, after_step=self.arch_step, on_fit_start=self.on_fit_start)
+
+
+def uniform_keep_probability(gates: list[MarkovGate], macs: ExpectedMacs, goal: float) -> float:
+    """The common p_k whose expected MACs equal `goal` (bisection; E grows with p)."""
+    lo, hi = 1e-4, 1 - 1e-4
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        for g in gates:
+            g.set_uniform(mid)
+        with torch.no_grad():
+            e = float(macs(torch.stack([g.expected_width() for g in gates])))
+        lo, hi = (mid, hi) if e < goal else (lo, mid)
+    return lo
+
+
+# ---------------------------------------------------------------------------------------------
+# widths and the final MACs check
+
+
+@dataclass
+class WidthFit:
+    widths: dict[str, int]
+    macs: float
+    scale: float
+
+
+def snap(gate: MarkovGate, width: float, round_to: int) -> int:
+    """Expected width -> kept channels: rounded to `round_to`, at least one step, at most the layer."""
+    floor = int(gate.step_sizes[0])
+    return min(gate.group.size, round_keep(max(int(round(width)), floor), gate.group.size, round_to, floor))
+
+
+def widths_at(gates: list[MarkovGate], expected: list[float], scale: float, round_to: int) -> dict[str, int]:
+    return {g.group.name: snap(g, scale * w, round_to) for g, w in zip(gates, expected, strict=True)}
+
+
+def fit_widths(gates: list[MarkovGate], expected: list[float], macs: ExpectedMacs, target: float,
+               round_to: int, tolerance: float = BAND) -> WidthFit:
+    """Round the expected widths; if the MACs then miss T by more than `tolerance`, scale all of them
+    by the common factor whose rounded widths come closest to T."""
+
+    def planned(scale: float) -> tuple[dict[str, int], float]:
+        w = widths_at(gates, expected, scale, round_to)
+        return w, float(macs(torch.tensor([float(w[g.group.name]) for g in gates])))
+
+    widths, value = planned(1.0)
+    if abs(value - target) <= tolerance * target:
+        return WidthFit(widths, value, 1.0)
+    lo, hi = 0.0, max(g.group.size / max(w, 1e-6) for g, w in zip(gates, expected, strict=True))
+    for _ in range(50):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if planned(mid)[1] <= target else (lo, mid)
+    best = min((lo, hi), key=lambda s: abs(planned(s)[1] - target))
+    widths, value = planned(best)
+    return WidthFit(widths, value, best)
+
+
+# ---------------------------------------------------------------------------------------------
+# the method
+
+
+def check_target(target: float, full: float, least: float) -> None:
+    if not least < target < full:
+        raise ConfigError(
+            f"dmcp target {target / 1e9:.4f}G MACs is outside what its search can reach "
+            f"({least / 1e9:.4f}G at the narrowest, {full / 1e9:.4f}G unpruned): pass --target-macs in that range"
+        )
+
+
+def rank_scores(rank: torch.Tensor) -> torch.Tensor:
+    """Leading channels score highest (C − position), so `plan_from_widths` keeps them."""
+    scores = torch.empty(rank.numel())
+    scores[rank] = torch.arange(rank.numel(), 0, -1, dtype=torch.float32)
+    return scores
+
+
+@register_method
+class DMCP(PruningMethod):
+    """Differentiable Markov channel search of per-layer widths under a MACs target (Guo et al., 2020)."""
+
+    name = "dmcp"
+    options = {"target_macs": None, "search_epochs": 1, "warmup_fraction": 0.3, "max_iters": None,
+               "flops_weight": 0.1, "arch_lr": 0.5, "keep_search_weights": False}
+
+    def prepare(self, ctx: PruneContext) -> None:
+        self._validate(ctx)
+        self._ranks = {g.name: leading_rank(g) for g in ctx.groups}
+        table = measure_conv_macs(ctx.model, ctx.input_size, ctx.device)
+        searched = [g for g in ctx.groups if in_inference_graph(g, table)]
+        macs = ExpectedMacs(table, searched)
+        gates = [MarkovGate(g, self._ranks[g.name]) for g in searched]
+        target = self._target(ctx, macs)
+        check_target(target, macs.full, float(macs(torch.stack([g.step_sizes[0] for g in gates]))))
+        uniform_keep_probability(gates, macs, (1 - BAND / 2) * target)
+        search = Search(gates=gates, hooks=GateHooks(gates, ctx.device), macs=macs, target=target,
+                        flops_weight=float(self.opts["flops_weight"]), arch_lr=float(self.opts["arch_lr"]),
+                        warmup_fraction=float(self.opts["warmup_fraction"]), ignore_index=ctx.ignore_index,
+                        generator=torch.Generator().manual_seed(ctx.seed))
+        self._run_search(ctx, search)
+        with torch.no_grad():
+            expected = [float(g.expected_width()) for g in gates]
+            expected_macs = float(search.expected_macs())
+        fitted = fit_widths(gates, expected, macs, target, ctx.round_to)
+        outside = {g.name: round_keep(int(round((1 - ctx.ratio) * g.size)), g.size, ctx.round_to, 1)
+                   for g in ctx.groups if g.name not in fitted.widths}
+        self._widths = {**fitted.widths, **outside}
+        ctx.notes.update(dmcp_target_macs=target, dmcp_expected_macs=expected_macs, dmcp_planned_macs=fitted.macs,
+                         dmcp_full_macs=macs.full, dmcp_iterations=search.iterations,
+                         dmcp_arch_steps=search.arch_steps, dmcp_warmup_iterations=search.warmup_iters,
+                         dmcp_width_scale=fitted.scale)
+
+    def _target(self, ctx: PruneContext, macs: ExpectedMacs) -> float:
+        """T: `target_macs` G MACs, else the MACs with every searched width scaled by (1 − ratio)."""
+        if self.opts["target_macs"] is not None:
+            return float(self.opts["target_macs"]) * 1e9
+        return float(macs(macs.sizes * (1.0 - ctx.ratio)))
+
+    def _validate(self, ctx: PruneContext) -> None:
+        if ctx.fit is None:
+            raise ConfigError("dmcp searches widths by training: pass a dataset it can train on")
+        if int(self.opts["search_epochs"]) < 1:
+            raise ConfigError(f"dmcp: search_epochs {self.opts['search_epochs']} must be 1 or more")
+        if not 0 <= float(self.opts["warmup_fraction"]) < 1:
+            raise ConfigError(f"dmcp: warmup_fraction {self.opts['warmup_fraction']} must be in [0, 1)")
+        if self.opts["target_macs"] is not None and float(self.opts["target_macs"]) <= 0:
+            raise ConfigError(f"--target-macs {self.opts['target_macs']} must be a positive number of G MACs")
+
+    def _run_search(self, ctx: PruneContext, search: Search) -> None:
+        """Train through ctx.fit with the gates installed; restore the parent's weights unless asked not to."""
+        saved = None if self.opts["keep_search_weights"] else \
+            {k: v.detach().clone() for k, v in ctx.model.state_dict().items()}
+        fit_kwargs = {} if self.opts["max_iters"] is None else {"max_iters": int(self.opts["max_iters"])}
+        try:
+            with forward_hooks(search.hooks.pairs()):
+                ctx.fit(search.train_hooks(), int(self.opts["search_epochs"]), **fit_kwargs)
+        finally:
+            if saved is not None:
+                ctx.model.load_state_dict(saved)
+            for p in ctx.model.parameters():
+                p.grad = None
+            ctx.model.eval()
+
+    def score(self, ctx: PruneContext) -> dict[str, torch.Tensor]:
+        return {g.name: rank_scores(self._ranks[g.name]) for g in ctx.groups}
+
+    def plan(self, ctx: PruneContext, scores: dict[str, torch.Tensor]) -> dict[str, list[int]]:
+        return plan_from_widths(ctx.groups, scores, self._widths)
+

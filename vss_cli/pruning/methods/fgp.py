@@ -1,0 +1,135 @@
+"""`fgp`: Feature-Gradient-Prune (Lv et al., "Feature-Gradient-Prune: ...", arXiv 2411.12781).
+
+Per class Grad-CAM evidence. For every minibatch and every class d present in its labels, the target
+is d's logit ("out") summed over the pixels labelled d; for each group's BatchNorm output A (post-BN,
+pre-activation) the heat is ReLU(A ⊙ ∂target/∂A), averaged over space and summed over images:
+Score(c, d). One forward per minibatch, then one backward per class present, with gradients taken
+only against the captured features (`torch.autograd.grad`), so no parameter's `.grad` is touched;
+the model runs in eval mode, so BatchNorm statistics are untouched. A group with several BNs uses the
+mean of their heats.
+
+Class-normalised support. Score(·, d) is divided by its sum over the layer's channels (each class
+becomes a distribution over the channels; the sum rather than the max, so a class whose evidence is
+spread over many channels is not inflated), then S(c) = mean over the classes seen in the samples.
+A frequent class thus weighs as much as a rare one, however many pixels it covers. A channel whose
+gradient is zero for every class has S = 0 (layers feeding only an auxiliary head: pruned first,
+which costs nothing at inference).
+
+Selection. Under `--global-ratio` (default) S is the score for the global threshold (per-layer mean
+normalisation). The paper's rule is `share` = T (`--fgp-share`, paper: 0.8): per layer keep the
+highest-S channels whose cumulative share of ΣS first reaches T (adaptive widths, then rounded to
+`--round-to`); `--global-ratio` is then not used. A layer with no evidence at all is kept whole.
+
+Options: `share` = None (global ratio); 0.8 when the paper's rule is wanted.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from vss_cli.errors import ConfigError
+from vss_cli.pruning.base import PruneContext, PruningMethod, register_method
+from vss_cli.pruning.features import capture_hook, channel_outputs, eval_mode, forward_hooks
+from vss_cli.pruning.planner import plan_from_widths, round_keep
+from vss_cli.pruning.surgery import LayerGroup
+
+
+def classes_present(labels: torch.Tensor, num_classes: int) -> list[int]:
+    present = torch.unique(labels)
+    return [int(d) for d in present if 0 <= int(d) < num_classes]
+
+
+def class_target(logits: torch.Tensor, labels: torch.Tensor, d: int) -> torch.Tensor:
+    """Class d's logit summed over the pixels labelled d."""
+    return (logits[:, d] * (labels == d)).sum()
+
+
+def heat(feature: torch.Tensor, grad: torch.Tensor | None) -> torch.Tensor:
+    """Σ over images of the spatial mean of ReLU(feature ⊙ gradient): one value per channel."""
+    if grad is None:
+        return torch.zeros(feature.shape[1], device=feature.device)
+    return F.relu(feature.detach() * grad).mean((2, 3)).sum(0)
+
+
+class ClassEvidence:
+    """Score(c, d) per group, accumulated over minibatches."""
+
+    def __init__(self, groups: list[LayerGroup], num_classes: int) -> None:
+        self.groups = groups
+        self.scores = {g.name: torch.zeros(g.size, num_classes) for g in groups}
+        self.seen = torch.zeros(num_classes, dtype=torch.bool)
+
+    def add_minibatch(self, model, images: torch.Tensor, labels: torch.Tensor, num_classes: int) -> None:
+        captured = {g.name: [] for g in self.groups}
+        hooks = [(m, capture_hook(captured[g.name])) for g in self.groups for m in channel_outputs(g)]
+        with forward_hooks(hooks), torch.enable_grad():
+            logits = model(images.requires_grad_(True))["out"]
+            if logits.shape[-2:] != labels.shape[-2:]:
+                logits = F.interpolate(logits, size=labels.shape[-2:], mode="bilinear", align_corners=False)
+        order = [(name, i) for name, feats in captured.items() for i in range(len(feats))]
+        features = [captured[name][i] for name, i in order]
+        classes = classes_present(labels, num_classes)
+        for k, d in enumerate(classes):
+            grads = torch.autograd.grad(class_target(logits, labels, d), features,
+                                        retain_graph=k < len(classes) - 1, allow_unused=True)
+            per_group: dict[str, list[torch.Tensor]] = {}
+            for (name, _), feat, grad in zip(order, features, grads, strict=True):
+                per_group.setdefault(name, []).append(heat(feat, grad))
+            for name, heats in per_group.items():
+                self.scores[name][:, d] += torch.stack(heats).mean(0).cpu()
+            self.seen[d] = True
+
+    def support(self) -> dict[str, torch.Tensor]:
+        """S(c): per-class sum normalisation over the layer's channels, then the mean over seen classes."""
+        return {name: class_normalised_support(s[:, self.seen]) for name, s in self.scores.items()}
+
+
+def class_normalised_support(scores: torch.Tensor) -> torch.Tensor:
+    """[C, D] Score(c, d) -> [C] mean over d of Score(c, d)/Σ_c Score(c, d) (a zero column stays zero)."""
+    totals = scores.sum(0, keepdim=True)
+    shares = torch.where(totals > 0, scores / totals.clamp_min(torch.finfo(scores.dtype).tiny), 0.0)
+    return shares.mean(1) if shares.shape[1] else torch.zeros(scores.shape[0])
+
+
+def cumulative_share_width(support: torch.Tensor, share: float) -> int:
+    """How many of the highest-S channels first reach `share` of ΣS (all of them when ΣS = 0)."""
+    total = float(support.sum())
+    if total <= 0:
+        return support.numel()
+    cumulative = torch.cumsum(torch.sort(support.double(), descending=True).values, 0) / total
+    reached = torch.nonzero(cumulative >= share - 1e-12)
+    return int(reached[0]) + 1 if reached.numel() else support.numel()
+
+
+@register_method
+class FGP(PruningMethod):
+    """Class-normalised Grad-CAM support of each channel (Lv et al., 2024)."""
+
+    name = "fgp"
+    needs_data = True
+    options = {"share": None}
+
+    def score(self, ctx: PruneContext) -> dict[str, torch.Tensor]:
+        evidence = ClassEvidence(ctx.groups, ctx.num_classes)
+        minibatches = 0
+        with eval_mode(ctx.model):
+            for images, labels in ctx.batches():
+                evidence.add_minibatch(ctx.model, images, labels, ctx.num_classes)
+                minibatches += 1
+        if not bool(evidence.seen.any()):
+            raise ConfigError("fgp found no labelled pixels in the scoring images: pass more --samples")
+        ctx.notes.update(fgp_minibatches=minibatches, fgp_classes=int(evidence.seen.sum()))
+        return evidence.support()
+
+    def plan(self, ctx: PruneContext, scores: dict[str, torch.Tensor]) -> dict[str, list[int]]:
+        share = self.opts["share"]
+        if share is None:
+            return super().plan(ctx, scores)
+        share = float(share)
+        if not 0 < share <= 1:
+            raise ConfigError(f"--fgp-share {share} is outside (0, 1]: pass a share such as 0.8")
+        keep = {g.name: round_keep(cumulative_share_width(scores[g.name], share), g.size, ctx.round_to, 1)
+                for g in ctx.groups if g.name in scores}
+        ctx.notes["fgp_share"] = share
+        return plan_from_widths(ctx.groups, scores, keep)

@@ -1,0 +1,137 @@
+"""Physical channel removal with Torch-Pruning's dependency graph.
+
+The graph keeps residual additions, the ASPP concatenation, U-Net skip concatenations and SegNet
+unpooling consistent; the final classifier convs are ignored so they keep `num_classes` outputs.
+Pruning is recorded as Torch-Pruning's history (module name, out/in, indices), which checkpoints
+store and `replay_history` re-applies on a freshly built model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn as nn
+import torch_pruning as tp
+
+TRACE_SIZE = (64, 64)
+
+
+@dataclass
+class LayerGroup:
+    """One prunable group of coupled channels, named after its root conv.
+
+    `convs` are the Conv2d layers whose output channels this group removes (a residual group spans
+    several), `bns` the BatchNorm layers on those channels; `weight` = channels removed from the
+    network per group channel, used to turn a global ratio into a channel count.
+    """
+
+    name: str
+    root: nn.Module
+    size: int
+    convs: list[tuple[str, nn.Conv2d]] = field(default_factory=list)
+    bns: list[tuple[str, nn.BatchNorm2d]] = field(default_factory=list)
+    consumers: list[tuple[str, nn.Module]] = field(default_factory=list)
+    region: str = "backbone"
+
+    @property
+    def weight(self) -> int:
+        return max(1, len(self.convs))
+
+
+def _model_outputs(outputs) -> torch.Tensor:
+    if isinstance(outputs, dict):
+        return sum(v.sum() for v in outputs.values())
+    return outputs.sum()
+
+
+def resolve_modules(model: nn.Module, names: Iterable[str]) -> list[nn.Module]:
+    """Modules by dotted name, skipping names that do not exist in this model (e.g. an absent aux head)."""
+    found = dict(model.named_modules())
+    return [found[n] for n in names if n in found]
+
+
+def output_layers_of(model: nn.Module, model_name: str | None = None) -> list[nn.Module]:
+    """The final classifier convs that keep num_classes outputs (from the model registry)."""
+    from vss_cli.models import get_model_info
+
+    name = model_name or getattr(model, "vss_model_name", None)
+    if name is None:
+        raise ValueError("model name needed to find its output layers")
+    return resolve_modules(model, get_model_info(name).output_layers)
+
+
+def build_graph(model: nn.Module, ignored: Sequence[nn.Module] = (), size: tuple[int, int] = TRACE_SIZE,
+                device: torch.device | str | None = None) -> tp.DependencyGraph:
+    """Trace the model (eval mode, no BN statistics touched) into a dependency graph."""
+    was_training = model.training
+    model.eval()
+    if device is None:
+        device = next(model.parameters()).device
+    example = torch.zeros(1, 3, *size, device=device)
+    with torch.enable_grad():
+        dg = tp.DependencyGraph().build_dependency(
+            model, example_inputs=example, output_transform=_model_outputs, verbose=False,
+        )
+    model.train(was_training)
+    return dg
+
+
+def _region_of(name: str) -> str:
+    return "backbone" if name.startswith(("backbone", "encoder", "enc", "down", "inc", "stem")) else "head"
+
+
+def collect_groups(model: nn.Module, dg: tp.DependencyGraph, ignored: Sequence[nn.Module]) -> list[LayerGroup]:
+    """Every prunable group whose root is a Conv2d, excluding groups that touch an output layer."""
+    names = {m: n for n, m in model.named_modules()}
+    groups = []
+    for group in dg.get_all_groups(ignored_layers=list(ignored), root_module_types=[nn.Conv2d]):
+        root = group[0].dep.target.module
+        lg = LayerGroup(name=names[root], root=root, size=int(root.out_channels))
+        for item in group:
+            module, handler = item.dep.target.module, item.dep.handler
+            if not isinstance(module, nn.Module) or module not in names:
+                continue
+            if isinstance(module, nn.Conv2d) and dg.is_out_channel_pruning_fn(handler):
+                lg.convs.append((names[module], module))
+            elif isinstance(module, nn.modules.batchnorm._BatchNorm) and dg.is_out_channel_pruning_fn(handler):
+                lg.bns.append((names[module], module))
+            elif isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)) and dg.is_in_channel_pruning_fn(handler):
+                lg.consumers.append((names[module], module))
+        lg.region = _region_of(lg.name)
+        if lg.size > 1:
+            groups.append(lg)
+    return groups
+
+
+def apply_plan(dg: tp.DependencyGraph, groups: Sequence[LayerGroup], plan: dict[str, Sequence[int]]) -> None:
+    """Remove, for each group named in `plan`, the listed channel indices of its root conv."""
+    by_name = {g.name: g for g in groups}
+    for name, idxs in plan.items():
+        idxs = sorted(int(i) for i in idxs)
+        if not idxs:
+            continue
+        g = by_name[name]
+        if len(idxs) >= g.size:
+            raise ValueError(f"plan would empty {name}")
+        group = dg.get_pruning_group(g.root, tp.prune_conv_out_channels, idxs)
+        group.prune()
+
+
+def replay_history(model: nn.Module, history: Sequence) -> tp.DependencyGraph:
+    """Re-apply a recorded pruning history on a freshly built (unpruned) model."""
+    dg = build_graph(model)
+    dg.load_pruning_history([[n, bool(o), list(i)] for n, o, i in history])
+    return dg
+
+
+def prunable_channels(model: nn.Module, ignored: Sequence[nn.Module]) -> int:
+    """Output channels of every Conv2d except the output layers: what `--global-ratio` is a fraction of."""
+    ignored_ids = {id(m) for m in ignored}
+    return sum(m.out_channels for m in model.modules() if isinstance(m, nn.Conv2d) and id(m) not in ignored_ids)
+
+
+def layer_widths(model: nn.Module) -> dict[str, int]:
+    """Output channels of every conv, by module name (the per-layer widths artifact)."""
+    return {n: int(m.out_channels) for n, m in model.named_modules() if isinstance(m, nn.Conv2d)}

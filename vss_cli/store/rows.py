@@ -1,0 +1,141 @@
+"""Plain, detached rows that the store returns (frozen dataclasses; no session attached)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, fields
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from vss_cli.store.tables import TERMINAL_STATUSES, ArtifactRecord, MetricRecord, RunRecord
+
+
+def utc(value: datetime | None) -> datetime | None:
+    """Attach UTC to the naive datetimes SQLite hands back (everything is stored in UTC)."""
+    if value is None or value.tzinfo is not None:
+        return value
+    return value.replace(tzinfo=timezone.utc)
+
+
+def _jsonable(row: Any) -> dict[str, Any]:
+    return {k: v.isoformat() if isinstance(v, datetime) else v for k, v in asdict(row).items()}
+
+
+@dataclass(frozen=True)
+class Run:
+    """A run as stored; `config` and `versions` are decoded from their JSON columns."""
+
+    id: str
+    kind: str
+    status: str
+    name: str | None
+    config: dict[str, Any]
+    config_key: str
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    heartbeat_at: datetime | None
+    worker: str | None
+    attempt: int
+    error: str | None
+    versions: dict[str, Any] | None
+    out_dir: str | None
+
+    @classmethod
+    def from_record(cls, rec: RunRecord) -> Run:
+        values = {f.name: getattr(rec, f.name) for f in fields(cls)}
+        values["config"] = json.loads(rec.config)
+        values["versions"] = json.loads(rec.versions) if rec.versions else None
+        for key in ("created_at", "started_at", "finished_at", "heartbeat_at"):
+            values[key] = utc(values[key])
+        return cls(**values)
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in TERMINAL_STATUSES
+
+    @property
+    def duration_s(self) -> float | None:
+        """Seconds from start to finish, or to now while the run is still going; None if never started."""
+        if self.started_at is None:
+            return None
+        end = self.finished_at or datetime.now(timezone.utc)
+        return (end - self.started_at).total_seconds()
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready fields (ISO 8601 times)."""
+        return _jsonable(self)
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """A recorded file: absolute path, sha256 and size when it was recorded."""
+
+    id: int
+    run_id: str
+    kind: str
+    path: Path
+    sha256: str
+    bytes: int
+    created_at: datetime
+
+    @classmethod
+    def from_record(cls, rec: ArtifactRecord) -> Artifact:
+        return cls(rec.id, rec.run_id, rec.kind, Path(rec.path), rec.sha256, rec.bytes, utc(rec.created_at))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**_jsonable(self), "path": str(self.path)}
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One appended metric value."""
+
+    id: int
+    run_id: str
+    key: str
+    value: float
+    step: int | None
+    created_at: datetime
+
+    @classmethod
+    def from_record(cls, rec: MetricRecord) -> Metric:
+        return cls(rec.id, rec.run_id, rec.key, rec.value, rec.step, utc(rec.created_at))
+
+    def to_dict(self) -> dict[str, Any]:
+        return _jsonable(self)
+
+
+@dataclass(frozen=True)
+class LineageNode:
+    """A run reached from another by `relation`; `nodes` continue in the same direction."""
+
+    relation: str
+    run: Run
+    nodes: tuple[LineageNode, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "relation": self.relation,
+            "run": self.run.id,
+            "kind": self.run.kind,
+            "status": self.run.status,
+            "nodes": [n.to_dict() for n in self.nodes],
+        }
+
+
+@dataclass(frozen=True)
+class Lineage:
+    """A run with its ancestors (each node's `nodes` are its parents) and descendants (its children)."""
+
+    run: Run
+    ancestors: tuple[LineageNode, ...]
+    descendants: tuple[LineageNode, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "run": self.run.id,
+            "ancestors": [n.to_dict() for n in self.ancestors],
+            "descendants": [n.to_dict() for n in self.descendants],
+        }

@@ -1,0 +1,493 @@
+"""The lineage store: runs, edges, artifacts and metrics over SQLite or PostgreSQL (DESIGN §3).
+
+Every method is one short transaction and returns detached rows (`vss_cli.store.rows`). Files are
+hashed before a write transaction starts, so the write lock is held only for the inserts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import secrets
+import socket
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, TypeVar
+
+from sqlalchemy import Engine, or_, update
+from sqlmodel import Session, col, select
+
+from vss_cli.errors import CheckpointError, ConfigError, RunNotFound
+from vss_cli.store import keys
+from vss_cli.store.engine import WRITE_OPTION, make_engine, retry_locked
+from vss_cli.store.migrations import migrate
+from vss_cli.store.rows import Artifact, Lineage, LineageNode, Metric, Run
+from vss_cli.store.tables import (
+    KINDS,
+    RELATIONS,
+    STATUSES,
+    TERMINAL_STATUSES,
+    ArtifactRecord,
+    EdgeRecord,
+    MetricRecord,
+    RunRecord,
+)
+
+T = TypeVar("T")
+CLAIMABLE_STATUSES = ("pending", "interrupted")
+
+
+@dataclass
+class _RunIdClock:
+    """Run ids: 12 hex digits of the millisecond clock + 8 hex digits, strictly increasing per process."""
+
+    last_ms: int = 0
+    last_rand: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def next(self) -> str:
+        with self.lock:
+            ms = max(time.time_ns() // 1_000_000, self.last_ms)
+            rand = self.last_rand + 1 if ms == self.last_ms else secrets.randbits(31)
+            if rand >= 1 << 32:
+                ms, rand = ms + 1, secrets.randbits(31)
+            self.last_ms, self.last_rand = ms, rand
+        return f"{ms:012x}{rand:08x}"
+
+
+new_run_id = _RunIdClock().next
+
+
+def worker_id() -> str:
+    """`host:pid` of this process, recorded on the runs it works on."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def file_digest(path: Path) -> tuple[str, int]:
+    """sha256 hex and size in bytes of a file."""
+    digest, size = hashlib.sha256(), 0
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+            size += len(chunk)
+    return digest.hexdigest(), size
+
+
+def artifact_intact(artifact: Artifact) -> bool:
+    """The file still exists with the recorded size and sha256."""
+    path = artifact.path
+    if not path.is_file() or path.stat().st_size != artifact.bytes:
+        return False
+    return file_digest(path)[0] == artifact.sha256
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _check(value: str, allowed: Sequence[str], what: str) -> None:
+    if value not in allowed:
+        raise ConfigError(f"unknown {what} '{value}': use one of {', '.join(allowed)}")
+
+
+def _finite(value: Any) -> float | None:
+    """`value` as a float when it is a finite number (numpy/torch scalars included), else None."""
+    if isinstance(value, (str, bytes)):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _require(session: Session, run_id: str) -> RunRecord:
+    rec = session.get(RunRecord, run_id)
+    if rec is None:
+        raise RunNotFound(f"no run has id '{run_id}': see `vss runs list`")
+    return rec
+
+
+def _ambiguous(prefix: str, ids: Sequence[str]) -> RunNotFound:
+    shown = ", ".join(ids[:5]) + (", …" if len(ids) > 5 else "")
+    return RunNotFound(f"'{prefix}' matches several runs ({shown}): give more characters of the id")
+
+
+def _parent_rows(session: Session, run_id: str) -> list[tuple[str, RunRecord]]:
+    query = (
+        select(EdgeRecord.relation, RunRecord)
+        .join(RunRecord, col(RunRecord.id) == EdgeRecord.parent_id)
+        .where(EdgeRecord.child_id == run_id)
+        .order_by(col(EdgeRecord.id))
+    )
+    return list(session.exec(query).all())
+
+
+def _child_rows(session: Session, run_id: str) -> list[tuple[str, RunRecord]]:
+    query = (
+        select(EdgeRecord.relation, RunRecord)
+        .join(RunRecord, col(RunRecord.id) == EdgeRecord.child_id)
+        .where(EdgeRecord.parent_id == run_id)
+        .order_by(col(EdgeRecord.id))
+    )
+    return list(session.exec(query).all())
+
+
+Neighbours = Callable[[Session, str], list[tuple[str, RunRecord]]]
+
+
+def _walk(
+    session: Session, run_id: str, step: Neighbours, depth: int, path: frozenset[str]
+) -> tuple[LineageNode, ...]:
+    """Lineage nodes reachable from `run_id` by `step`, `depth` levels deep, never revisiting `path`."""
+    if depth <= 0:
+        return ()
+    nodes = []
+    for relation, rec in step(session, run_id):
+        if rec.id not in path:
+            below = _walk(session, rec.id, step, depth - 1, path | {rec.id})
+            nodes.append(LineageNode(relation, Run.from_record(rec), below))
+    return tuple(nodes)
+
+
+class Store:
+    """The lineage database. Opening it migrates it; options are keyword-only past the run id."""
+
+    def __init__(self, url_or_path: str | Path) -> None:
+        self.engine: Engine = make_engine(url_or_path)
+        self.url = str(self.engine.url)
+        self.applied = migrate(self.engine)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- transactions ---------------------------------------------------------------------------
+
+    def _transaction(self, fn: Callable[[Session], T], *, write: bool) -> T:
+        def attempt() -> T:
+            with Session(self.engine, expire_on_commit=False) as session:
+                if write:
+                    session.connection(execution_options={WRITE_OPTION: True})
+                result = fn(session)
+                session.commit()
+                return result
+
+        return retry_locked(attempt)
+
+    def _read(self, fn: Callable[[Session], T]) -> T:
+        return self._transaction(fn, write=False)
+
+    def _write(self, fn: Callable[[Session], T]) -> T:
+        return self._transaction(fn, write=True)
+
+    # -- writes ---------------------------------------------------------------------------------
+
+    def create_run(
+        self,
+        *,
+        kind: str,
+        config: dict,
+        parents: Sequence[tuple[str, str]] = (),
+        status: str = "running",
+        config_key: str | None = None,
+        name: str | None = None,
+        versions: Mapping[str, Any] | None = None,
+        out_dir: str | Path | None = None,
+    ) -> Run:
+        """Record a new run (and its parent edges). A `running` run starts now with this worker."""
+        _check(kind, KINDS, "run kind")
+        _check(status, STATUSES, "run status")
+        for _, relation in parents:
+            _check(relation, RELATIONS, "relation")
+        config_json = keys.canonical_json(config)
+        key = config_key or keys.config_key(config)
+        versions_json = keys.canonical_json(dict(versions)) if versions is not None else None
+
+        def txn(session: Session) -> Run:
+            for parent_id, _ in parents:
+                _require(session, parent_id)
+            now, started = _now(), status != "pending"
+            rec = RunRecord(
+                id=new_run_id(),
+                kind=kind,
+                status=status,
+                name=name,
+                config=config_json,
+                config_key=key,
+                created_at=now,
+                started_at=now if started else None,
+                heartbeat_at=now if started else None,
+                finished_at=now if status in TERMINAL_STATUSES else None,
+                worker=worker_id() if started else None,
+                attempt=1 if started else 0,
+                versions=versions_json,
+                out_dir=str(out_dir) if out_dir is not None else None,
+            )
+            session.add(rec)
+            session.flush()
+            for parent_id, relation in parents:
+                session.add(
+                    EdgeRecord(parent_id=parent_id, child_id=rec.id, relation=relation, created_at=now)
+                )
+            return Run.from_record(rec)
+
+        return self._write(txn)
+
+    def update_run(
+        self,
+        run_id: str,
+        *,
+        name: str | None = None,
+        out_dir: str | Path | None = None,
+        versions: Mapping[str, Any] | None = None,
+    ) -> Run:
+        """Set the mutable descriptive fields that are given (config and key never change)."""
+        values: dict[str, Any] = {}
+        if name is not None:
+            values["name"] = name
+        if out_dir is not None:
+            values["out_dir"] = str(out_dir)
+        if versions is not None:
+            values["versions"] = keys.canonical_json(dict(versions))
+
+        def txn(session: Session) -> Run:
+            rec = _require(session, run_id)
+            for key, value in values.items():
+                setattr(rec, key, value)
+            session.add(rec)
+            return Run.from_record(rec)
+
+        return self._write(txn)
+
+    def set_status(self, run_id: str, status: str, *, error: str | None = None) -> None:
+        """Move a run to `status`; completed/failed/interrupted also set finished_at."""
+        _check(status, STATUSES, "run status")
+
+        def txn(session: Session) -> None:
+            rec, now = _require(session, run_id), _now()
+            rec.status = status
+            if status in TERMINAL_STATUSES:
+                rec.finished_at = now
+            elif status == "running":
+                rec.started_at, rec.heartbeat_at, rec.finished_at = rec.started_at or now, now, None
+            if error is not None:
+                rec.error = error
+            session.add(rec)
+
+        self._write(txn)
+
+    def heartbeat(self, run_id: str) -> None:
+        """Record that the run's worker is still alive (see `claim_run`)."""
+
+        def txn(session: Session) -> None:
+            stmt = update(RunRecord).where(col(RunRecord.id) == run_id).values(heartbeat_at=_now())
+            if session.exec(stmt).rowcount == 0:
+                raise RunNotFound(f"no run has id '{run_id}': see `vss runs list`")
+
+        self._write(txn)
+
+    def add_edge(self, parent_id: str, child_id: str, relation: str) -> None:
+        """Link parent -> child; adding an existing edge again changes nothing."""
+        _check(relation, RELATIONS, "relation")
+        if parent_id == child_id:
+            raise ConfigError(f"run {parent_id} cannot be its own parent: pass two different runs")
+
+        def txn(session: Session) -> None:
+            _require(session, parent_id)
+            _require(session, child_id)
+            query = select(EdgeRecord).where(
+                EdgeRecord.parent_id == parent_id,
+                EdgeRecord.child_id == child_id,
+                EdgeRecord.relation == relation,
+            )
+            if session.exec(query).first() is None:
+                session.add(
+                    EdgeRecord(parent_id=parent_id, child_id=child_id, relation=relation, created_at=_now())
+                )
+
+        self._write(txn)
+
+    def add_artifact(self, run_id: str, *, kind: str, path: str | Path) -> Artifact:
+        """Record a file the run wrote; its sha256 and size are read from disk now."""
+        path = Path(path).expanduser().resolve()
+        sha, size = file_digest(path)
+
+        def txn(session: Session) -> Artifact:
+            _require(session, run_id)
+            rec = ArtifactRecord(
+                run_id=run_id, kind=kind, path=str(path), sha256=sha, bytes=size, created_at=_now()
+            )
+            session.add(rec)
+            session.flush()
+            return Artifact.from_record(rec)
+
+        return self._write(txn)
+
+    def add_metrics(self, run_id: str, metrics: Mapping[str, Any], *, step: int | None = None) -> int:
+        """Append metrics in one transaction; values that are not finite numbers are skipped.
+
+        Returns how many were written.
+        """
+        values = {key: v for key, value in metrics.items() if (v := _finite(value)) is not None}
+
+        def txn(session: Session) -> int:
+            _require(session, run_id)
+            now = _now()
+            for key, value in values.items():
+                session.add(MetricRecord(run_id=run_id, key=key, value=value, step=step, created_at=now))
+            return len(values)
+
+        return self._write(txn)
+
+    def claim_run(self, run_id: str, *, worker: str | None = None, stale_after_s: float) -> bool:
+        """Check-and-set: take a pending or interrupted run, or a running one whose heartbeat is stale.
+
+        Sets it running for `worker` (default this process) with attempt + 1; True when this caller
+        got it. One UPDATE with the condition in its WHERE clause, so two claimants never both win.
+        """
+        now = _now()
+        stale = or_(
+            col(RunRecord.heartbeat_at).is_(None),
+            col(RunRecord.heartbeat_at) < now - timedelta(seconds=stale_after_s),
+        )
+        stmt = (
+            update(RunRecord)
+            .where(col(RunRecord.id) == run_id)
+            .where(
+                or_(
+                    col(RunRecord.status).in_(CLAIMABLE_STATUSES),
+                    (col(RunRecord.status) == "running") & stale,
+                )
+            )
+            .values(
+                status="running",
+                worker=worker or worker_id(),
+                heartbeat_at=now,
+                started_at=now,
+                finished_at=None,
+                error=None,
+                attempt=RunRecord.attempt + 1,
+            )
+        )
+        return self._write(lambda session: session.exec(stmt).rowcount == 1)
+
+    # -- reads ----------------------------------------------------------------------------------
+
+    def get_run(self, id_or_prefix: str) -> Run:
+        """The run with this id, or the only run whose id starts with it."""
+        prefix = id_or_prefix.strip().lower()
+
+        def txn(session: Session) -> Run:
+            exact = session.get(RunRecord, prefix) if prefix else None
+            if exact is not None:
+                return Run.from_record(exact)
+            query = select(RunRecord).where(col(RunRecord.id).startswith(prefix, autoescape=True))
+            recs = session.exec(query.order_by(col(RunRecord.id)).limit(6)).all() if prefix else []
+            if not recs:
+                raise RunNotFound(f"no run matches '{id_or_prefix}': see `vss runs list`")
+            if len(recs) > 1:
+                raise _ambiguous(id_or_prefix, [r.id for r in recs])
+            return Run.from_record(recs[0])
+
+        return self._read(txn)
+
+    def list_runs(
+        self,
+        *,
+        kind: str | None = None,
+        status: str | None = None,
+        limit: int | None = None,
+        config_key: str | None = None,
+    ) -> list[Run]:
+        """Runs, newest first, optionally filtered."""
+        query = select(RunRecord)
+        if kind is not None:
+            _check(kind, KINDS, "run kind")
+            query = query.where(RunRecord.kind == kind)
+        if status is not None:
+            _check(status, STATUSES, "run status")
+            query = query.where(RunRecord.status == status)
+        if config_key is not None:
+            query = query.where(RunRecord.config_key == config_key)
+        query = query.order_by(col(RunRecord.created_at).desc(), col(RunRecord.id).desc()).limit(limit)
+        return self._read(lambda session: [Run.from_record(r) for r in session.exec(query).all()])
+
+    def find_runs_by_key(self, config_key: str, kind: str | None = None) -> list[Run]:
+        """Every run with this config_key (any status), newest first."""
+        return self.list_runs(config_key=config_key, kind=kind)
+
+    def find_completed(self, *, config_key: str, kind: str | None = None) -> Run | None:
+        """A completed run with this key whose artifacts all still exist with their sha256, else None."""
+        for run in self.list_runs(config_key=config_key, kind=kind, status="completed"):
+            if all(artifact_intact(a) for a in self.artifacts(run.id)):
+                return run
+        return None
+
+    def parents(self, run_id: str) -> list[tuple[str, Run]]:
+        """(relation, parent run) pairs, in the order the edges were added."""
+        return self._read(lambda s: [(rel, Run.from_record(rec)) for rel, rec in _parent_rows(s, run_id)])
+
+    def children(self, run_id: str) -> list[tuple[str, Run]]:
+        """(relation, child run) pairs, in the order the edges were added."""
+        return self._read(lambda s: [(rel, Run.from_record(rec)) for rel, rec in _child_rows(s, run_id)])
+
+    def lineage(self, run_id: str, *, max_depth: int = 16) -> Lineage:
+        """The run with its ancestor and descendant trees, up to `max_depth` edges each way."""
+
+        def txn(session: Session) -> Lineage:
+            rec = _require(session, run_id)
+            seen = frozenset({rec.id})
+            return Lineage(
+                run=Run.from_record(rec),
+                ancestors=_walk(session, rec.id, _parent_rows, max_depth, seen),
+                descendants=_walk(session, rec.id, _child_rows, max_depth, seen),
+            )
+
+        return self._read(txn)
+
+    def artifacts(self, run_id: str, kind: str | None = None) -> list[Artifact]:
+        """The run's artifacts in the order they were recorded."""
+        query = select(ArtifactRecord).where(ArtifactRecord.run_id == run_id)
+        if kind is not None:
+            query = query.where(ArtifactRecord.kind == kind)
+        query = query.order_by(col(ArtifactRecord.id))
+        return self._read(lambda session: [Artifact.from_record(r) for r in session.exec(query).all()])
+
+    def artifact_path(self, run_id: str, kind: str = "checkpoint") -> Path:
+        """Path of the run's latest artifact of `kind` (id or unique prefix); CheckpointError if none."""
+        run = self.get_run(run_id)
+        found = self.artifacts(run.id, kind)
+        if not found:
+            raise CheckpointError(
+                f"run {run.id} ({run.kind}, {run.status}) has no {kind} artifact: "
+                "pass a completed train, finetune or prune run (see `vss runs list`)"
+            )
+        path = found[-1].path
+        if not path.is_file():
+            raise CheckpointError(
+                f"the {kind} of run {run.id} is gone from {path}: rerun that run or pass another"
+            )
+        return path
+
+    def metrics(self, run_id: str, key: str | None = None) -> list[Metric]:
+        """The run's metric rows in the order they were appended."""
+        query = select(MetricRecord).where(MetricRecord.run_id == run_id)
+        if key is not None:
+            query = query.where(MetricRecord.key == key)
+        query = query.order_by(col(MetricRecord.id))
+        return self._read(lambda session: [Metric.from_record(r) for r in session.exec(query).all()])
+
+    def latest_metrics(self, run_id: str) -> dict[str, float]:
+        """The last appended value of each metric key."""
+        return {m.key: m.value for m in self.metrics(run_id)}

@@ -1,0 +1,425 @@
+"""`vss eval`: a candidate against its baseline — accuracy, retention, real speed, complexity, channel
+ratio, reconstruction error and (optionally) how each criterion's ranking agrees with an oracle.
+
+The JSON report keeps the seed guide's key names (DESIGN §6) so existing analysis scripts read it;
+every number also lands as a flat metric row on the `eval` run. `FLOPs` strings count
+multiply-accumulates (MACs), as ptflops, torchvision and most segmentation papers do when they say
+"FLOPs"; the numeric `flops` field is 2 × `macs`. `--dtype` applies to the speed measurement;
+accuracy is always measured in fp32.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from vss_cli.engine.checkpoint import LoadedCheckpoint, load_checkpoint
+from vss_cli.engine.progress import log
+from vss_cli.errors import ConfigError
+from vss_cli.workflows.common import (
+    CheckpointRef,
+    default_out_dir,
+    recorded,
+    resolve_checkpoint,
+    resolve_device,
+    versions,
+)
+
+ORACLE_METHOD_CHOICES = ("candidate", "all")
+REPORT_NAME = "evaluation_report.json"
+
+
+@dataclass
+class EvalOptions:
+    baseline: str
+    candidate: str
+    report: str | None = None  # default: <out_dir>/evaluation_report.json
+    batch_size: int = 4
+    input_size: tuple[int, int] | None = None  # default: the dataset's
+    dataset: str | None = None  # default: the candidate checkpoint's dataset
+    data_root: str | None = None
+    device: str = "auto"
+    dtype: str = "fp32"  # speed measurement only
+    channels_last: bool = False
+    speed_iters: int = 50
+    warmup: int = 10
+    oracle_samples: int = 0  # 0 = no oracle analysis
+    oracle_layers: int = 4
+    oracle_methods: str = "candidate"  # candidate | all
+    reconstruction_batches: int = 4
+    split: str = "val"
+    num_workers: int = 0
+    out_dir: str | None = None  # default: runs/eval/<run id>
+
+
+@dataclass
+class EvalSetting:
+    """Everything resolved and checked before the run row is written."""
+
+    device: torch.device
+    baseline_ref: CheckpointRef
+    candidate_ref: CheckpointRef
+    baseline: LoadedCheckpoint
+    candidate: LoadedCheckpoint
+    dataset: str
+    data_root: str | None
+    spec: object
+    input_size: tuple[int, int]
+    val: object
+    oracle_methods: list[str] = field(default_factory=list)
+    oracle_note: str = ""
+
+
+@dataclass
+class EvalOutcome:
+    run_id: str
+    out_dir: Path
+    report_path: Path
+    report: dict
+    metrics: dict[str, float]
+
+
+# ----------------------------------------------------------------------------------------------
+# validation and resolution (nothing is written until all of it passed)
+
+
+def validate(opts: EvalOptions) -> None:
+    from vss_cli.data.specs import SPLITS
+    from vss_cli.engine.speed import DTYPES
+
+    checks = [
+        (opts.batch_size >= 1, f"--batch-size {opts.batch_size} must be at least 1"),
+        (opts.speed_iters >= 1, f"--speed-iters {opts.speed_iters} must be at least 1"),
+        (opts.warmup >= 0, f"--warmup {opts.warmup} must be 0 or more"),
+        (opts.oracle_samples >= 0, f"--oracle-samples {opts.oracle_samples} must be 0 (off) or more"),
+        (opts.oracle_layers >= 1, f"--oracle-layers {opts.oracle_layers} must be at least 1"),
+        (opts.oracle_methods in ORACLE_METHOD_CHOICES,
+         f"--oracle-methods {opts.oracle_methods} is unknown: use candidate or all"),
+        (opts.reconstruction_batches >= 0, f"reconstruction batches {opts.reconstruction_batches} must be 0 or more"),
+        (opts.dtype in DTYPES, f"--dtype {opts.dtype} is unknown: use fp32, bf16 or fp16"),
+        (opts.split in SPLITS, f"split '{opts.split}' is unknown: use one of {', '.join(SPLITS)}"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)
+
+
+def _pruning_method_of(loaded: LoadedCheckpoint, ref: CheckpointRef, store, depth: int = 6) -> str | None:
+    """The criterion that pruned a checkpoint: its own `extra`, else the nearest prune run up its lineage."""
+    if loaded.extra.get("method"):
+        return str(loaded.extra["method"])
+    frontier = [ref.run] if ref.run is not None else []
+    for _ in range(depth):
+        found = [r.config.get("method") for r in frontier if r.kind == "prune" and r.config.get("method")]
+        if found:
+            return str(found[0])
+        frontier = [parent for r in frontier for _, parent in store.parents(r.id)]
+    return None
+
+
+def _oracle_methods(opts: EvalOptions, candidate: LoadedCheckpoint, ref: CheckpointRef, store) -> tuple[list, str]:
+    from vss_cli.pruning.base import list_methods, method_class
+
+    if opts.oracle_samples == 0:
+        return [], ""
+    if opts.oracle_methods == "all":
+        return list_methods(), ""
+    method = _pruning_method_of(candidate, ref, store)
+    if method is None:
+        return [], "the candidate records no pruning method: pass --oracle-methods all to compare every criterion"
+    method_class(method)  # an unknown method is bad input, reported before the run starts
+    return [method], ""
+
+
+def resolve(opts: EvalOptions, store) -> EvalSetting:
+    """Check options, checkpoints, class counts and the dataset; raises VssError on bad input."""
+    from vss_cli.data import build_dataset, get_spec
+    from vss_cli.engine.speed import check_dtype
+
+    validate(opts)
+    device = resolve_device(opts.device)
+    check_dtype(opts.dtype, device)
+    base_ref = resolve_checkpoint(store, opts.baseline, option="--baseline")
+    cand_ref = resolve_checkpoint(store, opts.candidate, option="--candidate")
+    base, cand = load_checkpoint(base_ref.path, device), load_checkpoint(cand_ref.path, device)
+    if base.spec.num_classes != cand.spec.num_classes:
+        raise ConfigError(
+            f"baseline {base_ref.path} predicts {base.spec.num_classes} classes but candidate {cand_ref.path} "
+            f"predicts {cand.spec.num_classes}: compare a candidate pruned from this baseline"
+        )
+    recorded_ds = cand.dataset or base.dataset
+    dataset = opts.dataset or recorded_ds.get("name") or "synthetic"
+    spec = get_spec(dataset)
+    if spec.num_classes != cand.spec.num_classes:
+        raise ConfigError(f"the models predict {cand.spec.num_classes} classes but {dataset} has "
+                          f"{spec.num_classes}: pass the --dataset they were trained on")
+    same_dataset = recorded_ds.get("name") == dataset
+    data_root = opts.data_root or (recorded_ds.get("data_root") if same_dataset else None)
+    input_size = tuple(opts.input_size or spec.default_input_size)
+    val = build_dataset(dataset, opts.split, data_root=data_root, input_size=input_size, train=False)
+    methods, note = _oracle_methods(opts, cand, cand_ref, store)
+    return EvalSetting(device=device, baseline_ref=base_ref, candidate_ref=cand_ref, baseline=base, candidate=cand,
+                       dataset=dataset, data_root=data_root, spec=spec, input_size=input_size, val=val,
+                       oracle_methods=methods, oracle_note=note)
+
+
+# ----------------------------------------------------------------------------------------------
+# the measurements
+
+
+def _ratio(new: float, old: float) -> float:
+    return new / old if old and math.isfinite(old) and math.isfinite(new) else float("nan")
+
+
+def flops_params(model: nn.Module, input_size: tuple[int, int]) -> dict:
+    """The seed's `FLOPs`/`Params` strings (FLOPs string = MACs) plus exact numbers."""
+    from vss_cli.engine.complexity import count_complexity
+
+    c = count_complexity(model, input_size)
+    return {"FLOPs": c.macs_str, "Params": c.params_str, "FLOPs_unit": "MACs", "macs": c.macs,
+            "flops": c.flops, "params": c.params, "backend": c.backend, "input_size": list(input_size)}
+
+
+def pruning_ratios(baseline: LoadedCheckpoint, candidate: LoadedCheckpoint) -> dict:
+    """Share of the baseline's prunable conv output channels that the candidate no longer has."""
+    from vss_cli.pruning.surgery import output_layers_of, prunable_channels
+
+    before = prunable_channels(baseline.model, output_layers_of(baseline.model, baseline.spec.name))
+    after = prunable_channels(candidate.model, output_layers_of(candidate.model, candidate.spec.name))
+    return {"channel_prune_ratio": 1.0 - after / before if before else float("nan"),
+            "channels_before": before, "channels_after": after}
+
+
+@torch.no_grad()
+def reconstruction_mse(baseline: nn.Module, candidate: nn.Module, loader, batches: int,
+                       device: torch.device) -> float | None:
+    """Mean squared difference of the two models' `out` logits over the first `batches` batches."""
+    if batches == 0:
+        return None
+    baseline.eval()
+    candidate.eval()
+    total, count = 0.0, 0
+    for i, (images, _) in enumerate(loader):
+        if i >= batches:
+            break
+        images = images.to(device)
+        diff = baseline(images)["out"].float() - candidate(images)["out"].float()
+        total += float(diff.double().pow(2).sum())
+        count += diff.numel()
+    return total / count if count else None
+
+
+def _first_images(dataset, n: int, batch_size: int, device: torch.device) -> list:
+    """The first `n` images of a split as device-resident minibatches (the oracle's fixed set)."""
+    n = min(n, len(dataset))
+    batches = []
+    for start in range(0, n, batch_size):
+        items = [dataset[i] for i in range(start, min(n, start + batch_size))]
+        batches.append((torch.stack([x for x, _ in items]).to(device), torch.stack([y for _, y in items]).to(device)))
+    return batches
+
+
+def method_scores(model: nn.Module, model_name: str, method_name: str, setting: EvalSetting, opts: EvalOptions,
+                  group_names: set[str]) -> tuple[dict, str]:
+    """A criterion's scores on a copy of `model`, built exactly as `prune_model` builds its context.
+
+    `prepare()` is not run (no sparse phase, no DMCP search): the scores are what `score()` gives on the
+    baseline as it is, which the note says for methods that have a preparation phase.
+    """
+    from vss_cli.pruning.base import PruningMethod, get_method
+    from vss_cli.pruning.surgery import output_layers_of
+    from vss_cli.workflows.prune import PruneOptions, make_fit, prune_context, sample_source
+
+    method = get_method(method_name)
+    work = copy.deepcopy(model)
+    popts = PruneOptions(ckpt="", method=method_name, samples=opts.oracle_samples, batch_size=opts.batch_size)
+    source = sample_source(setting.dataset, setting.data_root, setting.input_size, popts.samples,
+                           popts.batch_size, popts.seed)
+    fit = make_fit(setting.dataset, setting.data_root, setting.input_size, popts.seed, setting.device,
+                   setting.candidate.dataset)
+    _, _, ctx = prune_context(work, output_layers_of(work, model_name), popts, input_size=setting.input_size,
+                              device=setting.device, batch_source=source, fit=fit,
+                              num_classes=setting.baseline.spec.num_classes, ignore_index=setting.spec.ignore_index)
+    scores = method.score(ctx)
+    note = ("scored without its prepare() phase (sparse training / search): the raw baseline's scores"
+            if type(method).prepare is not PruningMethod.prepare else "")
+    return {k: v for k, v in scores.items() if k in group_names}, note
+
+
+def oracle_section(setting: EvalSetting, opts: EvalOptions) -> dict:
+    """Oracle importance on the baseline and every requested criterion's agreement with it."""
+    from vss_cli.pruning.oracle import (
+        MethodAgreement,
+        OracleReport,
+        agreement,
+        choose_groups,
+        oracle_importance,
+    )
+    from vss_cli.pruning.surgery import build_graph, collect_groups, output_layers_of
+
+    model, name = setting.baseline.model, setting.baseline.spec.name
+    ignored = output_layers_of(model, name)
+    groups = choose_groups(collect_groups(model, build_graph(model, ignored), ignored), opts.oracle_layers)
+    batches = _first_images(setting.val, opts.oracle_samples, opts.batch_size, setting.device)
+    imp = oracle_importance(model, groups, batches, ignore_index=setting.spec.ignore_index)
+    results = {}
+    for method_name in setting.oracle_methods:
+        t0 = time.perf_counter()
+        try:
+            scores, note = method_scores(model, name, method_name, setting, opts, {g.name for g in groups})
+            result = agreement(method_name, scores, imp.importance)
+            result.note = note
+        except Exception as exc:  # noqa: BLE001 - one criterion failing must not lose the whole evaluation
+            log(f"oracle: {method_name} could not be scored ({type(exc).__name__}: {exc})")
+            result = MethodAgreement(method=method_name, error=f"{type(exc).__name__}: {exc}")
+        result.seconds = time.perf_counter() - t0
+        results[method_name] = result
+    scoring = {"split": "train", "samples": opts.oracle_samples, "prepare": False, "model": "baseline"}
+    return OracleReport.build(imp, groups, results, fraction=0.2, scoring=scoring,
+                              note=setting.oracle_note).to_report()
+
+
+def compare(setting: EvalSetting, opts: EvalOptions) -> tuple[dict, dict[str, np.ndarray]]:
+    """Every measurement of the report; returns (report dict, confusion matrices by side)."""
+    from vss_cli.data import build_loader
+    from vss_cli.engine.speed import measure_speed_pair, speedups
+    from vss_cli.engine.train import evaluate
+
+    spec, device = setting.spec, setting.device
+    base, cand = setting.baseline.model, setting.candidate.model
+    loader = build_loader(setting.val, batch_size=opts.batch_size, train=False, num_workers=opts.num_workers)
+    base_metrics, base_cm = evaluate(base, loader, spec.num_classes, spec.ignore_index, device)
+    cand_metrics, cand_cm = evaluate(cand, loader, spec.num_classes, spec.ignore_index, device)
+    base_speed, cand_speed = measure_speed_pair(
+        base, cand, input_size=setting.input_size, batch=opts.batch_size, device=device, dtype=opts.dtype,
+        channels_last=opts.channels_last, warmup=opts.warmup, iters=opts.speed_iters,
+    )
+    report = {
+        "baseline": str(setting.baseline_ref.path), "candidate": str(setting.candidate_ref.path),
+        "dataset": setting.dataset, "split": opts.split, "input_size": list(setting.input_size),
+        "baseline_results": base_metrics.to_report(spec.class_names),
+        "candidate_results": cand_metrics.to_report(spec.class_names),
+        "miou_retention": _ratio(cand_metrics.miou, base_metrics.miou),
+        "pixel_accuracy_retention": _ratio(cand_metrics.pixel_accuracy, base_metrics.pixel_accuracy),
+        "baseline_speed": base_speed.to_report(),
+        "candidate_speed": cand_speed.to_report(),
+        **speedups(base_speed, cand_speed),
+        "baseline_flops_params": flops_params(base, setting.input_size),
+        "candidate_flops_params": flops_params(cand, setting.input_size),
+        "pruning_ratios": pruning_ratios(setting.baseline, setting.candidate),
+        "oracle_analysis": oracle_section(setting, opts) if opts.oracle_samples > 0 else None,
+        "reconstruction_mse": reconstruction_mse(base, cand, loader, opts.reconstruction_batches, device),
+    }
+    return report, {"baseline": base_cm.numpy(), "candidate": cand_cm.numpy()}
+
+
+def flat_metrics(report: dict) -> dict[str, float]:
+    """The report's numbers as flat metric keys for the store (`candidate_miou`, `speedup_latency`, ...)."""
+    rows: dict[str, float] = {}
+    for side in ("baseline", "candidate"):
+        res, speed, cx = report[f"{side}_results"], report[f"{side}_speed"], report[f"{side}_flops_params"]
+        rows.update({f"{side}_miou": res["mIoU"], f"{side}_pixel_accuracy": res["Pixel_Accuracy"],
+                     f"{side}_mean_accuracy": res["Mean_Accuracy"], f"{side}_fw_iou": res["Frequency_Weighted_IoU"],
+                     f"{side}_latency_ms": speed["median_ms"], f"{side}_latency_min_ms": speed["min_ms"],
+                     f"{side}_latency_max_ms": speed["max_ms"], f"{side}_fps": speed["fps"],
+                     f"{side}_macs": cx["macs"], f"{side}_params": cx["params"]})
+    base_cx, cand_cx = report["baseline_flops_params"], report["candidate_flops_params"]
+    rows.update({
+        "miou_retention": report["miou_retention"],
+        "pixel_accuracy_retention": report["pixel_accuracy_retention"],
+        "speedup_latency": report["speedup_latency"], "speedup_fps": report["speedup_fps"],
+        "macs_reduction": 1.0 - _ratio(cand_cx["macs"], base_cx["macs"]),
+        "params_reduction": 1.0 - _ratio(cand_cx["params"], base_cx["params"]),
+        **report["pruning_ratios"],
+    })
+    if report["reconstruction_mse"] is not None:
+        rows["reconstruction_mse"] = report["reconstruction_mse"]
+    oracle = report["oracle_analysis"]
+    if oracle:
+        rows.update({"oracle_seconds": oracle["seconds"], "oracle_forward_passes": oracle["forward_passes"],
+                     "oracle_base_loss": oracle["base_loss"]})
+        for name, m in oracle["methods"].items():
+            rows.update({f"oracle_{name}_{k}": m[k] for k in ("spearman", "kendall", "overlap")})
+    return {k: float(v) for k, v in rows.items() if v is not None}
+
+
+# ----------------------------------------------------------------------------------------------
+# files and the run
+
+
+def _json_safe(obj):
+    """NaN/inf become null, numpy scalars plain numbers, tuples lists: the file is strict JSON."""
+    if isinstance(obj, dict):
+        return {str(k): _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def write_json(path: Path, obj) -> Path:
+    """Write strict JSON to a temporary file in the same folder, then rename it over `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(_json_safe(obj), f, indent=2, allow_nan=False)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _run_config(opts: EvalOptions, setting: EvalSetting) -> dict:
+    config = {**asdict(opts), "baseline": None, "candidate": None, "report": None, "out_dir": None,
+              "num_workers": None, "dataset": setting.dataset, "data_root": setting.data_root,
+              "input_size": list(setting.input_size), "device": setting.device.type,
+              "oracle_methods_resolved": setting.oracle_methods, "kind": "eval"}
+    return config
+
+
+def eval_run(opts: EvalOptions, store) -> EvalOutcome:
+    """Evaluate a candidate against its baseline; records an `eval` run, its report and its metrics."""
+    from vss_cli.store import config_key, file_digest
+
+    setting = resolve(opts, store)
+    config = _run_config(opts, setting)
+    key = config_key(config, [file_digest(setting.baseline_ref.path)[0], file_digest(setting.candidate_ref.path)[0]])
+    parents = [(ref.run_id, relation) for ref, relation in
+               ((setting.baseline_ref, "baseline-of"), (setting.candidate_ref, "evaluates")) if ref.run_id]
+    run = store.create_run(kind="eval", config=config, parents=parents, config_key=key,
+                           versions=versions(setting.device), status="running")
+    out_dir = default_out_dir("eval", run.id, Path(opts.out_dir) if opts.out_dir else None).resolve()
+    store.update_run(run.id, out_dir=str(out_dir))
+    with recorded(store, run.id):
+        report, confusions = compare(setting, opts)
+        report["run_id"] = run.id
+        for side, mat in confusions.items():
+            path = write_json(out_dir / f"{side}_confusion.json", {
+                "class_names": list(setting.spec.class_names), "ignore_index": setting.spec.ignore_index,
+                "rows": "ground truth", "columns": "prediction", "matrix": mat.astype(np.int64).tolist()})
+            store.add_artifact(run.id, kind="confusion", path=path)
+        report_path = write_json(Path(opts.report).resolve() if opts.report else out_dir / REPORT_NAME, report)
+        store.add_artifact(run.id, kind="report", path=report_path)
+        metrics = flat_metrics(report)
+        store.add_metrics(run.id, metrics)
+    log(f"eval run {run.id}: mIoU {report['baseline_results']['mIoU']:.4f} -> {report['candidate_results']['mIoU']:.4f}"
+        f", latency x{report['speedup_latency']:.2f} -> {report_path}")
+    return EvalOutcome(run_id=run.id, out_dir=out_dir, report_path=report_path, report=report, metrics=metrics)

@@ -1,0 +1,221 @@
+"""`vss prune`: score channels with a method, remove them physically, record the lineage."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from vss_cli.engine.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
+from vss_cli.errors import ConfigError
+from vss_cli.pruning.base import PruneContext, get_method
+from vss_cli.pruning.surgery import (
+    apply_plan,
+    build_graph,
+    collect_groups,
+    layer_widths,
+    output_layers_of,
+    prunable_channels,
+)
+from vss_cli.workflows.common import default_out_dir, recorded, resolve_checkpoint, resolve_device, versions
+
+
+@dataclass
+class PruneOptions:
+    ckpt: str
+    method: str = "l1"
+    global_ratio: float = 0.3
+    round_to: int = 8
+    input_size: tuple[int, int] | None = None
+    samples: int = 64
+    seed: int = 0
+    device: str = "auto"
+    dataset: str | None = None
+    data_root: str | None = None
+    method_options: dict = field(default_factory=dict)
+    batch_size: int = 8
+    save: str | None = None
+
+
+@dataclass
+class PruneReport:
+    """What a prune run did; every field also lands as a metric row."""
+
+    method: str
+    requested_ratio: float
+    achieved_ratio: float
+    channels_before: int
+    channels_after: int
+    macs_before: int
+    macs_after: int
+    params_before: int
+    params_after: int
+    score_seconds: float
+    prune_seconds: float
+    notes: dict = field(default_factory=dict)
+
+    def scalars(self) -> dict[str, float]:
+        d = asdict(self)
+        d.pop("method")
+        d.pop("notes")
+        return {k: float(v) for k, v in d.items()}
+
+
+@dataclass
+class PruneOutcome:
+    run_id: str
+    out_dir: Path
+    checkpoint: Path
+    report: PruneReport
+
+
+def validate(opts: PruneOptions) -> None:
+    if not 0.0 < opts.global_ratio < 1.0:
+        raise ConfigError(f"--global-ratio {opts.global_ratio} is outside (0, 1): pass a fraction such as 0.3")
+    if opts.round_to < 1:
+        raise ConfigError(f"--round-to {opts.round_to} must be 1 or more")
+    if opts.samples < 0:
+        raise ConfigError(f"--samples {opts.samples} must be 0 or more")
+
+
+def sample_source(dataset: str, data_root: str | None, input_size, samples: int, batch_size: int, seed: int):
+    """Minibatches of the first `samples` training images after a seeded shuffle, without augmentation."""
+    from vss_cli.data import build_dataset
+
+    ds = build_dataset(dataset, "train", data_root=data_root, input_size=input_size, train=False, seed=seed)
+    n = min(samples, len(ds))
+    order = torch.randperm(len(ds), generator=torch.Generator().manual_seed(seed))[:n].tolist()
+
+    def batches():
+        for start in range(0, n, batch_size):
+            items = [ds[i] for i in order[start:start + batch_size]]
+            yield torch.stack([x for x, _ in items]), torch.stack([y for _, y in items])
+
+    return batches
+
+
+def make_fit(dataset: str, data_root: str | None, input_size, seed: int, device, dataset_dict: dict):
+    """The `ctx.fit` given to methods: `engine.fit` on the training split with the dataset's recipe."""
+
+    def run_fit(model, hooks, epochs: int, lr: float | None = None, optimizer=None, max_iters: int | None = None):
+        from vss_cli.data import build_dataset, build_loader, get_spec
+        from vss_cli.engine.train import TrainConfig, fit
+
+        spec = get_spec(dataset)
+        train = build_loader(build_dataset(dataset, "train", data_root=data_root, input_size=input_size, train=True,
+                                           seed=seed), batch_size=spec.default_batch_size, train=True, seed=seed)
+        cfg = TrainConfig(epochs=epochs, lr=lr or spec.default_lr, seed=seed, device=str(device),
+                          max_iters_per_epoch=max_iters)
+        return fit(model, train, None, cfg, num_classes=spec.num_classes, ignore_index=spec.ignore_index,
+                   hooks=hooks, optimizer=optimizer)
+
+    return run_fit
+
+
+def _file_sha(path: Path) -> str:
+    from vss_cli.store import file_digest
+
+    return file_digest(path)[0]
+
+
+def _write_json(path: Path, obj) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as f:
+        json.dump(obj, f, indent=2)
+    Path(f.name).replace(path)
+    return path
+
+
+def prune_run(opts: PruneOptions, store) -> PruneOutcome:
+    """Prune a checkpoint with one method at a global ratio; returns the new run and checkpoint."""
+    from vss_cli.data import get_spec
+    from vss_cli.engine.complexity import count_complexity
+    from vss_cli.store import config_key
+
+    validate(opts)
+    method = get_method(opts.method, **opts.method_options)
+    device = resolve_device(opts.device)
+    ref = resolve_checkpoint(store, opts.ckpt)
+    ds = read_checkpoint(ref.path).get("dataset", {})
+    dataset = opts.dataset or ds.get("name") or "synthetic"
+    dspec = get_spec(dataset)
+    data_root = opts.data_root or ds.get("data_root")
+    input_size = tuple(opts.input_size or dspec.default_input_size)
+    if method.needs_data and opts.samples == 0:
+        raise ConfigError(f"method '{method.name}' scores channels on data: pass --samples N with N > 0")
+    if method.needs_data and dspec.needs_root and not data_root:
+        raise ConfigError(f"method '{method.name}' needs {dataset} images: pass --data-root DIR")
+    loaded = load_checkpoint(ref.path, device)
+    config = {**asdict(opts), "ckpt": None, "save": None, "device": None, "dataset": dataset,
+              "data_root": data_root, "input_size": list(input_size), "kind": "prune"}
+    key = config_key(config, [_file_sha(ref.path)])
+    parents = [(ref.run_id, "pruned-from")] if ref.run_id else []
+    run = store.create_run(kind="prune", config=config, parents=parents, config_key=key,
+                           versions=versions(device), status="running")
+    out_dir = default_out_dir("prune", run.id, Path(opts.save) if opts.save else None)
+    store.update_run(run.id, out_dir=str(out_dir.resolve()))
+    with recorded(store, run.id):
+        model = loaded.model
+        report, history = prune_model(
+            model, loaded.spec.name, method, opts, input_size=input_size, device=device,
+            batch_source=sample_source(dataset, data_root, input_size, opts.samples, opts.batch_size, opts.seed)
+            if opts.samples > 0 else None,
+            fit=make_fit(dataset, data_root, input_size, opts.seed, device, ds),
+            num_classes=loaded.spec.num_classes, ignore_index=dspec.ignore_index,
+            count=lambda m: count_complexity(m, input_size), old_history=loaded.history,
+        )
+        ckpt = save_checkpoint(out_dir / "pruned.pt", model=model, spec=loaded.spec, history=history,
+                               dataset={**dspec.to_dict(), "data_root": data_root},
+                               extra={"method": opts.method, "global_ratio": opts.global_ratio})
+        widths = _write_json(out_dir / "widths.json", {"widths": layer_widths(model), "notes": report.notes})
+        store.add_artifact(run.id, kind="checkpoint", path=ckpt)
+        store.add_artifact(run.id, kind="widths", path=widths)
+        store.add_metrics(run.id, report.scalars())
+    return PruneOutcome(run_id=run.id, out_dir=out_dir, checkpoint=ckpt, report=report)
+
+
+def prune_context(model, ignored, opts: PruneOptions, *, input_size, device, batch_source, fit, num_classes: int,
+                  ignore_index: int) -> tuple:
+    """The dependency graph, groups and PruneContext a method scores with (prune, and eval's oracle)."""
+    torch.manual_seed(opts.seed)
+    dg = build_graph(model, ignored)
+    groups = collect_groups(model, dg, ignored)
+    ctx = PruneContext(model=model, groups=groups, device=torch.device(device), num_classes=num_classes,
+                       ignore_index=ignore_index, seed=opts.seed, samples=opts.samples, ratio=opts.global_ratio,
+                       round_to=opts.round_to, options=dict(opts.method_options), input_size=tuple(input_size),
+                       batch_source=batch_source, fit=lambda hooks, epochs, **kw: fit(model, hooks, epochs, **kw))
+    return dg, groups, ctx
+
+
+def prune_model(model, model_name: str, method, opts: PruneOptions, *, input_size, device, batch_source, fit,
+                num_classes: int, ignore_index: int, count, old_history=()) -> tuple[PruneReport, list]:
+    """Score, plan and apply on an in-memory model; returns the report and the full pruning history."""
+    model.to(device).eval()
+    ignored = output_layers_of(model, model_name)
+    before = count(model)
+    ch_before = prunable_channels(model, ignored)
+    dg, groups, ctx = prune_context(model, ignored, opts, input_size=input_size, device=device,
+                                    batch_source=batch_source, fit=fit, num_classes=num_classes,
+                                    ignore_index=ignore_index)
+    t0 = time.perf_counter()
+    method.prepare(ctx)
+    scores = method.score(ctx)
+    plan = method.plan(ctx, scores)
+    t1 = time.perf_counter()
+    apply_plan(dg, groups, plan)
+    t2 = time.perf_counter()
+    model.eval()
+    after = count(model)
+    ch_after = prunable_channels(model, ignored)
+    report = PruneReport(
+        method=method.name, requested_ratio=opts.global_ratio, achieved_ratio=1 - ch_after / ch_before,
+        channels_before=ch_before, channels_after=ch_after, macs_before=before.macs, macs_after=after.macs,
+        params_before=before.params, params_after=after.params, score_seconds=t1 - t0, prune_seconds=t2 - t1,
+        notes=dict(ctx.notes),
+    )
+    history = [list(h) for h in old_history] + [[n, bool(o), list(i)] for n, o, i in dg.pruning_history()]
+    return report, history

@@ -1,0 +1,270 @@
+"""`vss train` and `vss finetune`: one recipe over the one `engine.fit`."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from vss_cli.engine.checkpoint import ModelSpec, load_checkpoint
+from vss_cli.engine.progress import log
+from vss_cli.engine.train import FitResult, TrainConfig, TrainHooks, fit
+from vss_cli.errors import ConfigError
+from vss_cli.workflows.common import (
+    default_out_dir,
+    recorded,
+    resolve_checkpoint,
+    resolve_device,
+    versions,
+    worker_name,
+)
+
+
+@dataclass
+class TrainOptions:
+    """A training recipe; `None` fields take the dataset's defaults (DESIGN §1)."""
+
+    dataset: str | None = None  # None: the parent checkpoint's dataset, else synthetic
+    data_root: str | None = None
+    model: str | None = None
+    model_kwargs: dict = field(default_factory=dict)
+    epochs: int | None = None
+    batch_size: int | None = None
+    lr: float | None = None
+    weight_decay: float = 1e-4
+    scheduler: str = "poly"
+    warmup_epochs: float = 0.0
+    slimming_lambda: float = 0.0
+    input_size: tuple[int, int] | None = None
+    amp: str | None = None
+    seed: int = 0
+    device: str = "auto"
+    num_workers: int = 0
+    class_weights: bool = False
+    sync_bn: bool = False
+    max_iters_per_epoch: int | None = None
+    model_from: str | None = None  # finetune: a pruned checkpoint or run
+    save: str | None = None
+    resume: bool = False
+
+
+@dataclass
+class TrainOutcome:
+    run_id: str
+    out_dir: Path
+    checkpoint: Path
+    best_miou: float
+    fit: FitResult
+
+
+RESULT_FREE_FIELDS = ("save", "resume", "num_workers", "device")
+
+
+def inherit_dataset(opts: TrainOptions, store) -> TrainOptions:
+    """Fine-tuning without --dataset uses the dataset (and root) recorded in the checkpoint."""
+    if opts.dataset:
+        return opts
+    if opts.model_from:
+        from vss_cli.engine.checkpoint import read_checkpoint
+
+        ds = read_checkpoint(resolve_checkpoint(store, opts.model_from, option="--model-from").path)["dataset"]
+        return TrainOptions(**{**asdict(opts), "dataset": ds.get("name", "synthetic"),
+                               "data_root": opts.data_root or ds.get("data_root")})
+    return TrainOptions(**{**asdict(opts), "dataset": "synthetic"})
+
+
+def resolve_options(opts: TrainOptions, parent_dataset: dict | None = None) -> TrainOptions:
+    """Fill dataset defaults and validate ranges before anything is written."""
+    from vss_cli.data import get_spec
+
+    spec = get_spec(opts.dataset)
+    if spec.needs_root and not opts.data_root:
+        raise ConfigError(f"--dataset {spec.name} needs --data-root DIR (the folder laid out as the guide says)")
+    model = opts.model or (parent_dataset or {}).get("model") or spec.default_model
+    kwargs = dict(opts.model_kwargs)
+    if not opts.model and not kwargs and model == spec.default_model:
+        kwargs = dict(spec.default_model_kwargs)
+    resolved = TrainOptions(**{
+        **asdict(opts),
+        "model": model,
+        "model_kwargs": kwargs,
+        "epochs": opts.epochs if opts.epochs is not None else spec.default_epochs,
+        "batch_size": opts.batch_size or spec.default_batch_size,
+        "lr": opts.lr if opts.lr is not None else spec.default_lr,
+        "input_size": tuple(opts.input_size or spec.default_input_size),
+        "data_root": str(Path(opts.data_root).resolve()) if opts.data_root else None,
+    })
+    if resolved.epochs < 0:
+        raise ConfigError(f"--epochs {resolved.epochs} is negative: pass 0 or more")
+    if resolved.batch_size < 1:
+        raise ConfigError(f"--batch-size {resolved.batch_size} must be at least 1")
+    if not resolved.lr > 0:
+        raise ConfigError(f"--lr {resolved.lr} must be positive")
+    if resolved.slimming_lambda < 0:
+        raise ConfigError(f"--slimming-lambda {resolved.slimming_lambda} must be >= 0")
+    if resolved.amp not in (None, "bf16", "fp16"):
+        raise ConfigError(f"--amp-dtype {resolved.amp} is unknown: use bf16 or fp16")
+    return resolved
+
+
+def run_config(opts: TrainOptions) -> dict:
+    """The run's config: every option that can change the result."""
+    cfg = asdict(opts)
+    for k in RESULT_FREE_FIELDS:
+        cfg.pop(k, None)
+    cfg["input_size"] = list(cfg["input_size"]) if cfg["input_size"] else None
+    return cfg
+
+
+def _distributed_setup(device: torch.device) -> tuple[bool, int, int]:
+    """Initialise torch.distributed when launched by torchrun (WORLD_SIZE > 1)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return False, 0, 1
+    if not torch.distributed.is_initialized():
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        torch.distributed.init_process_group(backend=backend)
+    if device.type == "cuda":
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    return True, torch.distributed.get_rank(), world
+
+
+def _loaders(opts: TrainOptions, distributed: bool):
+    from vss_cli.data import build_dataset, build_loader
+
+    train_ds = build_dataset(opts.dataset, "train", data_root=opts.data_root, input_size=opts.input_size,
+                             train=True, seed=opts.seed)
+    val_ds = build_dataset(opts.dataset, "val", data_root=opts.data_root, input_size=opts.input_size,
+                           train=False, seed=opts.seed)
+    train = build_loader(train_ds, batch_size=opts.batch_size, train=True, num_workers=opts.num_workers,
+                         seed=opts.seed, distributed=distributed)
+    val = build_loader(val_ds, batch_size=opts.batch_size, train=False, num_workers=opts.num_workers,
+                       seed=opts.seed, distributed=distributed)
+    return train, val
+
+
+def _class_weights(opts: TrainOptions):
+    if not opts.class_weights:
+        return None
+    from vss_cli.data import class_weights
+
+    return class_weights(opts.dataset, opts.data_root)
+
+
+def prepare_model(opts: TrainOptions, store):
+    """Build the model (fresh, or from a pruned checkpoint for finetune); returns (model, spec, history, parent)."""
+    from vss_cli.data import get_spec
+    from vss_cli.models import build_model
+
+    spec = get_spec(opts.dataset)
+    if opts.model_from:
+        ref = resolve_checkpoint(store, opts.model_from, option="--model-from")
+        loaded = load_checkpoint(ref.path)
+        ck_classes = loaded.spec.num_classes
+        if ck_classes != spec.num_classes:
+            raise ConfigError(
+                f"{ref.path} predicts {ck_classes} classes but {spec.name} has {spec.num_classes}: "
+                "pass the matching --dataset"
+            )
+        return loaded.model, loaded.spec, loaded.history, ref
+    model = build_model(opts.model, spec.num_classes, **opts.model_kwargs)
+    storable = {k: v for k, v in opts.model_kwargs.items() if k not in ("pretrained_backbone", "backbone_weights")}
+    return model, ModelSpec(opts.model, spec.num_classes, storable), [], None
+
+
+def train_run(opts: TrainOptions, store, *, kind: str = "train", hooks: TrainHooks | None = None,
+              extra_parents: tuple = ()) -> TrainOutcome:
+    """Train (or fine-tune) a model and record the run, its checkpoints and per-epoch metrics."""
+    from vss_cli.data import get_spec
+    from vss_cli.store import config_key
+
+    device = resolve_device(opts.device)
+    if opts.model_from and kind == "train":
+        kind = "finetune"
+    opts = inherit_dataset(opts, store)
+    opts = resolve_options(opts)
+    distributed, rank, world = _distributed_setup(device)
+    if distributed and device.type == "cuda":
+        device = torch.device("cuda", torch.cuda.current_device())
+    model, mspec, history, parent = prepare_model(opts, store)
+    if opts.model_from:
+        opts.model = mspec.name
+    if opts.sync_bn and distributed:
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    train_loader, val_loader = _loaders(opts, distributed)
+    config = run_config(opts)
+    config["kind"] = kind
+    parent_shas = [parent.path and _sha(parent.path)] if parent else []
+    key = config_key(config, [s for s in parent_shas if s])
+    main = rank == 0
+    run_id, out_dir, resume_from = None, None, None
+    if main:
+        run_id, out_dir, resume_from = _open_run(store, kind, config, key, opts, parent, device, world)
+    dspec = get_spec(opts.dataset).to_dict()
+    cfg = TrainConfig(
+        epochs=opts.epochs, lr=opts.lr, weight_decay=opts.weight_decay, scheduler=opts.scheduler,
+        warmup_epochs=opts.warmup_epochs, amp=opts.amp, slimming_lambda=opts.slimming_lambda,
+        seed=opts.seed, device=str(device), max_iters_per_epoch=opts.max_iters_per_epoch,
+    )
+    hooks = hooks or TrainHooks()
+    if main:
+        user_hook = hooks.on_epoch_end
+
+        def on_epoch_end(epoch: int, scalars: dict) -> None:
+            store.add_metrics(run_id, scalars, step=epoch)
+            store.heartbeat(run_id)
+            if user_hook is not None:
+                user_hook(epoch, scalars)
+
+        hooks.on_epoch_end = on_epoch_end
+    ctx = recorded(store, run_id) if main else _nullcontext()
+    with ctx:
+        result = fit(model, train_loader, val_loader, cfg, num_classes=mspec.num_classes,
+                     ignore_index=get_spec(opts.dataset).ignore_index, spec=mspec, history=history,
+                     dataset={**dspec, "data_root": opts.data_root}, out_dir=out_dir, hooks=hooks,
+                     resume_from=resume_from, class_weights=_class_weights(opts))
+        if main:
+            store.add_metrics(run_id, {"best_val_miou": result.best_miou, "best_epoch": result.best_epoch,
+                                       "train_seconds": result.seconds})
+            store.add_artifact(run_id, kind="checkpoint", path=result.best_path)
+            store.add_artifact(run_id, kind="last-checkpoint", path=result.last_path or result.best_path)
+    if distributed:
+        torch.distributed.barrier()
+    return TrainOutcome(run_id=run_id, out_dir=out_dir, checkpoint=result.best_path, best_miou=result.best_miou,
+                        fit=result)
+
+
+class _nullcontext:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _sha(path: Path) -> str:
+    from vss_cli.store import file_digest
+
+    return file_digest(Path(path))[0]
+
+
+def _open_run(store, kind, config, key, opts: TrainOptions, parent, device, world):
+    """Create the run row, or with --resume reopen the newest unfinished run of the same config."""
+    parents = [(parent.run_id, "finetuned-from")] if parent and parent.run_id else []
+    if opts.resume:
+        for run in store.list_runs(kind=kind, config_key=key):
+            last = Path(run.out_dir or "") / "last.pt"
+            if run.status != "completed" and last.is_file() and store.claim_run(run.id, stale_after_s=0):
+                log(f"resuming run {run.id} from {last}")
+                return run.id, Path(run.out_dir), last
+        log("--resume: no unfinished run with this configuration; starting a new one")
+    cfg = {**config, "world_size": world} if world > 1 else config
+    run = store.create_run(kind=kind, config=cfg, parents=parents, config_key=key,
+                           versions=versions(device), status="running")
+    out_dir = default_out_dir(kind, run.id, opts.save)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    store.update_run(run.id, out_dir=str(out_dir.resolve()))
+    log(f"{kind} run {run.id} -> {out_dir}")
+    return run.id, out_dir, None
