@@ -79,7 +79,7 @@ def build_dataset(name: str, split: str, *, data_root: str | Path | None = None,
                   input_size: tuple[int, int] | None = None, train: bool = False, seed: int = 0) -> Dataset:
     """A Dataset of `(image float32 [3, H, W] normalised, label int64 [H, W])`, ignore pixels = 255.
 
-    `train=True` applies random scale (0.5-2x of `input_size`) / crop to `input_size` / flip; otherwise
+    `train=True` applies random scale (`spec.train_scale` of `input_size`) / crop / flip; otherwise
     images are resized to `input_size` (default: the spec's). `seed` picks the synthetic scene set (its
     content, not the augmentation: that follows torch's seed), so keep it fixed across training seeds.
     """
@@ -88,7 +88,10 @@ def build_dataset(name: str, split: str, *, data_root: str | Path | None = None,
         raise ConfigError(f"unknown split '{split}': choose one of {', '.join(SPLITS)}")
     root = _require_root(spec, data_root)
     size = tuple(input_size) if input_size is not None else spec.default_input_size
-    transform = train_transform(size, spec.mean, spec.std) if train else eval_transform(size, spec.mean, spec.std)
+    if train:
+        transform = train_transform(size, spec.mean, spec.std, scale=spec.train_scale)
+    else:
+        transform = eval_transform(size, spec.mean, spec.std)
     return _BUILDERS[spec.name](BuildRequest(split, root, size, transform, seed))
 
 

@@ -31,6 +31,7 @@ class DatasetSpec:
     default_lr: float
     split_sizes: Mapping[str, int] = field(default_factory=dict, hash=False)
     default_model_kwargs: Mapping[str, Any] = field(default_factory=dict, hash=False)
+    train_scale: tuple[float, float] = (0.5, 2.0)  # random-scale range of the training pipeline
     ignore_index: int = IGNORE_INDEX
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
@@ -57,7 +58,7 @@ class DatasetSpec:
         """Rebuild a spec from `to_dict()` output (e.g. read back from a checkpoint)."""
         known = {f.name for f in fields(cls)}
         kwargs = {k: v for k, v in data.items() if k in known}
-        for key in ("class_names", "default_input_size", "mean", "std"):
+        for key in ("class_names", "default_input_size", "train_scale", "mean", "std"):
             if key in kwargs:
                 kwargs[key] = tuple(kwargs[key])
         if "palette" in kwargs:
@@ -153,6 +154,7 @@ SYNTHETIC = register_dataset(
         split_sizes={"train": 320, "val": 64, "test": 64},
         default_model="unet",
         default_model_kwargs={"width": 0.25},
+        train_scale=(0.75, 1.5),  # tiny images: at 0.5x the thin classes shrink below two pixels
         default_epochs=12,
         default_batch_size=16,
         default_lr=0.05,

@@ -205,7 +205,7 @@ def paint_poles(canvas: Canvas, rng: np.random.Generator, layout: Layout) -> Non
     """Thin metal poles standing on the sidewalk, with a lit edge."""
     for _ in range(rng.integers(1, 4)):
         y, x, depth = sidewalk_spot(rng, layout, canvas.height, near=0.25)
-        half = max(2.5, 0.03 * canvas.width * (0.4 + depth)) / 2
+        half = max(3.0, 0.04 * canvas.width * (0.4 + depth)) / 2
         top = y - canvas.height * rng.uniform(0.55, 0.85) * (0.4 + 0.6 * depth)
         metal = jitter(rng, (80, 84, 90), 20)
         canvas.paint(box(canvas, top, y, x - half, x + half), POLE, metal)
@@ -216,8 +216,8 @@ def paint_people(canvas: Canvas, rng: np.random.Generator, layout: Layout) -> No
     """Upright pedestrians on the sidewalk: coloured top, dark trousers, a head."""
     for _ in range(rng.integers(1, 5)):
         y, x, depth = sidewalk_spot(rng, layout, canvas.height, near=0.3)
-        tall = max(9.0, canvas.height * rng.uniform(0.24, 0.38) * (0.35 + 0.65 * depth))
-        body = ellipse(canvas, y - 0.42 * tall, x, 0.42 * tall, max(2.0, 0.18 * tall))
+        tall = max(10.0, canvas.height * rng.uniform(0.28, 0.42) * (0.4 + 0.6 * depth))
+        body = ellipse(canvas, y - 0.42 * tall, x, 0.42 * tall, max(2.2, 0.2 * tall))
         head = ellipse(canvas, y - 0.9 * tall, x, max(1.2, 0.1 * tall), max(1.2, 0.09 * tall))
         canvas.paint(body, PERSON, rng.uniform(20, 230, 3))
         canvas.paint(body & (canvas.ys > y - 0.4 * tall), PERSON, jitter(rng, (45, 45, 70), 25))

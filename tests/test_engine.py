@@ -1,0 +1,103 @@
+"""The one training loop: slimming regularizer, resume, checkpoints of pruned models, torchrun."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.nn as nn
+
+from vss_cli.engine.checkpoint import ModelSpec, load_checkpoint, save_checkpoint
+from vss_cli.engine.train import TrainConfig, TrainHooks, fit
+from vss_cli.models import build_model
+from vss_cli.pruning.base import get_method
+from vss_cli.workflows.prune import PruneOptions, prune_model
+
+
+def _unet():
+    torch.manual_seed(0)
+    return build_model("unet", 5, width=0.125)
+
+
+def _gamma_l1(model: nn.Module) -> float:
+    return sum(float(m.weight.abs().sum()) for m in model.modules() if isinstance(m, nn.BatchNorm2d))
+
+
+def test_slimming_lambda_lowers_gamma_l1(tiny_batches):
+    results = []
+    for lam in (0.0, 1e-2):
+        model = _unet()
+        cfg = TrainConfig(epochs=2, lr=0.05, slimming_lambda=lam, seed=0)
+        fit(model, tiny_batches, None, cfg, num_classes=5, show_progress=False)
+        results.append(_gamma_l1(model))
+    assert results[1] < results[0]
+
+
+def test_resume_continues_at_the_right_epoch_and_lr(tiny_batches, tmp_path):
+    spec = ModelSpec("unet", 5, {"width": 0.125})
+    cfg = TrainConfig(epochs=4, lr=0.05, seed=0)
+    full = _unet()
+    straight = fit(full, tiny_batches, tiny_batches, cfg, num_classes=5, spec=spec, out_dir=tmp_path / "a",
+                   show_progress=False)
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_second(epoch, _scalars):
+        if epoch == 1:
+            raise Stop
+
+    cut = _unet()
+    with pytest.raises(Stop):
+        fit(cut, tiny_batches, tiny_batches, cfg, num_classes=5, spec=spec, out_dir=tmp_path / "b",
+            hooks=TrainHooks(on_epoch_end=stop_after_second), show_progress=False)
+    seen = []
+    resumed = _unet()
+    result = fit(resumed, tiny_batches, tiny_batches, cfg, num_classes=5, spec=spec, out_dir=tmp_path / "b",
+                 resume_from=tmp_path / "b" / "last.pt", show_progress=False,
+                 hooks=TrainHooks(on_epoch_end=lambda e, s: seen.append((e, s["lr"]))))
+    assert [e for e, _ in seen] == [2, 3]
+    assert seen[0][1] == pytest.approx(straight.history[2]["lr"], rel=1e-12)
+    assert result.last_epoch == 3
+    for (k, a), b in zip(full.state_dict().items(), resumed.state_dict().values(), strict=True):
+        assert torch.equal(a, b), k
+
+
+def test_pruned_checkpoint_reloads_bit_identically(tmp_path):
+    model = _unet().eval()
+    spec = ModelSpec("unet", 5, {"width": 0.125})
+    opts = PruneOptions(ckpt="-", method="l1", global_ratio=0.3, round_to=1)
+    from vss_cli.engine.complexity import count_complexity
+
+    _, history = prune_model(model, "unet", get_method("l1"), opts, input_size=(32, 32), device="cpu",
+                             batch_source=None, fit=None, num_classes=5, ignore_index=255,
+                             count=lambda m: count_complexity(m, (32, 32)))
+    path = save_checkpoint(tmp_path / "p.pt", model=model, spec=spec, history=history)
+    raw = torch.load(path, weights_only=True)
+    assert raw["pruning_history"] and raw["format"].startswith("vss-checkpoint")
+    loaded = load_checkpoint(path)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert (model(x)["out"] - loaded.model(x)["out"]).abs().max().item() == 0.0
+
+
+@pytest.mark.skipif(shutil.which("torchrun") is None, reason="torchrun not installed")
+def test_torchrun_two_cpu_processes_give_one_run(tmp_path):
+    env = {**os.environ, "VSS_DB": str(tmp_path / "ddp.db"), "VSS_QUIET": "1", "OMP_NUM_THREADS": "1"}
+    cmd = ["torchrun", "--nproc_per_node", "2", "--master_port", "29517", "-m", "vss_cli", "train", "--epochs", "1",
+           "--width", "0.125", "--input-size", "32,48", "--batch-size", "4", "--max-iters-per-epoch", "2",
+           "--device", "cpu", "--save", str(tmp_path / "ddp")]
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    from vss_cli.store import Store
+
+    runs = Store(tmp_path / "ddp.db").list_runs(kind="train")
+    assert len(runs) == 1 and runs[0].status == "completed"
+    assert runs[0].config.get("world_size") == 2
+    assert (tmp_path / "ddp" / "best.pt").is_file()
+    assert sorted(p.name for p in (tmp_path / "ddp").iterdir()) == ["best.pt", "last.pt"]
+    assert sys.executable
