@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from vss_cli.data import build_dataset, build_loader, get_spec, list_datasets
+from vss_cli.data import build_dataset, build_loader, class_weights, get_spec, list_datasets
 from vss_cli.data.camvid import CamVidSegmentation, median_frequency_weights
 from vss_cli.data.cityscapes import CityscapesSegmentation, label_ids_to_train_ids
 from vss_cli.data.specs import DatasetSpec
@@ -153,6 +153,8 @@ def test_build_dataset_synthetic_gives_normalised_tensors():
     assert label.shape == SMALL and label.dtype == torch.int64
     assert -3 < image.mean() < 3 and image.std() > 0.2
     assert set(label.unique().tolist()) <= set(range(8)) | {255}
+    same = build_dataset("synthetic", "val", input_size=SMALL, seed=7)  # a run's seed never changes the data
+    assert torch.equal(same[0][1], label)
     train = build_dataset("synthetic", "train", input_size=SMALL, train=True)
     assert train[0][0].shape == (3, *SMALL)
     with pytest.raises(ConfigError, match="split"):
@@ -240,3 +242,5 @@ def test_camvid_synth_tree_loads(tmp_path):
     assert image.shape == (3, 16, 24)
     assert set(label.unique().tolist()) <= set(range(11)) | {255}
     assert median_frequency_weights(tmp_path).shape == (11,)
+    weights = class_weights("camvid", tmp_path)
+    assert weights.shape == (11,) and (weights >= 0).all() and weights.max() > 0

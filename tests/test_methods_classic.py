@@ -173,11 +173,14 @@ def test_taylor_matches_the_bn_formula_and_zero_gamma_beta_scores_zero():
 
 def test_taylor_leaves_statistics_mode_and_gradients_untouched():
     model = tiny().train()
+    ctx = context(model, batch_source=batch_source())
+    model.body[4].eval()  # a frozen BN inside a training model keeps its own mode
+    modes = [m.training for m in model.modules()]
     model.body[0].weight.requires_grad_(False)
     state = {k: v.clone() for k, v in model.state_dict().items()}
-    get_method("taylor").score(context(model, batch_source=batch_source()))
+    get_method("taylor").score(ctx)
     assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())  # running_mean/var included
-    assert model.training and all(m.training for m in model.modules())
+    assert [m.training for m in model.modules()] == modes
     assert all(p.grad is None for p in model.parameters())
     assert not model.body[0].weight.requires_grad
     assert all(p.requires_grad for n, p in model.named_parameters() if n != "body.0.weight")

@@ -25,6 +25,15 @@ TORCHVISION_GMACS = {"deeplabv3_resnet50": 178.72, "deeplabv3_resnet101": 258.74
                      "fcn_resnet50": 152.72, "fcn_resnet101": 232.74}
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors: one intra-op thread is faster and behaves on a shared CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def tiny(name: str, seed: int = 0, **kw) -> nn.Module:
     torch.manual_seed(seed)
     return build_model(name, NUM_CLASSES, **{**get_model_info(name).tiny_kwargs, **kw})
@@ -95,6 +104,8 @@ def test_state_dict_round_trip(name):
 def test_physical_pruning_keeps_outputs_and_lowers_cost(name):
     model = tiny(name, aux_loss=True).eval()
     before = count_complexity(model, (64, 64))
+    # counting on the meta device (what `vss models` does) gives the same numbers, aux head excluded
+    assert model_complexity(name, NUM_CLASSES, (64, 64), **get_model_info(name).tiny_kwargs) == before
     dg = prune_every_group(model, name)
     after = count_complexity(model, (64, 64))
     x = torch.randn(1, 3, 48, 64)
@@ -184,12 +195,6 @@ def test_count_complexity_is_clean_and_excludes_aux():
     assert {id(m): set(vars(m)) for m in model.modules()} == attrs
     assert model.training and model.aux_classifier is not None
     assert model(torch.randn(2, 3, 32, 32))["aux"].shape == (2, NUM_CLASSES, 32, 32)
-
-
-@pytest.mark.parametrize("name", MODELS)
-def test_meta_count_equals_real_count(name):
-    real = count_complexity(tiny(name), (64, 64))
-    assert model_complexity(name, NUM_CLASSES, (64, 64), **get_model_info(name).tiny_kwargs) == real
 
 
 def test_format_count():

@@ -117,20 +117,20 @@ def test_every_method_on_every_model(name, method, tmp_path):
 def test_taylor_scoring_keeps_bn_statistics():
     model = build("deeplabv3_resnet50")
     stats = {k: v.clone() for k, v in model.state_dict().items() if "running" in k or "num_batches" in k}
-    groups_scored = []
+    unchanged_while_scoring = []
 
     class Spy(type(get_method("taylor"))):
         def score(self, ctx):
             scores = super().score(ctx)
             state = ctx.model.state_dict()
-            groups_scored.append(all(torch.equal(state[k], v) for k, v in stats.items()))
+            unchanged_while_scoring.append(all(torch.equal(state[k], v) for k, v in stats.items()))
             return scores
 
     opts = PruneOptions(ckpt="", method="taylor", samples=4)
     prune_model(model, "deeplabv3_resnet50", Spy(), opts, input_size=SIZE, device="cpu",
                 batch_source=synthetic_batches, fit=None, num_classes=NUM_CLASSES, ignore_index=255,
                 count=lambda m: Complexity(0, 0))
-    assert groups_scored == [True]
+    assert unchanged_while_scoring == [True]
     assert all(p.grad is None for p in model.parameters())
 
 

@@ -32,7 +32,7 @@ class VssGroup(TyperGroup):
         except (typer.Exit, typer.Abort, KeyboardInterrupt):
             raise
         except Exception as exc:  # noqa: BLE001 - the top of the program
-            if STATE.debug or getattr(exc, "__module__", "").startswith("click"):
+            if STATE.debug or getattr(exc, "__module__", "").startswith(("click", "typer")):
                 raise
             err_console.print(
                 f"[bold red]failed:[/] {type(exc).__name__}: {exc} (rerun with --debug for the traceback)",

@@ -9,7 +9,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.progress import Progress
+from rich.table import Table
 
 from vss_cli.cli.options import DataRoot, Dataset, Seed, parse_list, parse_size
 from vss_cli.cli.output import console, err_console, render_rows
@@ -38,13 +40,29 @@ def check_progress(enabled: bool):
         yield advance
 
 
+SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "info": "dim"}
+
+
+def findings_table(report: CheckReport) -> Table:
+    """Errors first; long paths fold onto several lines rather than being cut."""
+    table = Table(title="findings")
+    table.add_column("severity")
+    table.add_column("split")
+    table.add_column("path", overflow="fold")
+    table.add_column("problem", overflow="fold")
+    order = list(SEVERITY_STYLE)
+    for finding in sorted(report.findings, key=lambda f: order.index(f.severity)):
+        table.add_row(f"[{SEVERITY_STYLE[finding.severity]}]{finding.severity}[/]", finding.split,
+                      escape(finding.path), escape(finding.problem))
+    return table
+
+
 def print_report(report: CheckReport) -> None:
     where = f" at {report.root}" if report.root else ""
     render_rows([vars(c) for c in report.counts], "table", title=f"{report.dataset}{where}",
                 columns=("split", "images", "labels", "official"))
     if report.findings:
-        render_rows([vars(f) for f in report.findings], "table", title="findings",
-                    columns=("severity", "split", "path", "problem"))
+        console.print(findings_table(report))
     verdict = "usable" if report.usable else "[bold red]NOT usable[/]"
     console.print(f"{report.dataset}: {verdict} ({report.errors} errors, {report.warnings} warnings)",
                   highlight=False)

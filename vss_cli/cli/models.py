@@ -15,19 +15,21 @@ TABLE_COLUMNS = ("model", "params_str", "macs_str", "description")
 
 def models(
     input_size: Annotated[str, typer.Option("--input-size", help="H,W of the one image counted")] = "520,520",
-    aux_loss: Annotated[bool, typer.Option("--aux-loss", help="build and count the aux head too, as "
-                                           "torchvision's published figures do")] = False,
+    aux_loss: Annotated[bool, typer.Option("--aux-loss", help="build the aux head and count it too "
+                                           "(torchvision's published figures do)")] = False,
     num_classes: Annotated[int, typer.Option("--num-classes", help="classifier outputs (19 = Cityscapes; "
                                              "torchvision's weights have 21)")] = 19,
     width: Annotated[float, typer.Option("--width", help="channel multiplier (1.0 = published architecture)")] = 1.0,
     fmt: o.OutFormat = "table",
 ) -> None:
-    """List the models with params and MACs of one forward pass (ptflops aten backend, nothing computed).
+    """List the models with the params and MACs of one forward pass at --input-size.
 
-    MACs are multiply-accumulates of the convolutions (FLOPs = 2 x MACs), torchvision's convention:
-    `vss models --input-size 520,520 --aux-loss --num-classes 21` reproduces its published "GFLOPS"
-    (178.72 for deeplabv3_resnet50), which count the aux head and 21 classes. Without --aux-loss the
-    counts are those of inference, which is what `vss prune` and `vss eval` report.
+    MACs are multiply-accumulates of the convolutions (FLOPs = 2 x MACs), counted with ptflops' aten
+    backend on a model built on the meta device (nothing is allocated or computed). torchvision's
+    model tables list the same quantity as "GFLOPS", with the aux head and 21 classes at 520x520:
+    `--input-size 520,520 --aux-loss --num-classes 21` reproduces them (178.72 G for
+    deeplabv3_resnet50); the default 19 classes changes them by under 0.01%. Without --aux-loss the
+    counts are inference's (aux head excluded), as `vss prune` and `vss eval` report them.
     """
     from vss_cli.engine.complexity import model_complexity
     from vss_cli.models import get_model_info, list_models

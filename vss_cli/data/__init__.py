@@ -22,6 +22,11 @@ __all__ = [
     "register_dataset", "register_builder",
 ]
 
+# The synthetic scenes are one fixed set, whatever the run's seed, so that every training run and
+# every evaluation (baseline vs candidate, seed 0 vs seed 2) sees the same images.
+SYNTHETIC_DATA_SEED = 0
+
+
 @dataclass(frozen=True)
 class BuildRequest:
     """What a dataset builder receives: the split, the checked root, the working size and transform."""
@@ -30,7 +35,6 @@ class BuildRequest:
     root: Path | None
     size: tuple[int, int]
     transform: Callable | None
-    seed: int = 0
 
 
 Builder = Callable[[BuildRequest], Dataset]
@@ -50,7 +54,8 @@ def register_builder(name: str) -> Callable[[Builder], Builder]:
 @register_builder("synthetic")
 def _build_synthetic(request: BuildRequest) -> Dataset:
     # rendered at the working size directly, so evaluation needs no resize
-    return SyntheticScenes(request.split, size=request.size, seed=request.seed, transform=request.transform)
+    return SyntheticScenes(request.split, size=request.size, seed=SYNTHETIC_DATA_SEED,
+                           transform=request.transform)
 
 
 @register_builder("cityscapes")
@@ -80,8 +85,9 @@ def build_dataset(name: str, split: str, *, data_root: str | Path | None = None,
     """A Dataset of `(image float32 [3, H, W] normalised, label int64 [H, W])`, ignore pixels = 255.
 
     `train=True` applies random scale (`spec.train_scale` of `input_size`) / crop / flip; otherwise
-    images are resized to `input_size` (default: the spec's). `seed` picks the synthetic scene set (its
-    content, not the augmentation: that follows torch's seed), so keep it fixed across training seeds.
+    images are resized to `input_size` (default: the spec's). `seed` never changes the data (see
+    SYNTHETIC_DATA_SEED); augmentation draws from torch's RNG, i.e. `torch.manual_seed` in the main
+    process and the loader's seeded per-worker streams.
     """
     spec = get_spec(name)
     if split not in SPLITS:
@@ -92,7 +98,7 @@ def build_dataset(name: str, split: str, *, data_root: str | Path | None = None,
         transform = train_transform(size, spec.mean, spec.std, scale=spec.train_scale)
     else:
         transform = eval_transform(size, spec.mean, spec.std)
-    return _BUILDERS[spec.name](BuildRequest(split, root, size, transform, seed))
+    return _BUILDERS[spec.name](BuildRequest(split, root, size, transform))
 
 
 def build_loader(dataset: Dataset, *, batch_size: int, train: bool, num_workers: int = 0, seed: int = 0,

@@ -52,7 +52,8 @@ class Canvas:
     def paint(self, mask: np.ndarray, class_id: int, color, texture: np.ndarray | None = None) -> None:
         """Set the pixels under `mask` to `class_id` and `color` (+ a per-pixel brightness texture)."""
         mask = np.broadcast_to(mask, self.label.shape)
-        values = np.broadcast_to(np.asarray(color, dtype=np.float32), self.image.shape)[mask]
+        color = np.asarray(color, dtype=np.float32)
+        values = color if color.ndim == 1 else np.broadcast_to(color, self.image.shape)[mask]
         if texture is not None:
             values = values + np.broadcast_to(texture, self.label.shape)[mask][:, None]
         self.image[mask] = values
@@ -261,7 +262,7 @@ def finish(canvas: Canvas, rng: np.random.Generator) -> np.ndarray:
     """Global illumination/contrast jitter and per-pixel sensor noise, then 8-bit."""
     gain = rng.uniform(0.8, 1.15)
     bias = rng.uniform(-12, 12)
-    noise = rng.normal(0.0, rng.uniform(3.0, 8.0), canvas.image.shape).astype(np.float32)
+    noise = rng.standard_normal(canvas.image.shape, dtype=np.float32) * rng.uniform(3.0, 8.0)
     return np.clip(canvas.image * gain + bias + noise, 0, 255).astype(np.uint8)
 
 

@@ -4,7 +4,8 @@ Importing this package registers every family (torchvision DeepLabV3/FCN, ResNet
 SegNet, U-Net).
 """
 
-from vss_cli.models import deeplab_fcn, resnet_seg, segnet, unet  # noqa: F401 - registers the models
+# importing the families registers their models; this (sorted) order is the order of `list_models()`
+from vss_cli.models import deeplab_fcn, resnet_seg, segnet, unet  # noqa: F401
 from vss_cli.models.registry import (
     ModelInfo,
     build_model,

@@ -100,9 +100,9 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         raise WeightsError(f"backbone weights {path} do not exist: pass the path of a saved ResNet state_dict")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # missing, unreadable or not a tensor file
+    except Exception as exc:  # unreadable, or not a torch.save file
         raise WeightsError(
-            f"backbone weights {path} cannot be read ({type(exc).__name__}): pass a torchvision ResNet state_dict file"
+            f"backbone weights {path} cannot be read by torch.load ({type(exc).__name__}): pass a ResNet state_dict file"
         ) from None
     if not isinstance(state, dict):
         raise WeightsError(f"backbone weights {path} are not a state_dict: pass a torchvision ResNet state_dict file")

@@ -45,7 +45,7 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
             module.training = training
 
 
-def detached_copy_hook(sink: Callable[[torch.Tensor], None]) -> Hook:
+def observer_hook(sink: Callable[[torch.Tensor], None]) -> Hook:
     """A hook handing the module output to `sink` at once (before an in-place activation changes it)."""
 
     def hook(_module: nn.Module, _inputs: tuple, output: torch.Tensor) -> None:

@@ -19,7 +19,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import Engine, or_, update
+from sqlalchemy import Engine, func, or_, update
 from sqlmodel import Session, col, select
 
 from vss_cli.errors import CheckpointError, ConfigError, RunNotFound
@@ -206,6 +206,58 @@ class Store:
         out_dir: str | Path | None = None,
     ) -> Run:
         """Record a new run (and its parent edges). A `running` run starts now with this worker."""
+        insert = self._run_inserter(kind, config, parents, status, config_key, name, versions, out_dir)
+        return self._write(insert)
+
+    def create_run_once(
+        self,
+        *,
+        kind: str,
+        config: dict,
+        config_key: str,
+        parents: Sequence[tuple[str, str]] = (),
+        status: str = "pending",
+        name: str | None = None,
+        versions: Mapping[str, Any] | None = None,
+        out_dir: str | Path | None = None,
+    ) -> tuple[Run, bool]:
+        """The run of this kind and key under the first parent (by its relation), created if missing.
+
+        Without parents the key is looked up among all runs of the kind. Returns (run, created). The
+        lookup and the insert share one write transaction (`BEGIN IMMEDIATE` on SQLite, an advisory
+        lock on PostgreSQL), so processes racing to create the same run end up with one row.
+        """
+        insert = self._run_inserter(kind, config, parents, status, config_key, name, versions, out_dir)
+
+        def txn(session: Session) -> tuple[Run, bool]:
+            if session.get_bind().dialect.name == "postgresql":
+                lock = int(config_key[:15], 16)
+                session.exec(select(func.pg_advisory_xact_lock(lock)))
+            query = select(RunRecord).where(RunRecord.kind == kind, RunRecord.config_key == config_key)
+            if parents:
+                parent_id, relation = parents[0]
+                query = query.join(EdgeRecord, col(EdgeRecord.child_id) == RunRecord.id).where(
+                    EdgeRecord.parent_id == parent_id, EdgeRecord.relation == relation
+                )
+            existing = session.exec(query.order_by(col(RunRecord.id)).limit(1)).first()
+            if existing is not None:
+                return Run.from_record(existing), False
+            return insert(session), True
+
+        return self._write(txn)
+
+    def _run_inserter(
+        self,
+        kind: str,
+        config: dict,
+        parents: Sequence[tuple[str, str]],
+        status: str,
+        config_key: str | None,
+        name: str | None,
+        versions: Mapping[str, Any] | None,
+        out_dir: str | Path | None,
+    ) -> Callable[[Session], Run]:
+        """Validate a new run's fields now; the returned function inserts it (and its edges) in a session."""
         _check(kind, KINDS, "run kind")
         _check(status, STATUSES, "run status")
         for _, relation in parents:
@@ -214,7 +266,7 @@ class Store:
         key = config_key or keys.config_key(config)
         versions_json = keys.canonical_json(dict(versions)) if versions is not None else None
 
-        def txn(session: Session) -> Run:
+        def insert(session: Session) -> Run:
             for parent_id, _ in parents:
                 _require(session, parent_id)
             now, started = _now(), status != "pending"
@@ -242,7 +294,7 @@ class Store:
                 )
             return Run.from_record(rec)
 
-        return self._write(txn)
+        return insert
 
     def update_run(
         self,
@@ -350,26 +402,42 @@ class Store:
 
         return self._write(txn)
 
-    def claim_run(self, run_id: str, *, worker: str | None = None, stale_after_s: float) -> bool:
+    def claim_run(
+        self,
+        run_id: str,
+        *,
+        worker: str | None = None,
+        stale_after_s: float,
+        also: Sequence[str] = (),
+        if_attempt: int | None = None,
+    ) -> bool:
         """Check-and-set: take a pending or interrupted run, or a running one whose heartbeat is stale.
 
         Sets it running for `worker` (default this process) with attempt + 1; True when this caller
         got it. One UPDATE with the condition in its WHERE clause, so two claimants never both win.
+        `also` adds statuses taken whatever their heartbeat (a failed run to retry, a running run whose
+        worker is known to be dead), but only while the run's attempt is still `if_attempt`, the one
+        the caller looked at: once anyone has taken it, the attempt has moved on and the claim fails.
         """
+        for status in also:
+            _check(status, STATUSES, "run status")
+        if also and if_attempt is None:
+            raise ValueError("claim_run(also=...) needs if_attempt, the attempt the caller saw")
         now = _now()
         stale = or_(
             col(RunRecord.heartbeat_at).is_(None),
             col(RunRecord.heartbeat_at) < now - timedelta(seconds=stale_after_s),
         )
+        takeable = or_(
+            col(RunRecord.status).in_(CLAIMABLE_STATUSES),
+            (col(RunRecord.status) == "running") & stale,
+        )
+        if also:
+            takeable = or_(takeable, col(RunRecord.status).in_(also) & (col(RunRecord.attempt) == if_attempt))
         stmt = (
             update(RunRecord)
             .where(col(RunRecord.id) == run_id)
-            .where(
-                or_(
-                    col(RunRecord.status).in_(CLAIMABLE_STATUSES),
-                    (col(RunRecord.status) == "running") & stale,
-                )
-            )
+            .where(takeable)
             .values(
                 status="running",
                 worker=worker or worker_id(),

@@ -338,6 +338,7 @@ def flat_metrics(report: dict) -> dict[str, float]:
         "miou_retention": report["miou_retention"],
         "pixel_accuracy_retention": report["pixel_accuracy_retention"],
         "speedup_latency": report["speedup_latency"], "speedup_fps": report["speedup_fps"],
+        "speedup_of_medians": report["speedup_of_medians"],
         "macs_reduction": 1.0 - _ratio(cand_cx["macs"], base_cx["macs"]),
         "params_reduction": 1.0 - _ratio(cand_cx["params"], base_cx["params"]),
         **report["pruning_ratios"],

@@ -118,6 +118,14 @@ def run_config(opts: TrainOptions) -> dict:
     return cfg
 
 
+def config_and_key(opts: TrainOptions, kind: str, parent_path: Path | None = None) -> tuple[dict, str]:
+    """The config and config_key `train_run` records for resolved options (bench looks baselines up by it)."""
+    from vss_cli.store import config_key
+
+    config = {**run_config(opts), "kind": kind}
+    return config, config_key(config, [_sha(parent_path)] if parent_path else [])
+
+
 def _distributed_setup(device: torch.device) -> tuple[bool, int, int]:
     """Initialise torch.distributed when launched by torchrun (WORLD_SIZE > 1)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -178,7 +186,6 @@ def train_run(opts: TrainOptions, store, *, kind: str = "train", hooks: TrainHoo
               extra_parents: tuple = ()) -> TrainOutcome:
     """Train (or fine-tune) a model and record the run, its checkpoints and per-epoch metrics."""
     from vss_cli.data import get_spec
-    from vss_cli.store import config_key
 
     device = resolve_device(opts.device)
     if opts.model_from and kind == "train":
@@ -194,10 +201,7 @@ def train_run(opts: TrainOptions, store, *, kind: str = "train", hooks: TrainHoo
     if opts.sync_bn and distributed:
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     train_loader, val_loader = _loaders(opts, distributed)
-    config = run_config(opts)
-    config["kind"] = kind
-    parent_shas = [parent.path and _sha(parent.path)] if parent else []
-    key = config_key(config, [s for s in parent_shas if s])
+    config, key = config_and_key(opts, kind, parent.path if parent else None)
     main = rank == 0
     run_id, out_dir, resume_from = None, None, None
     if main:

@@ -7,7 +7,8 @@ values sum to 1; an all-zero map stays zero). The edge weight between channels i
 product of their normalised maps, averaged over the images (the official code keeps an EMA over
 training steps instead; with a fixed image set the plain mean is the same statistic). A group with
 several BNs (a residual stream) uses the mean of their matrices. The C×C sum is accumulated inside the
-forward hook, one image at a time, so no feature map is kept and 512×1024 inputs fit.
+forward hook, a few images at a time (one when maps are large), so no feature map is kept and
+512×1024 inputs fit.
 
 Maximum-edge-weight clique, solved greedily (paper §3): the channels to prune are the most mutually
 redundant ones, so repeatedly remove the channel whose summed |similarity| to the channels still kept
@@ -35,41 +36,49 @@ Options: `detail_weight` = 0.4, `min_keep` = 0.02.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
 from vss_cli.errors import ConfigError
 from vss_cli.pruning.base import PruneContext, PruningMethod, register_method
-from vss_cli.pruning.features import channel_outputs, detached_copy_hook, eval_mode, forward_hooks
+from vss_cli.pruning.features import channel_outputs, eval_mode, forward_hooks, observer_hook
 from vss_cli.pruning.planner import global_threshold_plan
 from vss_cli.pruning.surgery import LayerGroup
 
+CHUNK_ELEMENTS = 1 << 24  # feature values processed at once (a few images, or one 512x1024 map)
 SOBEL_X = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])
 
 
-def l1_normalised_maps(feature: torch.Tensor) -> torch.Tensor:
-    """[C, H, W] -> [C, H·W] with each row's absolute values summing to 1 (zero rows stay zero)."""
-    flat = feature.flatten(1).float()
-    mass = flat.abs().sum(1, keepdim=True)
+def l1_normalised_maps(features: torch.Tensor) -> torch.Tensor:
+    """[N, C, H, W] -> [N, C, H·W] with each map's absolute values summing to 1 (zero maps stay zero)."""
+    flat = features.flatten(2).float()
+    mass = flat.abs().sum(2, keepdim=True)
     return flat / mass.clamp_min(torch.finfo(flat.dtype).tiny)
 
 
-def spatial_similarity(feature: torch.Tensor) -> torch.Tensor:
-    """C×C inner products of the L1-normalised spatial maps of one image [C, H, W]."""
-    maps = l1_normalised_maps(feature)
-    return maps @ maps.T
+def spatial_similarity(features: torch.Tensor) -> torch.Tensor:
+    """C×C inner products of the L1-normalised spatial maps, summed over the images of [N, C, H, W]."""
+    maps = l1_normalised_maps(features)
+    return torch.bmm(maps, maps.transpose(1, 2)).sum(0)
 
 
-def sobel_detail(feature: torch.Tensor) -> torch.Tensor:
-    """Per channel of one image [C, H, W]: spatial std of the Sobel gradient magnitude."""
-    c = feature.shape[0]
-    kernels = torch.stack([SOBEL_X, SOBEL_X.T]).to(feature.device).unsqueeze(1).repeat(c, 1, 1, 1)
-    padded = F.pad(feature.float().unsqueeze(0), (1, 1, 1, 1), mode="replicate")
-    grads = F.conv2d(padded, kernels, groups=c).view(c, 2, *feature.shape[1:])
-    magnitude = grads.pow(2).sum(1).sqrt()
-    return magnitude.flatten(1).std(1, unbiased=False)
+def sobel_detail(features: torch.Tensor) -> torch.Tensor:
+    """Per image and channel of [N, C, H, W]: spatial std of the Sobel gradient magnitude -> [N, C]."""
+    n, c, h, w = features.shape
+    kernels = torch.stack([SOBEL_X, SOBEL_X.T]).to(features.device).unsqueeze(1).repeat(c, 1, 1, 1)
+    padded = F.pad(features.float(), (1, 1, 1, 1), mode="replicate")
+    grads = F.conv2d(padded, kernels, groups=c).view(n, c, 2, h, w)
+    magnitude = grads.pow(2).sum(2).sqrt()
+    return magnitude.flatten(2).std(2, unbiased=False)
+
+
+def image_chunks(output: torch.Tensor, budget: int = CHUNK_ELEMENTS) -> list[torch.Tensor]:
+    """Consecutive slices of a batch holding at most `budget` elements (at least one image each)."""
+    per_image = max(1, output[0].numel())
+    step = max(1, budget // per_image)
+    return list(torch.split(output, step))
 
 
 @dataclass
@@ -79,22 +88,22 @@ class RedundancyStats:
     with_detail: bool
     similarity: torch.Tensor | None = None
     detail: torch.Tensor | None = None
-    images: int = field(default=0)
+    images: int = 0
 
     def add(self, output: torch.Tensor) -> None:
-        for feature in output:  # one image at a time bounds the extra memory to one map
-            sim = spatial_similarity(feature)
+        for chunk in image_chunks(output):  # bounded extra memory: a few small maps or one large one
+            sim = spatial_similarity(chunk)
             self.similarity = sim if self.similarity is None else self.similarity + sim
             if self.with_detail:
-                det = sobel_detail(feature)
+                det = sobel_detail(chunk).sum(0)
                 self.detail = det if self.detail is None else self.detail + det
-            self.images += 1
+            self.images += chunk.shape[0]
 
-    def mean_similarity(self) -> torch.Tensor:
-        return self.similarity.cpu() / self.images
+    def mean_similarity(self, size: int) -> torch.Tensor:
+        return self.similarity.cpu() / self.images if self.images else torch.zeros(size, size)
 
     def mean_detail(self, size: int) -> torch.Tensor:
-        return self.detail.cpu() / self.images if self.detail is not None else torch.zeros(size)
+        return self.detail.cpu() / self.images if self.detail is not None and self.images else torch.zeros(size)
 
 
 def greedy_removal_order(similarity: torch.Tensor) -> torch.Tensor:
@@ -128,7 +137,7 @@ def combine(position: torch.Tensor, detail: torch.Tensor, detail_weight: float) 
 
 
 def group_score(stats: list[RedundancyStats], size: int, detail_weight: float) -> torch.Tensor:
-    similarity = torch.stack([s.mean_similarity() for s in stats]).mean(0)
+    similarity = torch.stack([s.mean_similarity(size) for s in stats]).mean(0)
     detail = torch.stack([s.mean_detail(size) for s in stats]).mean(0)
     return combine(greedy_removal_order(similarity), detail, detail_weight)
 
@@ -152,7 +161,7 @@ class SIRFP(PruningMethod):
             raise ConfigError(f"sirfp: detail_weight {weight} must be 0 or more (paper: 0.4)")
         stats = {g.name: [RedundancyStats(with_detail=region_detail_weight(g, weight) > 0) for _ in channel_outputs(g)]
                  for g in ctx.groups}
-        hooks = [(module, detached_copy_hook(s.add))
+        hooks = [(module, observer_hook(s.add))
                  for g in ctx.groups for module, s in zip(channel_outputs(g), stats[g.name], strict=True)]
         with eval_mode(ctx.model), forward_hooks(hooks), torch.no_grad():
             for images, _ in ctx.batches():

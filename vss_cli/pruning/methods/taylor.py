@@ -41,7 +41,7 @@ def gradients_only_for(model: nn.Module, wanted: list[nn.Parameter]) -> Iterator
     params = list(model.parameters())
     saved = [(p, p.grad, p.requires_grad) for p in params]
     wanted_ids = {id(p) for p in wanted}
-    was_training = model.training
+    modes = {m: m.training for m in model.modules()}
     for p in params:
         p.grad = None
         p.requires_grad_(id(p) in wanted_ids)
@@ -52,7 +52,8 @@ def gradients_only_for(model: nn.Module, wanted: list[nn.Parameter]) -> Iterator
         for p, grad, requires_grad in saved:
             p.grad = grad
             p.requires_grad_(requires_grad)
-        model.train(was_training)
+        for module, training in modes.items():
+            module.train(training)
 
 
 def weight_times_grad(param: nn.Parameter | None) -> torch.Tensor | float:

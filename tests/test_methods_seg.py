@@ -1,0 +1,359 @@
+"""The segmentation-specific criteria (sirfp, fgp, dmcp) pinned on hand-built cases, then run on every
+registered model through `prune_model`."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+import torch.nn as nn
+
+from vss_cli.data import build_dataset, build_loader, get_spec
+from vss_cli.engine.complexity import count_complexity
+from vss_cli.engine.train import TrainConfig
+from vss_cli.engine.train import fit as engine_fit
+from vss_cli.models import build_model, get_model_info, list_models
+from vss_cli.pruning.base import PruneContext, get_method
+from vss_cli.pruning.methods.dmcp import (
+    ExpectedMacs,
+    MarkovGate,
+    flops_loss,
+    in_inference_graph,
+    measure_conv_macs,
+)
+from vss_cli.pruning.methods.fgp import class_normalised_support, cumulative_share_width
+from vss_cli.pruning.methods.sirfp import RedundancyStats, combine, greedy_removal_order, sobel_detail
+from vss_cli.pruning.surgery import LayerGroup, build_graph, collect_groups, output_layers_of
+from vss_cli.workflows.prune import PruneOptions, prune_model
+
+torch.set_num_threads(1)
+SIZE = (32, 48)
+CLASSES = get_spec("synthetic").num_classes
+
+
+# ---------------------------------------------------------------------------------------------
+# helpers
+
+
+def groups_of(model: nn.Module, ignored: list[nn.Module], size: tuple[int, int] = (64, 64)) -> list[LayerGroup]:
+    return collect_groups(model, build_graph(model, ignored, size=size), ignored)
+
+
+def synthetic_batches(n: int = 8, batch: int = 4):
+    ds = build_dataset("synthetic", "train", input_size=SIZE)
+
+    def batches():
+        for start in range(0, n, batch):
+            items = [ds[i] for i in range(start, start + batch)]
+            yield torch.stack([x for x, _ in items]), torch.stack([y for _, y in items])
+
+    return batches
+
+
+def synthetic_fit(iters: int = 4):
+    """A `fit(model, hooks, epochs, ...)` on the synthetic training split, `iters` steps per epoch."""
+    loader = build_loader(build_dataset("synthetic", "train", input_size=SIZE, train=True), batch_size=4, train=True)
+
+    def run(model, hooks, epochs, lr=None, optimizer=None, max_iters=None):
+        cfg = TrainConfig(epochs=epochs, lr=lr or 0.01, max_iters_per_epoch=max_iters or iters)
+        return engine_fit(model, loader, None, cfg, num_classes=CLASSES, hooks=hooks, optimizer=optimizer,
+                          show_progress=False)
+
+    return run
+
+
+def tiny_model(name: str, seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    model = build_model(name, CLASSES, **get_model_info(name).tiny_kwargs)
+    for m in model.modules():  # distinct |γ| and non-trivial statistics
+        if isinstance(m, nn.BatchNorm2d):
+            m.weight.data.uniform_(0.2, 1.5)
+            m.running_var.uniform_(0.5, 2.0)
+    return model.eval()
+
+
+def run_prune(name: str, method: str, ratio: float = 0.3, **options):
+    model = tiny_model(name)
+    report, _ = prune_model(
+        model, name, get_method(method, **options),
+        PruneOptions(ckpt="-", method=method, global_ratio=ratio, method_options=options),
+        input_size=SIZE, device="cpu", batch_source=synthetic_batches(), fit=synthetic_fit(),
+        num_classes=CLASSES, ignore_index=255, count=lambda m: count_complexity(m, SIZE),
+    )
+    return model, report
+
+
+# ---------------------------------------------------------------------------------------------
+# sirfp
+
+
+def blob(rows: slice, cols: slice) -> torch.Tensor:
+    m = torch.zeros(4, 4)
+    m[rows, cols] = 1.0
+    return m
+
+
+def test_sirfp_removes_one_of_two_identical_channels_before_a_distinct_one():
+    a = blob(slice(0, 2), slice(0, 2))
+    feature = torch.stack([blob(slice(2, 4), slice(2, 4)), a, blob(slice(0, 2), slice(2, 4)), a.clone() * 3])
+    stats = RedundancyStats(with_detail=False)
+    stats.add(feature.unsqueeze(0))
+    position = greedy_removal_order(stats.mean_similarity(feature.shape[0]))
+    duplicates, distinct = position[[1, 3]], position[[0, 2]]
+    assert int(duplicates.min()) == 0  # a copy goes first (the scale does not matter after L1 normalisation)
+    assert int(duplicates.min()) < int(distinct.min())
+    scores = combine(position, torch.zeros(4), 0.4)
+    assert int(scores.argmin()) in (1, 3)
+
+
+def test_sirfp_l1_normalisation_leaves_a_zero_map_at_zero_similarity():
+    feature = torch.stack([torch.zeros(4, 4), blob(slice(0, 2), slice(0, 2))])
+    stats = RedundancyStats(with_detail=False)
+    stats.add(feature.unsqueeze(0))
+    sim = stats.mean_similarity(feature.shape[0])
+    assert torch.equal(sim[0], torch.zeros(2)) and sim[1, 1].item() == pytest.approx(0.25)
+
+
+def brute_force_kept_weight(weights: torch.Tensor, keep: int) -> float:
+    """Lightest clique of `keep` channels (= the heaviest set of removed edges), by enumeration."""
+    return min(sum(float(weights[i, j]) for i, j in itertools.combinations(kept, 2))
+               for kept in itertools.combinations(range(weights.shape[0]), keep))
+
+
+def test_sirfp_greedy_matches_a_brute_force_maximum_weight_clique():
+    w = torch.tensor([
+        [0.0, 0.9, 0.8, 0.3, 0.1, 0.0],
+        [0.9, 0.0, 0.7, 0.2, 0.0, 0.1],
+        [0.8, 0.7, 0.0, 0.1, 0.1, 0.0],
+        [0.3, 0.2, 0.1, 0.0, 0.2, 0.1],
+        [0.1, 0.0, 0.1, 0.2, 0.0, 0.05],
+        [0.0, 0.1, 0.0, 0.1, 0.05, 0.0],
+    ])
+    order = torch.argsort(greedy_removal_order(w)).tolist()
+    # first removal: the unique channel whose removal leaves the lightest 5-clique
+    first = [c for c in range(6)
+             if sum(float(w[i, j]) for i, j in itertools.combinations([k for k in range(6) if k != c], 2))
+             == pytest.approx(brute_force_kept_weight(w, 5))]
+    assert first == [order[0]] == [0]
+    # on this graph the greedy peeling is optimal for every number of removals
+    for removed in range(1, 6):
+        kept = order[removed:]
+        greedy = sum(float(w[i, j]) for i, j in itertools.combinations(kept, 2))
+        assert greedy == pytest.approx(brute_force_kept_weight(w, 6 - removed), abs=1e-6)
+
+
+def test_sirfp_detail_is_zero_for_flat_maps_and_positive_for_texture():
+    flat, texture = torch.ones(8, 8), (torch.arange(64).reshape(8, 8) % 3 == 0).float()
+    detail = sobel_detail(torch.stack([flat, texture]).unsqueeze(0))[0]
+    assert detail[0].item() == pytest.approx(0.0, abs=1e-6) and detail[1].item() > 0.1
+
+
+def test_sirfp_plan_thresholds_backbone_and_head_separately():
+    def group(name: str, region: str) -> LayerGroup:
+        conv = nn.Conv2d(1, 16, 1)
+        return LayerGroup(name=name, root=conv, size=16, convs=[(name, conv)], region=region)
+
+    groups = [group("enc", "backbone"), group("dec", "head")]
+    scores = {"enc": torch.linspace(1.0, 1.4, 16), "dec": torch.linspace(0.0, 0.3, 16)}
+    ctx = PruneContext(model=nn.Identity(), groups=groups, device=torch.device("cpu"), num_classes=2,
+                       ratio=0.25, round_to=1)
+    plan = get_method("sirfp").plan(ctx, scores)
+    assert plan == {"enc": [0, 1, 2, 3], "dec": [0, 1, 2, 3]}  # a single global threshold would take 8 from dec
+
+
+def test_sirfp_scores_a_real_model_without_touching_it():
+    model = tiny_model("unet").train()
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    ignored = output_layers_of(model, "unet")
+    ctx = PruneContext(model=model, groups=groups_of(model, ignored), device=torch.device("cpu"),
+                       num_classes=CLASSES, batch_source=synthetic_batches(4))
+    scores = get_method("sirfp").score(ctx)
+    assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
+    assert model.training and all(not m._forward_hooks for m in model.modules())
+    for g in ctx.groups:
+        s = scores[g.name]
+        bound = 1.0 + (0.4 if g.region == "backbone" else 0.0)
+        assert s.numel() == g.size and float(s.min()) >= 0 and float(s.max()) <= bound + 1e-6
+        if g.region == "head":  # no detail term: exactly the removal ranks
+            assert sorted(s.tolist()) == pytest.approx([i / (g.size - 1) for i in range(g.size)])
+
+
+@pytest.mark.heavy
+def test_sirfp_scores_cityscapes_resolution_inputs():
+    """Full-resolution 512×1024 maps: the similarity is accumulated in the hook, no map is kept."""
+    model = tiny_model("unet")
+    ignored = output_layers_of(model, "unet")
+    images = torch.randn(1, 3, 512, 1024)
+    ctx = PruneContext(model=model, groups=groups_of(model, ignored), device=torch.device("cpu"), num_classes=CLASSES,
+                       batch_source=lambda: iter([(images, torch.zeros(1, 512, 1024, dtype=torch.long))]))
+    scores = get_method("sirfp").score(ctx)
+    assert ctx.notes["sirfp_images"] == 1 and all(bool(torch.isfinite(s).all()) for s in scores.values())
+
+
+# ---------------------------------------------------------------------------------------------
+# fgp
+
+
+class TwoPath(nn.Module):
+    """conv(3→2) - BN - ReLU - conv(2→2 classes): channel c carries colour c and is class c's logit."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(3, 2, 1, bias=False), nn.BatchNorm2d(2), nn.ReLU(inplace=True),
+                                  nn.Conv2d(2, 2, 1, bias=False))
+        with torch.no_grad():
+            self.body[0].weight.copy_(torch.tensor([[1.0, 0, 0], [0, 1.0, 0]]).view(2, 3, 1, 1))
+            self.body[3].weight.copy_(torch.eye(2).view(2, 2, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"out": self.body(x)}
+
+
+def fgp_scores(model: nn.Module, batches, ignored: list[nn.Module], **options) -> dict[str, torch.Tensor]:
+    ctx = PruneContext(model=model, groups=groups_of(model, ignored, size=(8, 8)), device=torch.device("cpu"),
+                       num_classes=2, batch_source=batches)
+    return get_method("fgp", **options).score(ctx)
+
+
+def rare_class_batches():
+    def batches():
+        g = torch.Generator().manual_seed(0)
+        for _ in range(2):
+            labels = torch.zeros(2, 8, 8, dtype=torch.long)
+            labels[:, :1, :3] = 1  # class 1 covers 3 of 64 pixels
+            labels[:, -1, :] = 255
+            yield torch.rand(2, 3, 8, 8, generator=g) + 0.5, labels
+    return batches
+
+
+def test_fgp_class_normalisation_keeps_a_rare_class_channel_from_being_dominated():
+    model = TwoPath().eval()
+    scores = fgp_scores(model, rare_class_batches(), [model.body[3]])["body.0"]
+    assert scores[0].item() == pytest.approx(0.5) and scores[1].item() == pytest.approx(0.5)
+    # without normalisation the frequent class would bury channel 1 (hand-built evidence, 20:1)
+    raw = torch.tensor([[20.0, 0.0], [0.0, 1.0]])
+    assert class_normalised_support(raw).tolist() == pytest.approx([0.5, 0.5])
+    assert class_normalised_support(torch.tensor([[1000.0, 0.0], [10.0, 1.0]]))[1] > 0.5
+
+
+def test_fgp_gives_zero_support_to_a_channel_without_gradient():
+    model = TwoPath().eval()
+    model.body[3].weight.data[:, 1] = 0.0  # channel 1 reaches no logit
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    scores = fgp_scores(model, rare_class_batches(), [model.body[3]])["body.0"]
+    assert scores[1].item() == 0.0 and scores[0].item() > 0
+    assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
+    assert all(p.grad is None for p in model.parameters()) and all(not m._forward_hooks for m in model.modules())
+
+
+def test_fgp_heat_is_relu_of_feature_times_gradient():
+    model = TwoPath().eval()
+    model.body[3].weight.data.copy_(torch.tensor([[1.0, -1.0], [0.0, 1.0]]).view(2, 2, 1, 1))
+    images = torch.rand(1, 3, 8, 8) + 0.5
+    labels = torch.zeros(1, 8, 8, dtype=torch.long)
+    scores = fgp_scores(model, lambda: iter([(images, labels)]), [model.body[3]])["body.0"]
+    # only class 0 is present: gradient +1 on channel 0 and -1 on channel 1 (both features positive)
+    assert scores.tolist() == pytest.approx([1.0, 0.0])
+
+
+def test_fgp_share_rule_keeps_the_channels_reaching_the_share():
+    support = torch.tensor([0.1, 0.5, 0.1, 0.3])
+    assert cumulative_share_width(support, 0.8) == 2
+    assert cumulative_share_width(support, 0.81) == 3
+    assert cumulative_share_width(torch.zeros(4), 0.8) == 4
+    conv = nn.Conv2d(1, 4, 1)
+    group = LayerGroup(name="c", root=conv, size=4, convs=[("c", conv)])
+    ctx = PruneContext(model=nn.Identity(), groups=[group], device=torch.device("cpu"), num_classes=2, round_to=1)
+    assert get_method("fgp", share=0.8).plan(ctx, {"c": support}) == {"c": [0, 2]}
+
+
+# ---------------------------------------------------------------------------------------------
+# dmcp
+
+
+def test_dmcp_marginals_are_non_increasing_and_start_at_one():
+    conv = nn.Conv2d(1, 37, 1)
+    gate = MarkovGate(LayerGroup(name="c", root=conv, size=37, convs=[("c", conv)]), torch.randperm(37))
+    with torch.no_grad():
+        gate.alpha.copy_(torch.randn(gate.steps - 1) * 3)
+    m = gate.marginals()
+    assert gate.steps == 10 and m[0].item() == 1.0 and bool((m[1:] <= m[:-1]).all())
+    assert int(gate.step_sizes.sum()) == 37 and int(gate.step_sizes.min()) >= 3
+    # the leading channels (in rank order) fill the first step
+    assert set(gate.rank[:3].tolist()) <= set(torch.nonzero(gate.step_of == 0).flatten().tolist())
+    assert gate.expected_width().item() == pytest.approx(float((m * gate.step_sizes).sum()))
+
+
+def test_dmcp_flops_loss_is_zero_inside_the_band_and_log_distance_outside():
+    t = 1000.0
+    for inside in (950.0, 975.0, 1000.0):
+        assert flops_loss(torch.tensor(inside, requires_grad=True), t).item() == 0.0
+    above = torch.tensor(1100.0, requires_grad=True)
+    loss = flops_loss(above, t)
+    loss.backward()
+    assert loss.item() == pytest.approx(torch.log(torch.tensor(100.0)).item()) and above.grad.item() > 0
+    below = torch.tensor(900.0, requires_grad=True)
+    flops_loss(below, t).backward()
+    assert below.grad.item() < 0  # minimising pulls E up towards T
+
+
+@pytest.mark.parametrize("name", ["unet", "deeplabv3_resnet50"])
+def test_dmcp_expected_macs_model_matches_the_counter(name):
+    """The differentiable MACs equal ptflops' count on the full and on a physically pruned model."""
+    model, report = run_prune(name, "dmcp")
+    assert report.notes["dmcp_full_macs"] == pytest.approx(report.macs_before, rel=0.005)
+    assert report.notes["dmcp_planned_macs"] == pytest.approx(report.macs_after, rel=0.005)
+
+
+def test_dmcp_search_lands_within_five_percent_of_an_explicit_target():
+    full = count_complexity(tiny_model("resnet50_seg"), SIZE).macs
+    target = 0.45 * full
+    model, report = run_prune("resnet50_seg", "dmcp", target_macs=target / 1e9)
+    assert abs(report.macs_after - target) <= 0.05 * target
+    assert report.notes["dmcp_arch_steps"] > 0 and report.notes["dmcp_iterations"] == 4
+    assert tuple(model(torch.zeros(1, 3, *SIZE))["out"].shape) == (1, CLASSES, *SIZE)
+
+
+def test_dmcp_restores_weights_keeps_leading_channels_and_removes_its_hooks():
+    model = tiny_model("simple_segnet")
+    ignored = output_layers_of(model, "simple_segnet")
+    groups = groups_of(model, ignored)
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    ctx = PruneContext(model=model, groups=groups, device=torch.device("cpu"), num_classes=CLASSES,
+                       ratio=0.4, round_to=1, input_size=SIZE,
+                       fit=lambda hooks, epochs, **kw: synthetic_fit()(model, hooks, epochs, **kw))
+    method = get_method("dmcp")
+    method.prepare(ctx)
+    plan = method.plan(ctx, method.score(ctx))
+    assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
+    assert all(not m._forward_hooks for m in model.modules()) and not model.training
+    assert plan and ctx.notes["dmcp_warmup_iterations"] == 1  # 30% of 4 iterations
+    for g in groups:
+        if g.name in plan:
+            gamma = torch.stack([bn.weight.detach().abs() for _, bn in g.bns]).mean(0)
+            kept = [c for c in range(g.size) if c not in plan[g.name]]
+            assert float(gamma[kept].min()) >= float(gamma[plan[g.name]].max())
+
+
+def test_dmcp_macs_table_excludes_the_aux_head():
+    model = build_model("fcn_resnet50", CLASSES, aux_loss=True, **get_model_info("fcn_resnet50").tiny_kwargs)
+    table = measure_conv_macs(model, SIZE, torch.device("cpu"))
+    assert sum(table.values()) == pytest.approx(count_complexity(model, SIZE).macs, rel=0.005)
+    groups = groups_of(model, output_layers_of(model, "fcn_resnet50"))
+    outside = [g.name for g in groups if not in_inference_graph(g, table)]
+    assert outside and all(name.startswith("aux_classifier") for name in outside)
+    assert ExpectedMacs(table, [g for g in groups if g.name not in outside]).full == pytest.approx(
+        sum(table.values()))
+
+
+# ---------------------------------------------------------------------------------------------
+# every model
+
+
+@pytest.mark.parametrize("method", ["sirfp", "fgp", "dmcp"])
+@pytest.mark.parametrize("name", list_models())
+def test_method_prunes_every_model(name, method):
+    model, report = run_prune(name, method)
+    assert tuple(model(torch.zeros(1, 3, *SIZE))["out"].shape) == (1, CLASSES, *SIZE)
+    assert report.macs_after < report.macs_before and report.channels_after < report.channels_before
