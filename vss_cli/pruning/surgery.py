@@ -65,7 +65,7 @@ def output_layers_of(model: nn.Module, model_name: str | None = None) -> list[nn
 def build_graph(model: nn.Module, ignored: Sequence[nn.Module] = (), size: tuple[int, int] = TRACE_SIZE,
                 device: torch.device | str | None = None) -> tp.DependencyGraph:
     """Trace the model (eval mode, no BN statistics touched) into a dependency graph."""
-    was_training = model.training
+    modes = {m: m.training for m in model.modules()}
     model.eval()
     if device is None:
         device = next(model.parameters()).device
@@ -74,7 +74,8 @@ def build_graph(model: nn.Module, ignored: Sequence[nn.Module] = (), size: tuple
         dg = tp.DependencyGraph().build_dependency(
             model, example_inputs=example, output_transform=_model_outputs, verbose=False,
         )
-    model.train(was_training)
+    for m, training in modes.items():
+        m.training = training
     return dg
 
 

@@ -22,7 +22,9 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn as nn
+from torch.utils.data import Dataset
 
+from vss_cli.data.specs import DatasetSpec
 from vss_cli.engine.checkpoint import LoadedCheckpoint, load_checkpoint
 from vss_cli.engine.progress import log
 from vss_cli.errors import ConfigError
@@ -73,9 +75,9 @@ class EvalSetting:
     candidate: LoadedCheckpoint
     dataset: str
     data_root: str | None
-    spec: object
+    spec: DatasetSpec
     input_size: tuple[int, int]
-    val: object
+    val: Dataset
     oracle_methods: list[str] = field(default_factory=list)
     oracle_note: str = ""
 
@@ -389,11 +391,11 @@ def write_json(path: Path, obj) -> Path:
 
 
 def _run_config(opts: EvalOptions, setting: EvalSetting) -> dict:
-    config = {**asdict(opts), "baseline": None, "candidate": None, "report": None, "out_dir": None,
-              "num_workers": None, "dataset": setting.dataset, "data_root": setting.data_root,
-              "input_size": list(setting.input_size), "device": setting.device.type,
-              "oracle_methods_resolved": setting.oracle_methods, "kind": "eval"}
-    return config
+    """Every option that can change the report (the checkpoints enter the key through their sha256)."""
+    return {**asdict(opts), "baseline": None, "candidate": None, "report": None, "out_dir": None,
+            "num_workers": None, "dataset": setting.dataset, "data_root": setting.data_root,
+            "input_size": list(setting.input_size), "device": setting.device.type,
+            "oracle_methods_resolved": setting.oracle_methods, "kind": "eval"}
 
 
 def eval_run(opts: EvalOptions, store) -> EvalOutcome:

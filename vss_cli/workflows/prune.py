@@ -167,6 +167,7 @@ def prune_run(opts: PruneOptions, store) -> PruneOutcome:
             fit=make_fit(dataset, data_root, input_size, opts.seed, device, ds),
             num_classes=loaded.spec.num_classes, ignore_index=dspec.ignore_index,
             count=lambda m: count_complexity(m, input_size), old_history=loaded.history,
+            parent_config=dict(getattr(ref.run, "config", None) or {}),
         )
         ckpt = save_checkpoint(out_dir / "pruned.pt", model=model, spec=loaded.spec, history=history,
                                dataset={**dspec.to_dict(), "data_root": data_root},
@@ -187,12 +188,14 @@ def prune_context(model, ignored, opts: PruneOptions, *, input_size, device, bat
     ctx = PruneContext(model=model, groups=groups, device=torch.device(device), num_classes=num_classes,
                        ignore_index=ignore_index, seed=opts.seed, samples=opts.samples, ratio=opts.global_ratio,
                        round_to=opts.round_to, options=dict(opts.method_options), input_size=tuple(input_size),
-                       batch_source=batch_source, fit=lambda hooks, epochs, **kw: fit(model, hooks, epochs, **kw))
+                       batch_source=batch_source, parent_config=dict(parent_config or {}),
+                       fit=(lambda hooks, epochs, **kw: fit(model, hooks, epochs, **kw)) if fit else None)
     return dg, groups, ctx
 
 
 def prune_model(model, model_name: str, method, opts: PruneOptions, *, input_size, device, batch_source, fit,
-                num_classes: int, ignore_index: int, count, old_history=()) -> tuple[PruneReport, list]:
+                num_classes: int, ignore_index: int, count, old_history=(),
+                parent_config: dict | None = None) -> tuple[PruneReport, list]:
     """Score, plan and apply on an in-memory model; returns the report and the full pruning history."""
     model.to(device).eval()
     ignored = output_layers_of(model, model_name)
