@@ -7,7 +7,10 @@ import os
 import pytest
 import torch
 
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# One intra-op thread: on a 2-core machine shared with subprocess tests, two OpenMP threads per
+# process oversubscribe the cores and tiny convolutions slow down by two orders of magnitude.
+torch.set_num_threads(1)
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 
 @pytest.fixture(autouse=True)

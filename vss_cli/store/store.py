@@ -548,6 +548,23 @@ class Store:
             )
         return path
 
+    def run_for_artifact(self, path: str | Path, kind: str | None = None) -> Run | None:
+        """The run that recorded this file as an artifact (newest first), or None: lineage for paths."""
+        resolved = str(Path(path).resolve())
+        query = select(ArtifactRecord).where(ArtifactRecord.path == resolved)
+        if kind is not None:
+            query = query.where(ArtifactRecord.kind == kind)
+        query = query.order_by(col(ArtifactRecord.id).desc())
+
+        def txn(session: Session) -> Run | None:
+            art = session.exec(query).first()
+            if art is None:
+                return None
+            rec = session.get(RunRecord, art.run_id)
+            return Run.from_record(rec) if rec is not None else None
+
+        return self._read(txn)
+
     def metrics(self, run_id: str, key: str | None = None) -> list[Metric]:
         """The run's metric rows in the order they were appended."""
         query = select(MetricRecord).where(MetricRecord.run_id == run_id)

@@ -61,7 +61,7 @@ def resolve_checkpoint(store, ref: str | Path, *, option: str = "--ckpt") -> Che
         raise ConfigError(f"{option} is required: pass a checkpoint path or a run id (see `vss runs list`)")
     path = Path(ref)
     if path.is_file():
-        run = store.run_for_artifact(path) if hasattr(store, "run_for_artifact") else None
+        run = store.run_for_artifact(path)
         return CheckpointRef(path=path, run=run)
     looks_like_path = path.suffix in (".pt", ".pth") or os.sep in str(ref)
     try:

@@ -180,7 +180,7 @@ def prune_run(opts: PruneOptions, store) -> PruneOutcome:
 
 
 def prune_context(model, ignored, opts: PruneOptions, *, input_size, device, batch_source, fit, num_classes: int,
-                  ignore_index: int) -> tuple:
+                  ignore_index: int, parent_config: dict | None = None) -> tuple:
     """The dependency graph, groups and PruneContext a method scores with (prune, and eval's oracle)."""
     torch.manual_seed(opts.seed)
     dg = build_graph(model, ignored)
@@ -203,7 +203,7 @@ def prune_model(model, model_name: str, method, opts: PruneOptions, *, input_siz
     ch_before = prunable_channels(model, ignored)
     dg, groups, ctx = prune_context(model, ignored, opts, input_size=input_size, device=device,
                                     batch_source=batch_source, fit=fit, num_classes=num_classes,
-                                    ignore_index=ignore_index)
+                                    ignore_index=ignore_index, parent_config=parent_config)
     t0 = time.perf_counter()
     method.prepare(ctx)
     scores = method.score(ctx)

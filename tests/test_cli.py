@@ -1,0 +1,85 @@
+"""The first path through the CLI: train -> prune -> eval -> runs list / show, and bad input."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from vss_cli.cli.app import app
+from vss_cli.store import Store
+
+TINY = ["--width", "0.125", "--input-size", "32,48", "--batch-size", "8", "--max-iters-per-epoch", "3",
+        "--device", "cpu"]
+
+runner = CliRunner()
+
+
+def vss(*args: str):
+    result = runner.invoke(app, list(args))
+    return result
+
+
+@pytest.fixture
+def trained(tmp_path):
+    result = vss("train", "--epochs", "1", *TINY)
+    assert result.exit_code == 0, result.output
+    store = Store(tmp_path / "vss.db")
+    (run,) = store.list_runs(kind="train")
+    return store, run
+
+
+def test_train_prune_eval_and_lineage(trained, tmp_path):
+    store, train = trained
+    assert train.status == "completed"
+    result = vss("prune", "--ckpt", train.id[:14], "--method", "l1", "--global-ratio", "0.3", "--input-size", "32,48",
+                 "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    (prune,) = store.list_runs(kind="prune")
+    assert [(rel, r.id) for rel, r in store.parents(prune.id)] == [("pruned-from", train.id)]
+    report = tmp_path / "eval.json"
+    result = vss("eval", "--baseline", train.id, "--candidate", prune.id, "--report", str(report),
+                 "--input-size", "32,48", "--speed-iters", "3", "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    (ev,) = store.list_runs(kind="eval")
+    assert sorted(rel for rel, _ in store.parents(ev.id)) == ["baseline-of", "evaluates"]
+    data = json.loads(report.read_text())
+    assert 0.0 < data["pruning_ratios"]["channel_prune_ratio"] < 1.0
+    listed = vss("runs", "list", "--format", "json")
+    assert listed.exit_code == 0, listed.output
+    rows = json.loads(listed.stdout)
+    assert {r["kind"] for r in rows} == {"train", "prune", "eval"}
+    shown = vss("runs", "show", prune.id)
+    assert shown.exit_code == 0 and train.id[:8] in shown.output
+
+
+def test_prune_by_checkpoint_path_keeps_lineage(trained):
+    store, train = trained
+    path = store.artifact_path(train.id)
+    result = vss("prune", "--ckpt", str(path), "--method", "random", "--global-ratio", "0.5", "--input-size", "32,48",
+                 "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    (prune,) = store.list_runs(kind="prune")
+    assert [r.id for _, r in store.parents(prune.id)] == [train.id]
+
+
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (["prune", "--ckpt", "missing.pt", "--method", "l1"], "missing.pt"),
+        (["prune", "--ckpt", "zzzzzz", "--method", "l1"], "zzzzzz"),
+        (["eval", "--baseline", "nope.pt", "--candidate", "nope.pt"], "nope.pt"),
+        (["prune", "--ckpt", "missing.pt", "--global-ratio", "1.5"], "1.5"),
+        (["prune", "--ckpt", "missing.pt", "--method", "magic"], "magic"),
+        (["train", "--dataset", "cityscapes", "--data-root", "/does/not/exist"], "/does/not/exist"),
+        (["train", "--model", "resnet9000"], "resnet9000"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line_and_no_run(tmp_path, args, needle):
+    result = vss(*args)
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.strip().splitlines() if line.strip()]
+    assert len(lines) == 1 and needle in lines[0], result.output
+    assert "Traceback" not in result.output
+    assert Store(tmp_path / "vss.db").list_runs() == []
