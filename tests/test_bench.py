@@ -191,3 +191,38 @@ def test_bad_input_exits_2_before_any_row(tmp_path, monkeypatch, bad):
         with Store(db) as store:
             assert store.list_runs() == []
     assert not (tmp_path / "runs" / "bench").exists()
+
+
+def test_create_run_once_gives_racing_processes_one_row(tmp_path):
+    """Eight processes create the same cell under the same bench at once: one row, one edge."""
+    db = tmp_path / "vss.db"
+    with Store(db) as store:
+        bench = store.create_run(kind="bench", config={}, status="pending")
+    code = ("import sys; from vss_cli.store import Store; s = Store(sys.argv[1]); "
+            "run, created = s.create_run_once(kind='cell', config={'m': 1}, config_key='k', "
+            "parents=[(sys.argv[2], 'cell-of')]); print(run.id, created)")
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(db), bench.id], env=_env(db), stdout=subprocess.PIPE,
+                              text=True) for _ in range(8)]
+    answers = [p.communicate(timeout=120)[0].split() for p in procs]
+    assert len({run_id for run_id, _ in answers}) == 1
+    assert [created for _, created in answers].count("True") == 1
+    with Store(db) as store:
+        assert len(store.list_runs(kind="cell")) == 1 and len(store.children(bench.id)) == 1
+        other = store.create_run(kind="bench", config={}, status="pending")
+        _, created = store.create_run_once(kind="cell", config={"m": 1}, config_key="k", parents=[(other.id, "cell-of")])
+        assert created, "the same key under another bench is another cell"
+
+
+def test_claim_run_retakes_a_seen_run_only_once(tmp_path):
+    with Store(tmp_path / "vss.db") as store:
+        run = store.create_run(kind="cell", config={}, status="pending")
+        assert store.claim_run(run.id, stale_after_s=300)
+        store.set_status(run.id, "failed", error="boom")
+        seen = store.get_run(run.id)
+        assert not store.claim_run(run.id, stale_after_s=300)  # failed runs are not claimable by default
+        assert store.claim_run(run.id, stale_after_s=300, also=("failed",), if_attempt=seen.attempt)
+        store.set_status(run.id, "failed", error="boom again")
+        assert not store.claim_run(run.id, stale_after_s=300, also=("failed",), if_attempt=seen.attempt)
+        assert store.get_run(run.id).attempt == 2
+        with pytest.raises(ValueError):
+            store.claim_run(run.id, stale_after_s=300, also=("failed",))

@@ -56,10 +56,16 @@ def _global(
     db: Annotated[str | None, typer.Option("--db", envvar="VSS_DB", help="database path or URL (default runs/vss.db)")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", help="no progress bars")] = False,
     debug: Annotated[bool, typer.Option("--debug", help="show tracebacks")] = False,
+    threads: Annotated[int | None, typer.Option("--threads", envvar="VSS_THREADS",
+                                                help="CPU threads for torch (default: torch's choice)")] = None,
 ) -> None:
     STATE.db, STATE.quiet, STATE.debug = db, quiet, debug
     if quiet:
         os.environ["VSS_QUIET"] = "1"
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
     STATE._store = None
 
 

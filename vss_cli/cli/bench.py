@@ -6,10 +6,11 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich import box
+from rich.table import Table
 
 from vss_cli.cli import options as o
 from vss_cli.cli.output import console, err_console
-from vss_cli.cli.render import print_table
 from vss_cli.cli.state import STATE
 
 Baseline = Annotated[str | None, typer.Option("--baseline", help="baseline checkpoint (.pt) or run id; default: "
@@ -39,7 +40,7 @@ Dtype = Annotated[str, typer.Option("--dtype", help="timing precision: fp32, bf1
 Grace = Annotated[float, typer.Option("--worker-grace", help="seconds without a heartbeat after which another "
                                       "process takes over a running cell")]
 
-CELL_COLUMNS = ("method", "ratio", "seed", "status", "mIoU", "retention", "speedup", "channels ↓", "MACs ↓", "note")
+CELL_COLUMNS = ("method", "ratio", "seed", "status", "mIoU", "retain", "speedup", "ch↓", "MACs↓", "note")
 
 
 def _pct(value: float | None) -> str:
@@ -53,10 +54,20 @@ def _num(value: float | None, spec: str) -> str:
 def _table_rows(rows) -> list[dict]:
     return [{
         "method": r.method, "ratio": f"{r.ratio:g}", "seed": r.seed, "status": r.status,
-        "mIoU": _num(r.miou, ".4f"), "retention": _num(r.miou_retention, ".3f"),
-        "speedup": _num(r.speedup_latency, ".2f"), "channels ↓": _pct(r.channel_reduction),
-        "MACs ↓": _pct(r.macs_reduction), "note": "reused" if r.skipped else (r.error or "")[:60],
+        "mIoU": _num(r.miou, ".4f"), "retain": _num(r.miou_retention, ".3f"),
+        "speedup": _num(r.speedup_latency, ".2f"), "ch↓": _pct(r.channel_reduction),
+        "MACs↓": _pct(r.macs_reduction), "note": "reused" if r.skipped else (r.error or "")[:60],
     } for r in rows]
+
+
+def _cell_table(run_id: str, rows) -> Table:
+    """One line per cell; a light box so it fits an 80-column terminal."""
+    table = Table(title=f"vss bench {run_id}", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+    for name in CELL_COLUMNS:
+        table.add_column(name, no_wrap=name != "note", justify="left" if name in ("method", "status", "note") else "right")
+    for row in _table_rows(rows):
+        table.add_row(*(str(row[name]) for name in CELL_COLUMNS))
+    return table
 
 
 def bench(
@@ -86,7 +97,7 @@ def bench(
     )
     outcome = bench_run(opts, STATE.store())
     stats = outcome.stats
-    print_table(_table_rows(outcome.rows), CELL_COLUMNS, title=f"vss bench {outcome.run_id}")
+    console.print(_cell_table(outcome.run_id, outcome.rows))
     console.print(
         f"{stats['completed']}/{stats['total_experiments']} cells completed ({stats['skipped']} reused), "
         f"{stats['failed']} failed -> {outcome.summary_path}", highlight=False,

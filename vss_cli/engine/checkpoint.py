@@ -8,8 +8,6 @@ dependency graph and loads the weights with strict=True. No pickled modules anyw
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,6 +15,7 @@ import torch
 import torch.nn as nn
 
 from vss_cli.errors import CheckpointError
+from vss_cli.fileio import atomic_output
 
 FORMAT = "vss-checkpoint/1"
 
@@ -48,20 +47,10 @@ class LoadedCheckpoint:
 
 
 def atomic_torch_save(obj, path: Path) -> Path:
-    """Write to a temporary file in the same folder, fsync, then rename over the target."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    """torch.save through an atomic write (temporary file, fsync, rename)."""
+    with atomic_output(path, "wb") as f:
+        torch.save(obj, f)
+    return Path(path)
 
 
 def _plain_history(history) -> list:

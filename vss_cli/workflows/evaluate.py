@@ -11,10 +11,7 @@ accuracy is always measured in fp32.
 from __future__ import annotations
 
 import copy
-import json
 import math
-import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -28,6 +25,7 @@ from vss_cli.data.specs import DatasetSpec
 from vss_cli.engine.checkpoint import LoadedCheckpoint, load_checkpoint
 from vss_cli.engine.progress import log
 from vss_cli.errors import ConfigError
+from vss_cli.fileio import write_json
 from vss_cli.workflows.common import (
     CheckpointRef,
     default_out_dir,
@@ -358,36 +356,6 @@ def flat_metrics(report: dict) -> dict[str, float]:
 
 # ----------------------------------------------------------------------------------------------
 # files and the run
-
-
-def _json_safe(obj):
-    """NaN/inf become null, numpy scalars plain numbers, tuples lists: the file is strict JSON."""
-    if isinstance(obj, dict):
-        return {str(k): _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    if isinstance(obj, np.generic):
-        obj = obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
-
-
-def write_json(path: Path, obj) -> Path:
-    """Write strict JSON to a temporary file in the same folder, then rename it over `path`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(_json_safe(obj), f, indent=2, allow_nan=False)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def _run_config(opts: EvalOptions, setting: EvalSetting) -> dict:

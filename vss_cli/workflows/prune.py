@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -12,6 +10,7 @@ import torch
 
 from vss_cli.engine.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from vss_cli.errors import ConfigError
+from vss_cli.fileio import write_json
 from vss_cli.pruning.base import PruneContext, get_method
 from vss_cli.pruning.surgery import (
     apply_plan,
@@ -122,14 +121,6 @@ def _file_sha(path: Path) -> str:
     return file_digest(path)[0]
 
 
-def _write_json(path: Path, obj) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as f:
-        json.dump(obj, f, indent=2)
-    Path(f.name).replace(path)
-    return path
-
-
 def prune_run(opts: PruneOptions, store) -> PruneOutcome:
     """Prune a checkpoint with one method at a global ratio; returns the new run and checkpoint."""
     from vss_cli.data import get_spec
@@ -172,7 +163,7 @@ def prune_run(opts: PruneOptions, store) -> PruneOutcome:
         ckpt = save_checkpoint(out_dir / "pruned.pt", model=model, spec=loaded.spec, history=history,
                                dataset={**dspec.to_dict(), "data_root": data_root},
                                extra={"method": opts.method, "global_ratio": opts.global_ratio})
-        widths = _write_json(out_dir / "widths.json", {"widths": layer_widths(model), "notes": report.notes})
+        widths = write_json(out_dir / "widths.json", {"widths": layer_widths(model), "notes": report.notes})
         store.add_artifact(run.id, kind="checkpoint", path=ckpt)
         store.add_artifact(run.id, kind="widths", path=widths)
         store.add_metrics(run.id, report.scalars())

@@ -18,7 +18,6 @@ from vss_cli.workflows.common import (
     resolve_checkpoint,
     resolve_device,
     versions,
-    worker_name,
 )
 
 

@@ -1,0 +1,52 @@
+"""Atomic file writes: a temporary file in the target folder, fsync, then rename over the target.
+
+An interrupted or failing write never leaves a half-written artifact behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | Path, mode: str = "wb") -> Iterator[IO]:
+    """Yield a file to write; on success it replaces `path`, on failure it is removed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def json_safe(obj):
+    """NaN/inf become null, numpy scalars plain numbers, tuples lists: the result is strict JSON."""
+    if isinstance(obj, dict):
+        return {str(k): json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    if hasattr(obj, "item") and callable(obj.item) and getattr(obj, "ndim", 1) == 0:
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def write_json(path: str | Path, obj) -> Path:
+    """Write `obj` as strict, indented JSON atomically; returns the path."""
+    with atomic_output(path, "w") as f:
+        json.dump(json_safe(obj), f, indent=2, allow_nan=False)
+    return Path(path)
