@@ -4,12 +4,11 @@ Pareto view, with the unpruned baseline as a reference point). Matplotlib's Agg 
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from vss_cli.fileio import atomic_output
 from vss_cli.report.tables import BaselinePoint
 
 FIGSIZE = (12.0, 5.0)  # inches
@@ -73,17 +72,6 @@ def plot_bench(table: Sequence[dict[str, Any]], baseline: BaselinePoint | None, 
         if ax.get_legend_handles_labels()[0]:
             ax.legend(title="method", fontsize="small")
     fig.suptitle(title)
-    return _save_png(fig, Path(path))
-
-
-def _save_png(fig, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fig.savefig(fh, format="png", dpi=DPI)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    with atomic_output(path, "wb") as fh:
+        fig.savefig(fh, format="png", dpi=DPI)
+    return Path(path)

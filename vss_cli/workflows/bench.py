@@ -35,6 +35,7 @@ from pathlib import Path
 
 from vss_cli.engine.progress import log, progress_bar
 from vss_cli.errors import ConfigError, RunNotFound
+from vss_cli.fileio import write_json
 from vss_cli.report.tables import (
     CellRow,
     baseline_point,
@@ -45,7 +46,7 @@ from vss_cli.report.tables import (
 )
 from vss_cli.store import Run, Store, artifact_intact, config_key
 from vss_cli.workflows.common import resolve_checkpoint, resolve_device, versions
-from vss_cli.workflows.evaluate import EvalOptions, eval_run, write_json
+from vss_cli.workflows.evaluate import EvalOptions, eval_run
 from vss_cli.workflows.prune import PruneOptions, prune_run
 from vss_cli.workflows.train import TrainOptions, config_and_key, inherit_dataset, resolve_options, train_run
 
