@@ -83,3 +83,31 @@ def test_bad_input_exits_2_with_one_line_and_no_run(tmp_path, args, needle):
     assert len(lines) == 1 and needle in lines[0], result.output
     assert "Traceback" not in result.output
     assert Store(tmp_path / "vss.db").list_runs() == []
+
+
+@pytest.mark.parametrize("fmt", ["cityscapes", "camvid"])
+def test_train_on_a_real_format_tree(tmp_path, fmt):
+    tree = tmp_path / fmt
+    assert vss("data", "synth", "--out", str(tree), "--format", fmt, "--n", "6", "--size", "48,64").exit_code == 0
+    assert vss("data", "check", "--dataset", fmt, "--data-root", str(tree)).exit_code == 0
+    result = vss("train", "--dataset", fmt, "--data-root", str(tree), "--epochs", "1", "--model", "unet", *TINY)
+    assert result.exit_code == 0, result.output
+    (run,) = Store(tmp_path / "vss.db").list_runs(kind="train")
+    assert run.status == "completed" and run.config["dataset"] == fmt
+
+
+@pytest.mark.parametrize("command", [
+    ["train"], ["data", "check"],
+    ["prune", "--ckpt", "x.pt"], ["eval", "--baseline", "x.pt", "--candidate", "x.pt"], ["bench"],
+])
+@pytest.mark.parametrize("root", ["missing", "empty"])
+def test_unusable_data_root_is_one_line_from_every_command(tmp_path, command, root):
+    path = tmp_path / root
+    if root == "empty":
+        (path / "leftImg8bit" / "train").mkdir(parents=True)
+        (path / "gtFine" / "train").mkdir(parents=True)
+    result = vss(*command, "--dataset", "cityscapes", "--data-root", str(path))
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.strip().splitlines() if line.strip()]
+    assert len(lines) == 1, result.output
+    assert Store(tmp_path / "vss.db").list_runs() == []

@@ -72,7 +72,7 @@ def _cell_table(run_id: str, rows) -> Table:
 
 def bench(
     baseline: Baseline = None, methods: Methods = "fpgm,sirfp", ratios: Ratios = "0.2,0.3,0.5", seeds: Seeds = "0",
-    finetune_epochs: FinetuneEpochs = 2, finetune_lr: FinetuneLr = None, out_dir: OutDir = None,
+    finetune_epochs: FinetuneEpochs = 5, finetune_lr: FinetuneLr = None, out_dir: OutDir = None,
     skip_existing: SkipExisting = False, oracle_samples: OracleSamples = 0, dataset: o.Dataset = None,
     data_root: o.DataRoot = None, model: o.Model = None, width: Width = None, baseline_epochs: BaselineEpochs = None,
     input_size: o.InputSize = None, batch_size: EvalBatch = 4, round_to: RoundTo = 8, samples: Samples = 64,

@@ -18,9 +18,14 @@ from vss_cli.cli.output import console, err_console, render_rows
 from vss_cli.cli.state import STATE
 from vss_cli.data.checks import CheckReport, check_dataset, infer_dataset
 from vss_cli.data.synth import WRITERS, write_tree
-from vss_cli.errors import ConfigError
+from vss_cli.errors import ConfigError, DataError
 
 CHECK_FORMATS = ("table", "json")
+
+
+def _holds_images(root: Path) -> bool:
+    """Whether any image file lies below `root` (a tree with none gets one line, not a table)."""
+    return any(p.suffix.lower() in (".png", ".jpg", ".jpeg") for p in Path(root).rglob("*"))
 
 
 @contextmanager
@@ -85,6 +90,9 @@ def register(app: typer.Typer) -> None:
         name = dataset or (infer_dataset(data_root) if data_root is not None else "synthetic")
         with check_progress(fmt == "table" and not STATE.quiet and sys.stderr.isatty()) as progress:
             report = check_dataset(name, data_root, parse_list(split), progress=progress)
+        if report.root is not None and not _holds_images(report.root):
+            raise DataError(f"no images anywhere under {report.root}: point --data-root at the {name} folder "
+                            f"(the layout `vss data synth --format {name}` writes; see docs/guide.md#datasets)")
         if fmt == "json":
             sys.stdout.write(json.dumps(report.to_dict(), indent=2) + "\n")
         else:

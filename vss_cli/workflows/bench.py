@@ -78,7 +78,7 @@ class BenchOptions:
     ratios: list[float] = field(default_factory=lambda: list(DEFAULT_RATIOS))
     seeds: list[int] = field(default_factory=lambda: [0])
     baseline: str | None = None  # checkpoint or run; None: reuse or train the dataset's default baseline
-    finetune_epochs: int = 2  # 0: evaluate the pruned model as it is
+    finetune_epochs: int = 5  # 0: evaluate the pruned model as it is
     finetune_lr: float | None = None
     max_iters_per_epoch: int | None = None  # caps baseline training and fine-tuning (smoke runs)
     baseline_epochs: int | None = None
@@ -184,6 +184,10 @@ def validate(opts: BenchOptions, device) -> BenchOptions:
             raise ConfigError(message)
     validate_eval(_eval_options(opts, baseline="", candidate="", out_dir=None))
     check_dtype(opts.dtype, device)
+    if opts.dataset:
+        from vss_cli.data import build_dataset
+
+        build_dataset(opts.dataset, "train", data_root=opts.data_root)  # a missing or empty root fails here
     return opts
 
 
