@@ -70,13 +70,7 @@ def _global(
 
 
 for _name in COMMAND_MODULES:
-    try:
-        _module = importlib.import_module(f"vss_cli.cli.{_name}")
-    except ModuleNotFoundError as _exc:  # a command module not written yet
-        if _exc.name != f"vss_cli.cli.{_name}":
-            raise
-        continue
-    _module.register(app)
+    importlib.import_module(f"vss_cli.cli.{_name}").register(app)
 
 
 def main() -> None:

@@ -16,8 +16,6 @@ from rich.table import Table
 from vss_cli.cli.options import DataRoot, Dataset, Seed, parse_list, parse_size
 from vss_cli.cli.output import console, err_console, render_rows
 from vss_cli.cli.state import STATE
-from vss_cli.data.checks import CheckReport, check_dataset, infer_dataset
-from vss_cli.data.synth import WRITERS, write_tree
 from vss_cli.errors import ConfigError, DataError
 
 CHECK_FORMATS = ("table", "json")
@@ -48,7 +46,7 @@ def check_progress(enabled: bool):
 SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "info": "dim"}
 
 
-def findings_table(report: CheckReport) -> Table:
+def findings_table(report) -> Table:
     """Errors first; long paths fold onto several lines rather than being cut."""
     table = Table(title="findings")
     table.add_column("severity")
@@ -62,7 +60,7 @@ def findings_table(report: CheckReport) -> Table:
     return table
 
 
-def print_report(report: CheckReport) -> None:
+def print_report(report) -> None:
     where = f" at {report.root}" if report.root else ""
     render_rows([vars(c) for c in report.counts], "table", title=f"{report.dataset}{where}",
                 columns=("split", "images", "labels", "official"))
@@ -87,6 +85,8 @@ def register(app: typer.Typer) -> None:
         """Check a dataset tree file by file; exit 2 when it is not usable."""
         if fmt not in CHECK_FORMATS:
             raise ConfigError(f"--format {fmt} is not supported here: choose table or json")
+        from vss_cli.data.checks import check_dataset, infer_dataset
+
         name = dataset or (infer_dataset(data_root) if data_root is not None else "synthetic")
         with check_progress(fmt == "table" and not STATE.quiet and sys.stderr.isatty()) as progress:
             report = check_dataset(name, data_root, parse_list(split), progress=progress)
@@ -103,7 +103,7 @@ def register(app: typer.Typer) -> None:
     @group.command("synth")
     def synth(
         out: Annotated[Path, typer.Option("--out", help="folder to write the tree into")],
-        fmt: Annotated[str, typer.Option("--format", help=f"{' or '.join(WRITERS)}")] = "cityscapes",
+        fmt: Annotated[str, typer.Option("--format", help="cityscapes or camvid")] = "cityscapes",
         n: Annotated[int, typer.Option("--n", help="number of scenes over train/val/test (about 60/20/20)")] = 24,
         size: Annotated[str, typer.Option("--size", help="H,W of every image")] = "256,512",
         seed: Seed = 0,
@@ -111,6 +111,8 @@ def register(app: typer.Typer) -> None:
         color: Annotated[bool, typer.Option("--color", help="also write *_gtFine_color.png")] = False,
     ) -> None:
         """Write synthetic street scenes as a Cityscapes- or CamVid-format tree."""
+        from vss_cli.data.synth import write_tree
+
         tree = write_tree(out, fmt, n=n, size=parse_size(size), seed=seed, with_train_ids=train_ids,
                           with_color=color)
         console.print(tree.summary(), highlight=False, soft_wrap=True)
