@@ -24,19 +24,11 @@ FinetuneLr = Annotated[float | None, typer.Option("--finetune-lr", help="fine-tu
 BaselineEpochs = Annotated[int | None, typer.Option("--baseline-epochs", help="epochs when bench trains the "
                                                     "baseline (dataset default)")]
 Width = Annotated[float | None, typer.Option("--width", help="channel multiplier of a baseline bench trains")]
-MaxIters = Annotated[int | None, typer.Option("--max-iters-per-epoch", help="cap iterations per epoch of "
-                                              "baseline training and fine-tuning (smoke runs)")]
 OutDir = Annotated[Path | None, typer.Option("--out-dir", help="folder of benchmark_summary.json and the cells' "
                                              "files (default runs/bench/<bench run id>)")]
 SkipExisting = Annotated[bool, typer.Option("--skip-existing", help="reuse completed cells (this grid's or "
                                             "another's) whose artifacts still match their sha256; rerun the rest")]
-OracleSamples = Annotated[int, typer.Option("--oracle-samples", help="images for each cell's oracle analysis (0 = off)")]
 EvalBatch = Annotated[int, typer.Option("--batch-size", help="evaluation and timing batch size")]
-RoundTo = Annotated[int, typer.Option("--round-to", help="kept widths are multiples of K")]
-Samples = Annotated[int, typer.Option("--samples", help="training images scored by data-driven methods")]
-SpeedIters = Annotated[int, typer.Option("--speed-iters", help="timed iterations per model in each eval")]
-Warmup = Annotated[int, typer.Option("--warmup", help="untimed warm-up iterations per model in each eval")]
-Dtype = Annotated[str, typer.Option("--dtype", help="timing precision: fp32, bf16 or fp16")]
 Grace = Annotated[float, typer.Option("--worker-grace", help="seconds without a heartbeat after which another "
                                       "process takes over a running cell")]
 
@@ -73,10 +65,10 @@ def _cell_table(run_id: str, rows) -> Table:
 def bench(
     baseline: Baseline = None, methods: Methods = "fpgm,sirfp", ratios: Ratios = "0.2,0.3,0.5", seeds: Seeds = "0",
     finetune_epochs: FinetuneEpochs = 5, finetune_lr: FinetuneLr = None, out_dir: OutDir = None,
-    skip_existing: SkipExisting = False, oracle_samples: OracleSamples = 0, dataset: o.Dataset = None,
+    skip_existing: SkipExisting = False, oracle_samples: o.OracleSamples = 0, dataset: o.Dataset = None,
     data_root: o.DataRoot = None, model: o.Model = None, width: Width = None, baseline_epochs: BaselineEpochs = None,
-    input_size: o.InputSize = None, batch_size: EvalBatch = 4, round_to: RoundTo = 8, samples: Samples = 64,
-    max_iters_per_epoch: MaxIters = None, speed_iters: SpeedIters = 50, warmup: Warmup = 10, dtype: Dtype = "fp32",
+    input_size: o.InputSize = None, batch_size: EvalBatch = 4, round_to: o.RoundTo = 8, samples: o.Samples = 64,
+    max_iters_per_epoch: o.MaxIters = None, speed_iters: o.SpeedIters = 50, warmup: o.WarmupIters = 10, dtype: o.TimingDtype = "fp32",
     device: o.Device = "auto", worker_grace: Grace = 300.0,
 ) -> None:
     """Prune → fine-tune → evaluate every method × ratio × seed against one baseline.

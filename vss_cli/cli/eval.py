@@ -16,16 +16,10 @@ Candidate = Annotated[str, typer.Option("--candidate", help="pruned (or fine-tun
 Report = Annotated[str | None, typer.Option("--report", help="JSON report path (default runs/eval/<run id>/"
                                             "evaluation_report.json)")]
 EvalBatch = Annotated[int, typer.Option("--batch-size", help="evaluation and timing batch size")]
-OracleSamples = Annotated[int, typer.Option("--oracle-samples", help="validation images for the oracle "
-                                            "channel-importance analysis (0 = off)")]
 OracleLayers = Annotated[int, typer.Option("--oracle-layers", help="layers (groups) the oracle analyses, "
                                            "spread evenly over the network")]
 OracleMethods = Annotated[str, typer.Option("--oracle-methods", help="candidate (its pruning criterion) or all")]
-Dtype = Annotated[str, typer.Option("--dtype", help="timing precision: fp32, bf16 or fp16 (fp16 needs CUDA); "
-                                    "accuracy is measured in fp32")]
 ChannelsLast = Annotated[bool, typer.Option("--channels-last", help="time with channels-last memory format")]
-SpeedIters = Annotated[int, typer.Option("--speed-iters", help="timed iterations per model")]
-Warmup = Annotated[int, typer.Option("--warmup", help="untimed warm-up iterations per model")]
 Split = Annotated[str, typer.Option("--split", help="split the metrics are measured on")]
 
 
@@ -69,10 +63,10 @@ def summary_table(report: dict) -> Table:
 
 def eval_cmd(
     baseline: Baseline, candidate: Candidate, report: Report = None, batch_size: EvalBatch = 4,
-    input_size: o.InputSize = None, oracle_samples: OracleSamples = 0, oracle_layers: OracleLayers = 4,
-    oracle_methods: OracleMethods = "candidate", dtype: Dtype = "fp32", channels_last: ChannelsLast = False,
+    input_size: o.InputSize = None, oracle_samples: o.OracleSamples = 0, oracle_layers: OracleLayers = 4,
+    oracle_methods: OracleMethods = "candidate", dtype: o.TimingDtype = "fp32", channels_last: ChannelsLast = False,
     device: o.Device = "auto", dataset: o.Dataset = None, data_root: o.DataRoot = None,
-    speed_iters: SpeedIters = 50, warmup: Warmup = 10, split: Split = "val", num_workers: o.NumWorkers = 0,
+    speed_iters: o.SpeedIters = 50, warmup: o.WarmupIters = 10, split: Split = "val", num_workers: o.NumWorkers = 0,
 ) -> None:
     """Compare a candidate with its baseline: metrics, retention, speed, MACs, channels, oracle agreement."""
     from vss_cli.workflows.evaluate import EvalOptions, eval_run

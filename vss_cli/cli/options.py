@@ -49,3 +49,13 @@ Save = Annotated[Path | None, typer.Option("--save", help="output folder (defaul
 NumWorkers = Annotated[int, typer.Option("--num-workers", help="data-loader worker processes")]
 BatchSize = Annotated[int | None, typer.Option("--batch-size", help="batch size; default depends on the dataset")]
 OutFormat = Annotated[str, typer.Option("--format", help="table, csv or json")]
+RoundTo = Annotated[int, typer.Option("--round-to", help="kept widths are multiples of K (1 = exact ratio)")]
+Samples = Annotated[int, typer.Option("--samples", help="training images scored by data-driven methods")]
+OracleSamples = Annotated[int, typer.Option("--oracle-samples", help="validation images for the oracle "
+                                            "channel-importance analysis (0 = off)")]
+TimingDtype = Annotated[str, typer.Option("--dtype", help="timing precision: fp32, bf16 or fp16 (fp16 needs CUDA); "
+                                          "accuracy is measured in fp32")]
+SpeedIters = Annotated[int, typer.Option("--speed-iters", help="timed iterations per model in each eval")]
+WarmupIters = Annotated[int, typer.Option("--warmup", help="untimed warm-up iterations per model in each eval")]
+MaxIters = Annotated[int | None, typer.Option("--max-iters-per-epoch", help="cap iterations per training epoch "
+                                              "(smoke runs)")]

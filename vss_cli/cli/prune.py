@@ -13,8 +13,6 @@ from vss_cli.cli.state import STATE
 Ckpt = Annotated[str, typer.Option("--ckpt", help="checkpoint (.pt) or run id to prune")]
 Method = Annotated[str, typer.Option("--method", help="l1, l2, random, fpgm, taylor, slimming, fgp, sirfp or dmcp")]
 Ratio = Annotated[float, typer.Option("--global-ratio", help="fraction of prunable channels removed, in (0, 1)")]
-RoundTo = Annotated[int, typer.Option("--round-to", help="kept widths are multiples of K (1 = exact ratio)")]
-Samples = Annotated[int, typer.Option("--samples", help="training images scored by data-driven methods")]
 SparseEpochs = Annotated[int | None, typer.Option("--sparse-epochs", help="slimming: sparse phase length when "
                                                   "the parent was trained without --slimming-lambda")]
 FgpShare = Annotated[float | None, typer.Option("--fgp-share", help="fgp: keep per layer the top channels whose "
@@ -37,8 +35,8 @@ def _method_options(pairs: list[str] | None, **named) -> dict:
 
 
 def prune(
-    ckpt: Ckpt, method: Method = "l1", global_ratio: Ratio = 0.3, round_to: RoundTo = 8,
-    input_size: o.InputSize = None, samples: Samples = 64, seed: o.Seed = 0, device: o.Device = "auto",
+    ckpt: Ckpt, method: Method = "l1", global_ratio: Ratio = 0.3, round_to: o.RoundTo = 8,
+    input_size: o.InputSize = None, samples: o.Samples = 64, seed: o.Seed = 0, device: o.Device = "auto",
     dataset: o.Dataset = None, data_root: o.DataRoot = None, save: o.Save = None,
     batch_size: Annotated[int, typer.Option("--batch-size", help="minibatch size while scoring")] = 8,
     sparse_epochs: SparseEpochs = None, fgp_share: FgpShare = None, target_macs: TargetMacs = None,

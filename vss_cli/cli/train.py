@@ -25,7 +25,6 @@ BackboneWeights = Annotated[str | None, typer.Option("--backbone-weights", help=
 Resume = Annotated[bool, typer.Option("--resume", help="continue the unfinished run of this configuration")]
 ClassWeights = Annotated[bool, typer.Option("--class-weights", help="median-frequency class weights in the loss")]
 SyncBN = Annotated[bool, typer.Option("--sync-bn", help="SyncBatchNorm under torchrun")]
-MaxIters = Annotated[int | None, typer.Option("--max-iters-per-epoch", help="cap iterations per epoch (smoke runs)")]
 ModelFrom = Annotated[str, typer.Option("--model-from", help="pruned checkpoint (.pt) or run id to fine-tune")]
 
 
@@ -70,7 +69,7 @@ def train(
     amp: Amp = False, amp_dtype: AmpDtype = "bf16", seed: o.Seed = 0, device: o.Device = "auto",
     save: o.Save = None, num_workers: o.NumWorkers = 0, resume: Resume = False, width: Width = None,
     aux_loss: AuxLoss = False, pretrained_backbone: Pretrained = False, backbone_weights: BackboneWeights = None,
-    class_weights: ClassWeights = False, sync_bn: SyncBN = False, max_iters_per_epoch: MaxIters = None,
+    class_weights: ClassWeights = False, sync_bn: SyncBN = False, max_iters_per_epoch: o.MaxIters = None,
 ) -> None:
     """Train a baseline (defaults: built-in synthetic data and the small default model)."""
     from vss_cli.workflows.train import train_run
@@ -87,7 +86,7 @@ def finetune(
     warmup_epochs: Warmup = 0.0, slimming_lambda: SlimLambda = 0.0, input_size: o.InputSize = None,
     amp: Amp = False, amp_dtype: AmpDtype = "bf16", seed: o.Seed = 0, device: o.Device = "auto",
     save: o.Save = None, num_workers: o.NumWorkers = 0, resume: Resume = False,
-    class_weights: ClassWeights = False, sync_bn: SyncBN = False, max_iters_per_epoch: MaxIters = None,
+    class_weights: ClassWeights = False, sync_bn: SyncBN = False, max_iters_per_epoch: o.MaxIters = None,
 ) -> None:
     """Train starting from a (pruned) checkpoint, keeping its architecture."""
     from vss_cli.workflows.train import train_run
