@@ -111,3 +111,20 @@ def test_unusable_data_root_is_one_line_from_every_command(tmp_path, command, ro
     lines = [line for line in result.output.strip().splitlines() if line.strip()]
     assert len(lines) == 1, result.output
     assert Store(tmp_path / "vss.db").list_runs() == []
+
+
+def test_seed_guide_command_shapes(trained, tmp_path):
+    """The research scripts' lines: prune/eval take --model, fine-tuning is `train --model-from`."""
+    store, train = trained
+    result = vss("prune", "--ckpt", train.id, "--model", "unet", "--method", "fpgm", "--global-ratio", "0.3",
+                 "--input-size", "32,48", "--device", "cpu", "--save", str(tmp_path / "pruned_fpgm_30"))
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "pruned_fpgm_30" / "pruned.pt").is_file()
+    result = vss("train", "--model-from", str(tmp_path / "pruned_fpgm_30" / "pruned.pt"), "--epochs", "1",
+                 "--input-size", "32,48", "--batch-size", "8", "--max-iters-per-epoch", "2", "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    (ft,) = store.list_runs(kind="finetune")
+    assert [rel for rel, _ in store.parents(ft.id)] == ["finetuned-from"]
+    wrong = vss("eval", "--model", "deeplabv3_resnet50", "--baseline", train.id, "--candidate", ft.id)
+    assert wrong.exit_code == 2 and "deeplabv3_resnet50" in wrong.output
+    assert store.list_runs(kind="eval") == []

@@ -67,6 +67,7 @@ def eval_cmd(
     oracle_methods: OracleMethods = "candidate", dtype: o.TimingDtype = "fp32", channels_last: ChannelsLast = False,
     device: o.Device = "auto", dataset: o.Dataset = None, data_root: o.DataRoot = None,
     speed_iters: o.SpeedIters = 50, warmup: o.WarmupIters = 10, split: Split = "val", num_workers: o.NumWorkers = 0,
+    model: o.Model = None,
 ) -> None:
     """Compare a candidate with its baseline: metrics, retention, speed, MACs, channels, oracle agreement."""
     from vss_cli.workflows.evaluate import EvalOptions, eval_run
@@ -76,7 +77,7 @@ def eval_cmd(
         input_size=o.parse_size(input_size), dataset=dataset, data_root=str(data_root) if data_root else None,
         device=device, dtype=dtype, channels_last=channels_last, speed_iters=speed_iters, warmup=warmup,
         oracle_samples=oracle_samples, oracle_layers=oracle_layers, oracle_methods=oracle_methods, split=split,
-        num_workers=num_workers,
+        num_workers=num_workers, model=model,
     )
     outcome = eval_run(opts, STATE.store())
     console.print(summary_table(outcome.report))

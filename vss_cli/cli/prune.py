@@ -40,7 +40,7 @@ def prune(
     dataset: o.Dataset = None, data_root: o.DataRoot = None, save: o.Save = None,
     batch_size: Annotated[int, typer.Option("--batch-size", help="minibatch size while scoring")] = 8,
     sparse_epochs: SparseEpochs = None, fgp_share: FgpShare = None, target_macs: TargetMacs = None,
-    option: MethodOpt = None,
+    option: MethodOpt = None, model: o.Model = None,
 ) -> None:
     """Remove channels physically with one criterion; records MACs, params and widths before/after."""
     from vss_cli.workflows.prune import PruneOptions, prune_run
@@ -50,7 +50,7 @@ def prune(
         samples=samples, seed=seed, device=device, dataset=dataset, data_root=str(data_root) if data_root else None,
         method_options=_method_options(option, sparse_epochs=sparse_epochs, share=fgp_share,
                                        target_macs=target_macs),
-        batch_size=batch_size, save=str(save) if save else None,
+        batch_size=batch_size, save=str(save) if save else None, model=model,
     )
     out = prune_run(opts, STATE.store())
     r = out.report

@@ -70,14 +70,17 @@ def train(
     save: o.Save = None, num_workers: o.NumWorkers = 0, resume: Resume = False, width: Width = None,
     aux_loss: AuxLoss = False, pretrained_backbone: Pretrained = False, backbone_weights: BackboneWeights = None,
     class_weights: ClassWeights = False, sync_bn: SyncBN = False, max_iters_per_epoch: o.MaxIters = None,
+    model_from: Annotated[str | None, typer.Option("--model-from", help="start from this (pruned) checkpoint or "
+                                                   "run: the same as `vss finetune`")] = None,
 ) -> None:
     """Train a baseline (defaults: built-in synthetic data and the small default model)."""
     from vss_cli.workflows.train import train_run
 
     opts = _build(dataset, data_root, model, epochs, batch_size, lr, weight_decay, scheduler, warmup_epochs,
                   slimming_lambda, input_size, amp, amp_dtype, seed, device, save, num_workers, resume, width,
-                  aux_loss, pretrained_backbone, backbone_weights, class_weights, sync_bn, max_iters_per_epoch)
-    _print(train_run(opts, STATE.store()), "train")
+                  aux_loss, pretrained_backbone, backbone_weights, class_weights, sync_bn, max_iters_per_epoch,
+                  model_from=model_from)
+    _print(train_run(opts, STATE.store()), "finetune" if model_from else "train")
 
 
 def finetune(

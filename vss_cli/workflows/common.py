@@ -73,6 +73,13 @@ def resolve_checkpoint(store, ref: str | Path, *, option: str = "--ckpt") -> Che
     return CheckpointRef(path=Path(ckpt), run=run)
 
 
+def check_model_name(expected: str | None, loaded_name: str, path) -> None:
+    """`--model` on prune/eval (the seed's command lines pass it) must name the checkpoint's model."""
+    if expected and expected != loaded_name:
+        raise ConfigError(f"--model {expected} does not match {path}, which holds a {loaded_name}: "
+                          "drop --model or pass the matching checkpoint")
+
+
 def default_out_dir(kind: str, run_id: str, save: Path | None) -> Path:
     return Path(save) if save else Path("runs") / kind / run_id
 

@@ -28,6 +28,7 @@ from vss_cli.errors import ConfigError
 from vss_cli.fileio import write_json
 from vss_cli.workflows.common import (
     CheckpointRef,
+    check_model_name,
     default_out_dir,
     recorded,
     resolve_checkpoint,
@@ -60,6 +61,7 @@ class EvalOptions:
     split: str = "val"
     num_workers: int = 0
     out_dir: str | None = None  # default: runs/eval/<run id>
+    model: str | None = None  # optional check: both checkpoints must hold this model
 
 
 @dataclass
@@ -152,6 +154,8 @@ def resolve(opts: EvalOptions, store) -> EvalSetting:
     base_ref = resolve_checkpoint(store, opts.baseline, option="--baseline")
     cand_ref = resolve_checkpoint(store, opts.candidate, option="--candidate")
     base, cand = load_checkpoint(base_ref.path, device), load_checkpoint(cand_ref.path, device)
+    check_model_name(opts.model, base.spec.name, base_ref.path)
+    check_model_name(opts.model, cand.spec.name, cand_ref.path)
     if base.spec.num_classes != cand.spec.num_classes:
         raise ConfigError(
             f"baseline {base_ref.path} predicts {base.spec.num_classes} classes but candidate {cand_ref.path} "

@@ -20,7 +20,14 @@ from vss_cli.pruning.surgery import (
     output_layers_of,
     prunable_channels,
 )
-from vss_cli.workflows.common import default_out_dir, recorded, resolve_checkpoint, resolve_device, versions
+from vss_cli.workflows.common import (
+    check_model_name,
+    default_out_dir,
+    recorded,
+    resolve_checkpoint,
+    resolve_device,
+    versions,
+)
 
 
 @dataclass
@@ -38,6 +45,7 @@ class PruneOptions:
     method_options: dict = field(default_factory=dict)
     batch_size: int = 8
     save: str | None = None
+    model: str | None = None  # optional check: the checkpoint must hold this model
 
 
 @dataclass
@@ -141,7 +149,8 @@ def prune_run(opts: PruneOptions, store) -> PruneOutcome:
     if method.needs_data and dspec.needs_root and not data_root:
         raise ConfigError(f"method '{method.name}' needs {dataset} images: pass --data-root DIR")
     loaded = load_checkpoint(ref.path, device)
-    config = {**asdict(opts), "ckpt": None, "save": None, "device": None, "dataset": dataset,
+    check_model_name(opts.model, loaded.spec.name, ref.path)
+    config = {**asdict(opts), "ckpt": None, "save": None, "model": loaded.spec.name, "device": None, "dataset": dataset,
               "data_root": data_root, "input_size": list(input_size), "kind": "prune"}
     key = config_key(config, [_file_sha(ref.path)])
     parents = [(ref.run_id, "pruned-from")] if ref.run_id else []
