@@ -244,3 +244,11 @@ def test_camvid_synth_tree_loads(tmp_path):
     assert median_frequency_weights(tmp_path).shape == (11,)
     weights = class_weights("camvid", tmp_path)
     assert weights.shape == (11,) and (weights >= 0).all() and weights.max() > 0
+
+
+def test_shard_sampler_covers_every_item_once():
+    from vss_cli.data import ShardSampler
+
+    data = list(range(10))
+    shards = [list(ShardSampler(data, rank=r, world=3)) for r in range(3)]
+    assert sorted(i for s in shards for i in s) == data

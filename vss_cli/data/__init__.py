@@ -101,15 +101,36 @@ def build_dataset(name: str, split: str, *, data_root: str | Path | None = None,
     return _BUILDERS[spec.name](BuildRequest(split, root, size, transform))
 
 
+class ShardSampler(torch.utils.data.Sampler):
+    """Evaluation sharding without padding: rank r takes items r, r + world, ... so that confusion
+    matrices summed over ranks count every image exactly once (DistributedSampler repeats some)."""
+
+    def __init__(self, dataset: Dataset, rank: int | None = None, world: int | None = None) -> None:
+        dist = torch.distributed
+        self.rank = dist.get_rank() if rank is None else rank
+        self.world = dist.get_world_size() if world is None else world
+        self.indices = list(range(self.rank, len(dataset), self.world))
+
+    def __iter__(self):
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
 def build_loader(dataset: Dataset, *, batch_size: int, train: bool, num_workers: int = 0, seed: int = 0,
                  distributed: bool = False, pin_memory: bool | None = None) -> DataLoader:
     """Training loaders shuffle with a generator seeded by `seed` and drop a ragged last batch (when
-    the dataset holds more than one batch); `distributed` shards with a DistributedSampler."""
+    the dataset holds more than one batch); `distributed` shards training with a DistributedSampler
+    and evaluation with `ShardSampler` (no padding, so summed metrics are exact)."""
     if batch_size < 1:
         raise ConfigError(f"--batch-size {batch_size} must be at least 1")
     drop_last = train and len(dataset) > batch_size
     generator = torch.Generator().manual_seed(seed)
-    sampler = DistributedSampler(dataset, shuffle=train, seed=seed, drop_last=drop_last) if distributed else None
+    sampler = None
+    if distributed:
+        sampler = (DistributedSampler(dataset, shuffle=True, seed=seed, drop_last=drop_last) if train
+                   else ShardSampler(dataset))
     return DataLoader(
         dataset,
         batch_size=batch_size,
