@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -181,8 +182,7 @@ def prepare_model(opts: TrainOptions, store):
     return model, ModelSpec(opts.model, spec.num_classes, storable), [], None
 
 
-def train_run(opts: TrainOptions, store, *, kind: str = "train", hooks: TrainHooks | None = None,
-              extra_parents: tuple = ()) -> TrainOutcome:
+def train_run(opts: TrainOptions, store, *, kind: str = "train", hooks: TrainHooks | None = None) -> TrainOutcome:
     """Train (or fine-tune) a model and record the run, its checkpoints and per-epoch metrics."""
     from vss_cli.data import get_spec
 
@@ -222,7 +222,7 @@ def train_run(opts: TrainOptions, store, *, kind: str = "train", hooks: TrainHoo
                 user_hook(epoch, scalars)
 
         hooks.on_epoch_end = on_epoch_end
-    ctx = recorded(store, run_id) if main else _nullcontext()
+    ctx = recorded(store, run_id) if main else contextlib.nullcontext()
     with ctx:
         result = fit(model, train_loader, val_loader, cfg, num_classes=mspec.num_classes,
                      ignore_index=get_spec(opts.dataset).ignore_index, spec=mspec, history=history,
@@ -237,14 +237,6 @@ def train_run(opts: TrainOptions, store, *, kind: str = "train", hooks: TrainHoo
         torch.distributed.barrier()
     return TrainOutcome(run_id=run_id, out_dir=out_dir, checkpoint=result.best_path, best_miou=result.best_miou,
                         fit=result)
-
-
-class _nullcontext:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 def _sha(path: Path) -> str:
