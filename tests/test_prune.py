@@ -36,9 +36,9 @@ def synthetic_batches(n: int = 2, batch: int = 2, seed: int = 0) -> list[tuple[t
             for _ in range(n)]
 
 
-def tiny_fit(model, hooks, epochs: int, lr: float | None = None, optimizer=None):
+def tiny_fit(model, hooks, epochs: int, lr: float | None = None, optimizer=None, max_iters: int | None = None):
     """`ctx.fit` stand-in: the real `engine.fit` on two random batches."""
-    cfg = TrainConfig(epochs=epochs, lr=lr or 0.01, device="cpu")
+    cfg = TrainConfig(epochs=epochs, lr=lr or 0.01, device="cpu", max_iters_per_epoch=max_iters)
     return fit(model, synthetic_batches(seed=1), None, cfg, num_classes=NUM_CLASSES, hooks=hooks,
                optimizer=optimizer, show_progress=False)
 
@@ -176,3 +176,24 @@ def test_cli_rejects_bad_input_without_a_run(args, message, tmp_path, monkeypatc
     assert result.exit_code == 2, result.output
     assert len(lines) == 1 and message in lines[0], lines
     assert not db.exists() or Store(db).list_runs() == []
+
+
+REGISTRY_OPTIONS = {"slimming": {"sparse_epochs": 1}, "dmcp": {"max_iters": 2}}
+
+
+@pytest.mark.parametrize("method", list_methods())
+def test_every_registered_method_round_trips_on_unet(method, tmp_path):
+    """Registering a method is what gets it tested: each one prunes, saves and reloads bit-identically."""
+    model = build("unet")
+    x = torch.randn(2, 3, *SIZE, generator=torch.Generator().manual_seed(3))
+    opts = PruneOptions(ckpt="", method=method, global_ratio=0.3, round_to=1, samples=4,
+                        method_options=REGISTRY_OPTIONS.get(method, {}))
+    report, history = prune_model(model, "unet", get_method(method, **opts.method_options), opts, input_size=SIZE,
+                                  device="cpu", batch_source=synthetic_batches, fit=tiny_fit,
+                                  num_classes=NUM_CLASSES, ignore_index=255,
+                                  count=lambda m: count_complexity(m, SIZE))
+    assert report.macs_after < report.macs_before and history
+    assert outputs(model, x)["out"].shape == (2, NUM_CLASSES, *SIZE)
+    spec = ModelSpec("unet", NUM_CLASSES, get_model_info("unet").tiny_kwargs)
+    loaded = load_checkpoint(save_checkpoint(tmp_path / "p.pt", model=model, spec=spec, history=history))
+    assert (outputs(loaded.model, x)["out"] - outputs(model, x)["out"]).abs().max().item() == 0
