@@ -101,3 +101,30 @@ def test_torchrun_two_cpu_processes_give_one_run(tmp_path):
     assert (tmp_path / "ddp" / "best.pt").is_file()
     assert sorted(p.name for p in (tmp_path / "ddp").iterdir()) == ["best.pt", "last.pt"]
     assert sys.executable
+
+
+def test_killed_training_resumes_in_the_same_run(tmp_path):
+    """SIGKILL after the first epoch's last.pt, then `vss train --resume`: the same run finishes."""
+    import signal
+    import time
+
+    from vss_cli.store import Store
+
+    env = {**os.environ, "VSS_DB": str(tmp_path / "r.db"), "VSS_QUIET": "1", "OMP_NUM_THREADS": "1"}
+    args = [sys.executable, "-m", "vss_cli", "train", "--epochs", "3", "--width", "0.125", "--input-size", "32,48",
+            "--batch-size", "8", "--max-iters-per-epoch", "25", "--device", "cpu"]
+    proc = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 240
+    while not list(tmp_path.glob("runs/train/*/last.pt")) and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    (run,) = Store(tmp_path / "r.db").list_runs(kind="train")
+    assert run.status == "running"  # killed: nothing marked it otherwise
+    done = subprocess.run([*args, "--resume"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    store = Store(tmp_path / "r.db")
+    (again,) = store.list_runs(kind="train")
+    assert again.id == run.id and again.status == "completed" and again.attempt == 2
+    epochs = sorted({m.step for m in store.metrics(run.id, "train_loss")})
+    assert epochs == [0, 1, 2]
