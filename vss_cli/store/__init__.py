@@ -2,7 +2,7 @@
 
 from vss_cli.store.keys import canonical_json, config_key
 from vss_cli.store.rows import Artifact, Lineage, LineageNode, Metric, Run
-from vss_cli.store.store import Store, artifact_intact, file_digest, new_run_id, worker_id
+from vss_cli.store.store import Store, artifact_intact, file_digest, file_sha256, new_run_id, worker_id
 from vss_cli.store.tables import ARTIFACT_KINDS, KINDS, RELATIONS, STATUSES, TERMINAL_STATUSES
 
 __all__ = [
@@ -21,6 +21,7 @@ __all__ = [
     "canonical_json",
     "config_key",
     "file_digest",
+    "file_sha256",
     "new_run_id",
     "worker_id",
 ]

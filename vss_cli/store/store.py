@@ -78,6 +78,11 @@ def file_digest(path: Path) -> tuple[str, int]:
     return digest.hexdigest(), size
 
 
+def file_sha256(path: str | Path) -> str:
+    """The sha256 of a file (what config keys and artifact rows record)."""
+    return file_digest(Path(path))[0]
+
+
 def artifact_intact(artifact: Artifact) -> bool:
     """The file still exists with the recorded size and sha256."""
     path = artifact.path

@@ -45,7 +45,7 @@ from vss_cli.report.tables import (
     summary_stats,
 )
 from vss_cli.store import Run, Store, artifact_intact, config_key
-from vss_cli.workflows.common import resolve_checkpoint, resolve_device, versions
+from vss_cli.workflows.common import recorded, resolve_checkpoint, resolve_device, versions
 from vss_cli.workflows.evaluate import EvalOptions, eval_run
 from vss_cli.workflows.prune import PruneOptions, prune_run
 from vss_cli.workflows.train import TrainOptions, config_and_key, inherit_dataset, resolve_options, train_run
@@ -214,11 +214,11 @@ def _eval_options(opts: BenchOptions, *, baseline: str, candidate: str, out_dir:
 
 def baseline_source(opts: BenchOptions, store: Store) -> BaselineSource:
     """The given baseline checkpoint, or the train options (and key) of the default baseline."""
-    from vss_cli.store import file_digest
+    from vss_cli.store import file_sha256
 
     if opts.baseline:
         ref = resolve_checkpoint(store, opts.baseline, option="--baseline")
-        return BaselineSource(checkpoint=Baseline(Path(ref.path), file_digest(Path(ref.path))[0], ref.run_id))
+        return BaselineSource(checkpoint=Baseline(Path(ref.path), file_sha256(ref.path), ref.run_id))
     train = TrainOptions(
         dataset=opts.dataset or "synthetic", data_root=opts.data_root, model=opts.model,
         model_kwargs={"width": opts.width} if opts.width is not None else {}, epochs=opts.baseline_epochs,
@@ -424,13 +424,8 @@ def _train_baseline(store: Store, bench_id: str, source: BaselineSource, out_dir
     log(f"baseline: {'resuming' if unfinished else 'training'} {source.train.dataset} baseline")
     beat.add(bench_id)
     try:
-        outcome = train_run(topts, StepStore(store, beat), kind="train")
-    except KeyboardInterrupt:
-        store.set_status(bench_id, "interrupted", error="interrupted while training the baseline")
-        raise
-    except Exception as exc:
-        store.set_status(bench_id, "failed", error=f"baseline training failed: {type(exc).__name__}: {exc}")
-        raise
+        with recorded(store, bench_id, during="training the baseline", complete=False):
+            outcome = train_run(topts, StepStore(store, beat), kind="train")
     finally:
         beat.discard(bench_id)
     store.add_edge(outcome.run_id, bench_id, "baseline-of")

@@ -85,15 +85,19 @@ def default_out_dir(kind: str, run_id: str, save: Path | None) -> Path:
 
 
 @contextlib.contextmanager
-def recorded(store, run_id: str) -> Iterator[None]:
-    """Mark the run completed on success, interrupted on Ctrl-C, failed (with the error) otherwise."""
+def recorded(store, run_id: str, *, during: str | None = None, complete: bool = True) -> Iterator[None]:
+    """Mark the run interrupted on Ctrl-C, failed (with the error) on any other exception, and
+    completed on success unless `complete` is False (a run that goes on after this step). `during`
+    names the step in the recorded error."""
+    where = f" while {during}" if during else ""
     try:
         yield
     except KeyboardInterrupt:
-        store.set_status(run_id, "interrupted", error="interrupted by the user")
+        store.set_status(run_id, "interrupted", error=f"interrupted{where or ' by the user'}")
         raise
     except BaseException as exc:
-        store.set_status(run_id, "failed", error=f"{type(exc).__name__}: {exc}")
+        store.set_status(run_id, "failed", error=f"{type(exc).__name__}{where}: {exc}")
         raise
     else:
-        store.set_status(run_id, "completed")
+        if complete:
+            store.set_status(run_id, "completed")

@@ -372,11 +372,11 @@ def _run_config(opts: EvalOptions, setting: EvalSetting) -> dict:
 
 def eval_run(opts: EvalOptions, store) -> EvalOutcome:
     """Evaluate a candidate against its baseline; records an `eval` run, its report and its metrics."""
-    from vss_cli.store import config_key, file_digest
+    from vss_cli.store import config_key, file_sha256
 
     setting = resolve(opts, store)
     config = _run_config(opts, setting)
-    key = config_key(config, [file_digest(setting.baseline_ref.path)[0], file_digest(setting.candidate_ref.path)[0]])
+    key = config_key(config, [file_sha256(setting.baseline_ref.path), file_sha256(setting.candidate_ref.path)])
     parents = [(ref.run_id, relation) for ref, relation in
                ((setting.baseline_ref, "baseline-of"), (setting.candidate_ref, "evaluates")) if ref.run_id]
     run = store.create_run(kind="eval", config=config, parents=parents, config_key=key,

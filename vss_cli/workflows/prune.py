@@ -123,17 +123,11 @@ def make_fit(dataset: str, data_root: str | None, input_size, seed: int, device,
     return run_fit
 
 
-def _file_sha(path: Path) -> str:
-    from vss_cli.store import file_digest
-
-    return file_digest(path)[0]
-
-
 def prune_run(opts: PruneOptions, store) -> PruneOutcome:
     """Prune a checkpoint with one method at a global ratio; returns the new run and checkpoint."""
     from vss_cli.data import get_spec
     from vss_cli.engine.complexity import count_complexity
-    from vss_cli.store import config_key
+    from vss_cli.store import config_key, file_sha256
 
     validate(opts)
     method = get_method(opts.method, **opts.method_options)
@@ -152,7 +146,7 @@ def prune_run(opts: PruneOptions, store) -> PruneOutcome:
     check_model_name(opts.model, loaded.spec.name, ref.path)
     config = {**asdict(opts), "ckpt": None, "save": None, "model": loaded.spec.name, "device": None, "dataset": dataset,
               "data_root": data_root, "input_size": list(input_size), "kind": "prune"}
-    key = config_key(config, [_file_sha(ref.path)])
+    key = config_key(config, [file_sha256(ref.path)])
     parents = [(ref.run_id, "pruned-from")] if ref.run_id else []
     run = store.create_run(kind="prune", config=config, parents=parents, config_key=key,
                            versions=versions(device), status="running")

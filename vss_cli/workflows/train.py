@@ -120,10 +120,10 @@ def run_config(opts: TrainOptions) -> dict:
 
 def config_and_key(opts: TrainOptions, kind: str, parent_path: Path | None = None) -> tuple[dict, str]:
     """The config and config_key `train_run` records for resolved options (bench looks baselines up by it)."""
-    from vss_cli.store import config_key
+    from vss_cli.store import config_key, file_sha256
 
     config = {**run_config(opts), "kind": kind}
-    return config, config_key(config, [_sha(parent_path)] if parent_path else [])
+    return config, config_key(config, [file_sha256(parent_path)] if parent_path else [])
 
 
 def _distributed_setup(device: torch.device) -> tuple[bool, int, int]:
@@ -237,12 +237,6 @@ def train_run(opts: TrainOptions, store, *, kind: str = "train", hooks: TrainHoo
         torch.distributed.barrier()
     return TrainOutcome(run_id=run_id, out_dir=out_dir, checkpoint=result.best_path, best_miou=result.best_miou,
                         fit=result)
-
-
-def _sha(path: Path) -> str:
-    from vss_cli.store import file_digest
-
-    return file_digest(Path(path))[0]
 
 
 def _open_run(store, kind, config, key, opts: TrainOptions, parent, device, world):
