@@ -1,0 +1,141 @@
+"""Re-run a network only from a layer upward: the oracle's cache of everything computed below it.
+
+One plain forward (`trace_calls`) records, for every module, how often it runs and when its forward
+starts and ends. Every module that runs exactly once and has *finished* before the ablated layer's
+first BatchNorm starts cannot depend on that layer's output; the outermost such modules form the
+layer's `frozen` set. `ReplayCache` captures their outputs once per minibatch (cloned, so an in-place
+activation later in the graph cannot change them) and, while active, replaces each frozen module's
+`forward` with a lookup that returns its cached output tiled `k` times along the batch: the rest of
+the network (the parents' glue code, everything at and above the layer) runs on `k` stacked copies
+of the minibatch, one per ablated channel. Modules called several times per forward (a ResNet
+block's shared ReLU) are never frozen, so the replayed forward computes exactly what the plain one
+does. Works on any eager `nn.Module` whose forward is deterministic in eval mode.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn as nn
+
+
+@dataclass
+class CallTrace:
+    """Per module of one forward: number of calls, and the event counter at its first start and last end."""
+
+    calls: dict[nn.Module, int] = field(default_factory=dict)
+    start: dict[nn.Module, int] = field(default_factory=dict)
+    end: dict[nn.Module, int] = field(default_factory=dict)
+
+
+@torch.no_grad()
+def trace_calls(model: nn.Module, images: torch.Tensor) -> CallTrace:
+    """Run `model(images)` once with hooks on every module, recording call counts and order."""
+    trace, counter = CallTrace(), [0]
+
+    def before(module, _inputs):
+        counter[0] += 1
+        trace.calls[module] = trace.calls.get(module, 0) + 1
+        trace.start.setdefault(module, counter[0])
+
+    def after(module, _inputs, _output):
+        counter[0] += 1
+        trace.end[module] = counter[0]
+
+    handles = [h for m in model.modules() for h in (m.register_forward_pre_hook(before), m.register_forward_hook(after))]
+    try:
+        model(images)
+    finally:
+        for h in handles:
+            h.remove()
+    return trace
+
+
+def frozen_modules(model: nn.Module, trace: CallTrace, layer: Sequence[nn.Module]) -> list[nn.Module]:
+    """The outermost modules that run once and finish before any module of `layer` starts."""
+    starts = [trace.start[m] for m in layer if m in trace.start]
+    if not starts:
+        return []
+    first = min(starts)
+
+    def frozen(m: nn.Module) -> bool:
+        return trace.calls.get(m) == 1 and trace.end.get(m, first) < first
+
+    found: list[nn.Module] = []
+
+    def walk(module: nn.Module) -> None:
+        for child in module.children():
+            if frozen(child):
+                found.append(child)
+            else:
+                walk(child)
+
+    if not frozen(model):
+        walk(model)
+    return list(dict.fromkeys(found))
+
+
+def map_tensors(obj, fn: Callable[[torch.Tensor], torch.Tensor]):
+    """`fn` applied to every tensor in a (nested) tuple / list / dict output; other leaves unchanged."""
+    if isinstance(obj, torch.Tensor):
+        return fn(obj)
+    if isinstance(obj, dict):
+        return type(obj)((k, map_tensors(v, fn)) for k, v in obj.items())
+    if isinstance(obj, (tuple, list)):
+        mapped = [map_tensors(v, fn) for v in obj]
+        return type(obj)(*mapped) if hasattr(obj, "_fields") else type(obj)(mapped)
+    return obj
+
+
+def tile(tensor: torch.Tensor, k: int, batch: int) -> torch.Tensor:
+    """`k` copies stacked along the batch (copy j = rows j·batch … (j+1)·batch − 1); others as they are."""
+    if k == 1 or tensor.dim() == 0 or tensor.shape[0] != batch:
+        return tensor.clone()
+    return tensor.repeat(k, *([1] * (tensor.dim() - 1)))
+
+
+class ReplayCache:
+    """Cached outputs of a layer's frozen modules for one minibatch, and the patched forward that replays them."""
+
+    def __init__(self, modules: Sequence[nn.Module]) -> None:
+        self.modules = list(modules)
+        self.outputs: dict[nn.Module, object] = {}
+        self.batch = 0
+
+    @torch.no_grad()
+    def capture(self, model: nn.Module, images: torch.Tensor) -> None:
+        """One plain forward of `images` keeping a copy of every frozen module's output."""
+        self.outputs, self.batch = {}, images.shape[0]
+
+        def keep(module, _inputs, output):
+            self.outputs[module] = map_tensors(output, lambda t: t.detach().clone())
+
+        handles = [m.register_forward_hook(keep) for m in self.modules]
+        try:
+            model(images)
+        finally:
+            for h in handles:
+                h.remove()
+
+    @contextmanager
+    def replaying(self, copies: Callable[[], int]) -> Iterator[None]:
+        """Inside the block each frozen module returns its cached output tiled `copies()` times."""
+        saved = {m: m.__dict__.get("forward") for m in self.modules}
+        for module in self.modules:
+            module.forward = self._lookup(module, copies)
+        try:
+            yield
+        finally:
+            for module, previous in saved.items():
+                del module.forward
+                if previous is not None:
+                    module.forward = previous
+
+    def _lookup(self, module: nn.Module, copies: Callable[[], int]):
+        def forward(*_args, **_kwargs):
+            return map_tensors(self.outputs[module], lambda t: tile(t, copies(), self.batch))
+
+        return forward
