@@ -114,7 +114,7 @@ def test_l1_built_to_match_the_oracle_reaches_spearman_one():
             model.conv.weight[c].fill_((c + 1) * 0.05)
     groups = groups_of(model)
     oracle = oracle_importance(model, groups, constant_batches(), ignore_index=255)
-    assert oracle.forward_passes == 4  # base, call trace, capture below the layer, one replay of all 7 channels
+    assert oracle.forward_passes == 4  # base, dependency trace, capture, one replay of all 7 channels
     ctx = PruneContext(model=model, groups=groups, device=torch.device("cpu"), num_classes=2)
     result = agreement("l1", get_method("l1").score(ctx), oracle.importance)
     assert result.spearman == pytest.approx(1.0)
@@ -181,5 +181,5 @@ def test_cached_batched_oracle_equals_the_definition(name, tiny_batches):
     assert all(not m._forward_hooks and not m._forward_pre_hooks and "forward" not in m.__dict__
                for m in model.modules())
     # the last group sits high in the network: most of the model below it was cached, not re-run
-    trace = trace_calls(model, batches[0][0][:1])
-    assert len(frozen_modules(model, trace, [bn for _, bn in groups[-1].bns])) >= 1
+    trace = trace_calls(model, batches[0][0][:1], [bn for _, bn in groups[-1].bns])
+    assert len(frozen_modules(model, trace)) >= 1

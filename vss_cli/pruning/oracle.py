@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 from vss_cli.engine.complexity import inference_graph
 from vss_cli.engine.progress import progress_bar
-from vss_cli.pruning.oracle_replay import CallTrace, ReplayCache, frozen_modules, tile, trace_calls
+from vss_cli.pruning.oracle_replay import ReplayCache, frozen_modules, tile, trace_calls
 from vss_cli.pruning.surgery import LayerGroup
 
 # ----------------------------------------------------------------------------------------------
@@ -141,11 +141,11 @@ class _Ablation:
         c = self.group.size
         return [list(range(s, min(c, s + self.per_pass))) for s in range(0, c, self.per_pass)]
 
-    def minibatch(self, model: nn.Module, trace: CallTrace, images: torch.Tensor, labels: torch.Tensor,
+    def minibatch(self, model: nn.Module, frozen: list[nn.Module], images: torch.Tensor, labels: torch.Tensor,
                   ignore_index: int, tick: Callable[[], None]) -> None:
-        """Ablate every channel on one minibatch: capture below the layer once, replay above it per chunk."""
+        """Ablate every channel on one minibatch: the frozen modules run once, the rest once per chunk."""
         bns = bn_of_group(self.group)
-        cache = ReplayCache(frozen_modules(model, trace, bns))
+        cache = ReplayCache(frozen)
         cache.capture(model, images)
         state = {"copies": 1, "value": None}
         b = images.shape[0]
@@ -186,17 +186,19 @@ def oracle_importance(model: nn.Module, groups: Sequence[LayerGroup],
         for images, labels in batches:
             base_sum += float(pixel_losses(net(images)["out"], labels, 1, ignore_index)[0])
             pixels += int((labels != ignore_index).sum())
-        trace = trace_calls(net, batches[0][0][:1])
         for ablation in ablations:
+            trace = trace_calls(net, batches[0][0][:1], bn_of_group(ablation.group))
             if not any(bn in trace.calls for bn in bn_of_group(ablation.group)):
                 continue  # the group's BNs run only in the aux head: zeroing them cannot change `out`
+            frozen = frozen_modules(net, trace)
+            ablation.passes += 1
             for images, labels in batches:
-                ablation.minibatch(net, trace, images, labels, ignore_index, update)
+                ablation.minibatch(net, frozen, images, labels, ignore_index, update)
     base = base_sum / max(pixels, 1)
     importance = {a.group.name: a.totals / max(pixels, 1) - base if a.passes else torch.zeros_like(a.totals)
                   for a in ablations}
     return OracleImportance(importance=importance, base_loss=base, images=sum(len(x) for x, _ in batches),
-                            forward_passes=len(batches) + 1 + sum(a.passes for a in ablations),
+                            forward_passes=len(batches) + sum(a.passes for a in ablations),
                             seconds=time.perf_counter() - t0)
 
 
@@ -264,8 +266,9 @@ class OracleReport:
     layers: list[dict]
     importance: dict[str, list[float]]
     methods: dict[str, MethodAgreement]
-    seconds: float
+    seconds: float  # the oracle and every criterion's scoring
     forward_passes: int
+    oracle_seconds: float = 0.0  # the oracle importance alone
     scoring: dict = field(default_factory=dict)
     note: str = ""
 
@@ -283,5 +286,6 @@ class OracleReport:
                      "bns": [n for n, bn in g.bns if bn.num_features == g.size]} for g in groups],
             importance={k: v.tolist() for k, v in imp.importance.items()}, methods=methods,
             seconds=imp.seconds + sum(m.seconds for m in methods.values()), forward_passes=imp.forward_passes,
+            oracle_seconds=imp.seconds,
             scoring=scoring, note=note,
         )

@@ -1,9 +1,10 @@
-"""Re-run a network only from a layer upward: the oracle's cache of everything computed below it.
+"""Re-run a network only from a layer upward: the oracle's cache of everything that does not depend on it.
 
-One plain forward (`trace_calls`) records, for every module, how often it runs and when its forward
-starts and ends. Every module that runs exactly once and has *finished* before the ablated layer's
-first BatchNorm starts cannot depend on that layer's output; the outermost such modules form the
-layer's `frozen` set. `ReplayCache` captures their outputs once per minibatch (cloned, so an in-place
+One forward (`trace_calls`) marks the ablated layer's outputs as the only tensors that require grad
+(parameters are untracked for its duration), so autograd tells which modules see a tensor derived
+from the layer. Every module that runs exactly once and never does (everything below the layer, and
+side branches above it such as a residual shortcut or another ASPP branch) computes the same output
+whatever the layer's channels; the outermost such modules form the layer's `frozen` set. `ReplayCache` captures their outputs once per minibatch (cloned, so an in-place
 activation later in the graph cannot change them) and, while active, replaces each frozen module's
 `forward` with a lookup that returns its cached output tiled `k` times along the batch: the rest of
 the network (the parents' glue code, everything at and above the layer) runs on `k` stacked copies
@@ -24,45 +25,59 @@ import torch.nn as nn
 
 @dataclass
 class CallTrace:
-    """Per module of one forward: number of calls, and the event counter at its first start and last end."""
+    """Per module of one forward: how often it ran, and whether it saw a tensor derived from the layer."""
 
     calls: dict[nn.Module, int] = field(default_factory=dict)
-    start: dict[nn.Module, int] = field(default_factory=dict)
-    end: dict[nn.Module, int] = field(default_factory=dict)
+    dependent: set[nn.Module] = field(default_factory=set)
 
 
-@torch.no_grad()
-def trace_calls(model: nn.Module, images: torch.Tensor) -> CallTrace:
-    """Run `model(images)` once with hooks on every module, recording call counts and order."""
-    trace, counter = CallTrace(), [0]
+def _any_tracked(obj) -> bool:
+    found = []
+    map_tensors(obj, lambda t: found.append(bool(t.requires_grad)) or t)
+    return any(found)
 
-    def before(module, _inputs):
-        counter[0] += 1
-        trace.calls[module] = trace.calls.get(module, 0) + 1
-        trace.start.setdefault(module, counter[0])
 
-    def after(module, _inputs, _output):
-        counter[0] += 1
-        trace.end[module] = counter[0]
-
-    handles = [h for m in model.modules() for h in (m.register_forward_pre_hook(before), m.register_forward_hook(after))]
+@contextmanager
+def _parameters_untracked(model: nn.Module) -> Iterator[None]:
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    for p, _ in flags:
+        p.requires_grad_(False)
     try:
-        model(images)
+        yield
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+
+
+def trace_calls(model: nn.Module, images: torch.Tensor, layer: Sequence[nn.Module]) -> CallTrace:
+    """Run `model(images)` once, using autograd as a dependency tracker: the outputs of `layer` are the
+    only tensors that require grad, so a module whose inputs and outputs do not is independent of it."""
+    trace = CallTrace()
+
+    def seen(module, args, kwargs, output):
+        trace.calls[module] = trace.calls.get(module, 0) + 1
+        if _any_tracked(args) or _any_tracked(kwargs) or _any_tracked(output):
+            trace.dependent.add(module)
+
+    def track(_module, _inputs, output):
+        return output.detach().requires_grad_().clone()
+
+    handles = [m.register_forward_hook(track) for m in layer]
+    handles += [m.register_forward_hook(seen, with_kwargs=True) for m in model.modules()]
+    try:
+        with _parameters_untracked(model), torch.enable_grad():
+            model(images)
     finally:
         for h in handles:
             h.remove()
     return trace
 
 
-def frozen_modules(model: nn.Module, trace: CallTrace, layer: Sequence[nn.Module]) -> list[nn.Module]:
-    """The outermost modules that run once and finish before any module of `layer` starts."""
-    starts = [trace.start[m] for m in layer if m in trace.start]
-    if not starts:
-        return []
-    first = min(starts)
+def frozen_modules(model: nn.Module, trace: CallTrace) -> list[nn.Module]:
+    """The outermost modules that run once per forward and never see a tensor derived from the layer."""
 
     def frozen(m: nn.Module) -> bool:
-        return trace.calls.get(m) == 1 and trace.end.get(m, first) < first
+        return trace.calls.get(m) == 1 and m not in trace.dependent
 
     found: list[nn.Module] = []
 
