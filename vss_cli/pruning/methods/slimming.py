@@ -21,10 +21,35 @@ Options:
 from __future__ import annotations
 
 import torch
+import torch.nn as nn
 
-from vss_cli.engine.train import TrainHooks, slimming_regularizer
+from vss_cli.engine.progress import log
+from vss_cli.engine.train import TrainHooks
 from vss_cli.errors import ConfigError
 from vss_cli.pruning.base import PruneContext, PruningMethod, mean_over_members, register_method
+
+SMALL_GAMMA = 1e-2  # |γ| below this counts as sparsified
+WARN_SHARE = 0.05  # a sparse phase leaving fewer channels than this below SMALL_GAMMA is reported
+LAMBDA, EPOCHS = 1e-4, 2  # the sparse phase's defaults: see the module docstring for how they were chosen
+
+
+def bn_l1_subgradient(model: nn.Module, lam: float) -> None:
+    """Add λ·sign(γ) to the gradient of every BatchNorm scale γ (the subgradient of λ·Σ|γ|, Liu et al.).
+
+    Call it after backward and before the optimiser step (`TrainHooks.regularize`); BNs without an
+    affine weight or without a gradient are left alone."""
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.weight is not None and m.weight.grad is not None:
+            m.weight.grad.add_(torch.sign(m.weight.detach()), alpha=lam)
+
+
+def small_gamma_share(model: nn.Module, threshold: float = SMALL_GAMMA) -> float:
+    """Share of all BatchNorm channels whose |γ| is below `threshold`."""
+    gammas = [m.weight.detach().abs().flatten() for m in model.modules()
+              if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.weight is not None]
+    if not gammas:
+        return 0.0
+    return float((torch.cat(gammas) < threshold).float().mean())
 
 
 def parent_lambda(ctx: PruneContext) -> float:
@@ -38,10 +63,12 @@ class Slimming(PruningMethod):
 
     name = "slimming"
     normalize = False
-    options = {"slimming_lambda": 1e-4, "sparse_epochs": 2}
+    options = {"slimming_lambda": LAMBDA, "sparse_epochs": EPOCHS}
 
     def prepare(self, ctx: PruneContext) -> None:
         trained_lambda = parent_lambda(ctx)
+        before = small_gamma_share(ctx.model)
+        ctx.notes.update({"extra_epochs": 0, "gamma_below_1e-2_before": before})
         if trained_lambda > 0:
             ctx.notes.update(sparse_phase=False, parent_slimming_lambda=trained_lambda)
             return
@@ -54,9 +81,16 @@ class Slimming(PruningMethod):
             return
         if ctx.fit is None:
             raise ConfigError("slimming needs a sparse phase on training data: pass a dataset, or --sparse-epochs 0")
-        ctx.fit(TrainHooks(regularize=slimming_regularizer(lam)), epochs)
+        ctx.fit(TrainHooks(regularize=lambda model: bn_l1_subgradient(model, lam)), epochs)
         ctx.model.eval()
-        ctx.notes.update(sparse_phase=True, sparse_epochs=epochs, slimming_lambda=lam)
+        after = small_gamma_share(ctx.model)
+        ctx.notes.update({"sparse_phase": True, "sparse_epochs": epochs, "slimming_lambda": lam,
+                          "extra_epochs": epochs, "gamma_below_1e-2_after": after})
+        if after < WARN_SHARE:
+            message = (f"slimming: after {epochs} sparse epochs at lambda {lam:g} only {after:.1%} of |gamma| "
+                       f"are below {SMALL_GAMMA:g} (before: {before:.1%}): raise slimming_lambda or sparse_epochs")
+            ctx.notes["warning"] = message
+            log(f"warning: {message}")
 
     def score(self, ctx: PruneContext) -> dict[str, torch.Tensor]:
         scores = {g.name: mean_over_members([bn.weight.detach().abs() for _, bn in g.bns if bn.weight is not None])
