@@ -183,3 +183,32 @@ def test_cached_batched_oracle_equals_the_definition(name, tiny_batches):
     # the last group sits high in the network: most of the model below it was cached, not re-run
     trace = trace_calls(model, batches[0][0][:1], [bn for _, bn in groups[-1].bns])
     assert len(frozen_modules(model, trace)) >= 1
+
+
+def test_run_oracle_scores_all_nine_methods_and_warns_about_missing_images():
+    """What `vss eval --oracle-samples 8 --oracle-methods all` runs: every criterion, none failing."""
+    from vss_cli.data import build_dataset, get_spec
+    from vss_cli.models import build_model, get_model_info
+    from vss_cli.pruning.base import list_methods
+    from vss_cli.pruning.oracle_run import OracleSetup, run_oracle
+    from vss_cli.workflows.prune import sample_source
+
+    torch.manual_seed(0)
+    spec, size = get_spec("synthetic"), (32, 48)
+    model = build_model("unet", spec.num_classes, **get_model_info("unet").tiny_kwargs).eval()
+    for m in model.modules():  # distinct |γ|: slimming's and dmcp's scores are not all tied
+        if isinstance(m, nn.BatchNorm2d):
+            m.weight.data.uniform_(0.2, 1.5)
+    val = build_dataset("synthetic", "val", input_size=size, train=False)
+    images = [val[i] for i in range(6)]  # fewer than the 8 asked for
+    report = run_oracle(OracleSetup(
+        model=model, model_name="unet", methods=list_methods(), images=images, samples=8, layers=2, batch_size=4,
+        device=torch.device("cpu"), num_classes=spec.num_classes, ignore_index=spec.ignore_index, input_size=size,
+        score_batches=sample_source("synthetic", None, size, 8, 4, 0)))
+    assert len(list_methods()) == 9 and sorted(report["methods"]) == list_methods()
+    for name, m in report["methods"].items():
+        assert m["error"] is None, (name, m["error"])
+        assert np.isfinite(m["spearman"]) and len(m["layers"]) == 2, name
+    assert report["samples"] == 6 and "--oracle-samples 8" in report["note"] and "(6)" in report["note"]
+    assert 0 < report["oracle_seconds"] <= report["seconds"]
+    assert "scored without its prepare()" in report["methods"]["dmcp"]["note"]

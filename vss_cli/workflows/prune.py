@@ -63,6 +63,7 @@ class PruneReport:
     params_after: int
     score_seconds: float
     prune_seconds: float
+    extra_epochs: float = 0.0  # epochs the method trained itself (slimming's sparse phase, DMCP's search)
     notes: dict = field(default_factory=dict)
 
     def scalars(self) -> dict[str, float]:
@@ -212,7 +213,7 @@ def prune_model(model, model_name: str, method, opts: PruneOptions, *, input_siz
         method=method.name, requested_ratio=opts.global_ratio, achieved_ratio=1 - ch_after / ch_before,
         channels_before=ch_before, channels_after=ch_after, macs_before=before.macs, macs_after=after.macs,
         params_before=before.params, params_after=after.params, score_seconds=t1 - t0, prune_seconds=t2 - t1,
-        notes=dict(ctx.notes),
+        extra_epochs=float(ctx.notes.get("extra_epochs", 0)), notes=dict(ctx.notes),
     )
     history = [list(h) for h in old_history] + [[n, bool(o), list(i)] for n, o, i in dg.pruning_history()]
     return report, history
