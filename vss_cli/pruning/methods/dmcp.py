@@ -46,7 +46,12 @@ Departures from the paper (short-budget mode, the default):
     the found architecture from scratch, vss fine-tunes it from the parent;
   * layers that run only in the auxiliary head (outside the inference MACs) are not searched: they
     keep (1 − ratio) of their channels, by |γ|.
-Notes: target/expected/planned/full MACs, iterations and α steps, the width scale factor.
+Notes: target/expected/planned/full MACs, iterations and α steps, the width scale factor, how far the
+search moved the widths from the uniform start (`dmcp_width_moved_max`, a fraction of the layer) and
+`extra_epochs` = `search_epochs` (training the method ran itself, which a grid charges to its budget).
+
+Without a search (`score()` before `prepare()`, as `vss eval`'s oracle calls it) the scores are the
+leading-channel order the search would start from: |γ| of the parent as it is.
 """
 
 from __future__ import annotations
@@ -65,10 +70,14 @@ from vss_cli.pruning.methods.dmcp_macs import (  # noqa: F401  (re-exported: the
     BAND,
     CONVS,
     ExpectedMacs,
+    WidthFit,
     conv_macs,
+    fit_widths,
     flops_loss,
     in_inference_graph,
     measure_conv_macs,
+    snap,
+    widths_at,
 )
 from vss_cli.pruning.planner import plan_from_widths, round_keep
 from vss_cli.pruning.surgery import LayerGroup
@@ -255,48 +264,6 @@ def uniform_keep_probability(gates: list[MarkovGate], macs: ExpectedMacs, goal: 
     for g in gates:
         g.set_uniform(lo)
     return lo
-
-
-# ---------------------------------------------------------------------------------------------
-# widths and the final MACs check
-
-
-@dataclass
-class WidthFit:
-    widths: dict[str, int]
-    macs: float
-    scale: float
-
-
-def snap(gate: MarkovGate, width: float, round_to: int) -> int:
-    """Expected width -> kept channels: rounded to `round_to`, at least one step, at most the layer."""
-    floor = int(gate.step_sizes[0])
-    return min(gate.group.size, round_keep(max(int(round(width)), floor), gate.group.size, round_to, floor))
-
-
-def widths_at(gates: list[MarkovGate], expected: list[float], scale: float, round_to: int) -> dict[str, int]:
-    return {g.group.name: snap(g, scale * w, round_to) for g, w in zip(gates, expected, strict=True)}
-
-
-def fit_widths(gates: list[MarkovGate], expected: list[float], macs: ExpectedMacs, target: float,
-               round_to: int, tolerance: float = BAND) -> WidthFit:
-    """Round the expected widths; if the MACs then miss T by more than `tolerance`, scale all of them
-    by the common factor whose rounded widths come closest to T."""
-
-    def planned(scale: float) -> tuple[dict[str, int], float]:
-        w = widths_at(gates, expected, scale, round_to)
-        return w, float(macs(torch.tensor([float(w[g.group.name]) for g in gates])))
-
-    widths, value = planned(1.0)
-    if abs(value - target) <= tolerance * target:
-        return WidthFit(widths, value, 1.0)
-    lo, hi = 0.0, max(g.group.size / max(w, 1e-6) for g, w in zip(gates, expected, strict=True))
-    for _ in range(50):
-        mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if planned(mid)[1] <= target else (lo, mid)
-    best = min((lo, hi), key=lambda s: abs(planned(s)[1] - target))
-    widths, value = planned(best)
-    return WidthFit(widths, value, best)
 
 
 # ---------------------------------------------------------------------------------------------

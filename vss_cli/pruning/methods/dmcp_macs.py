@@ -1,17 +1,24 @@
-"""DMCP's cost model: per-conv MACs measured once, and expected MACs as a differentiable function of
-each group's kept width (Guo et al., CVPR 2020, §3.3); the FLOPs loss on it. See `dmcp` for the method."""
+"""DMCP's cost model: per-conv MACs measured once, expected MACs as a differentiable function of each
+group's kept width (Guo et al., CVPR 2020, §3.3), the FLOPs loss on it, and the final fit of rounded
+widths to the target. See `dmcp` for the method."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn as nn
 
 from vss_cli.engine.complexity import inference_graph
 from vss_cli.pruning.features import forward_hooks
+from vss_cli.pruning.planner import round_keep
 from vss_cli.pruning.surgery import LayerGroup
+
+if TYPE_CHECKING:
+    from vss_cli.pruning.methods.dmcp import MarkovGate
 
 BAND = 0.05  # the FLOPs loss is zero within [(1 - BAND)·T, T]
 CONVS = (nn.Conv2d, nn.ConvTranspose2d)
@@ -81,3 +88,41 @@ def flops_loss(expected: torch.Tensor, target: float, band: float = BAND) -> tor
     if (1 - band) * target <= float(expected.detach()) <= target:
         return expected * 0.0
     return torch.log((expected - target).abs())
+
+
+@dataclass
+class WidthFit:
+    widths: dict[str, int]
+    macs: float
+    scale: float
+
+
+def snap(gate: MarkovGate, width: float, round_to: int) -> int:
+    """Expected width -> kept channels: rounded to `round_to`, at least one step, at most the layer."""
+    floor = int(gate.step_sizes[0])
+    return min(gate.group.size, round_keep(max(int(round(width)), floor), gate.group.size, round_to, floor))
+
+
+def widths_at(gates: list[MarkovGate], expected: list[float], scale: float, round_to: int) -> dict[str, int]:
+    return {g.group.name: snap(g, scale * w, round_to) for g, w in zip(gates, expected, strict=True)}
+
+
+def fit_widths(gates: list[MarkovGate], expected: list[float], macs: ExpectedMacs, target: float,
+               round_to: int, tolerance: float = BAND) -> WidthFit:
+    """Round the expected widths; if the MACs then miss T by more than `tolerance`, scale all of them
+    by the common factor whose rounded widths come closest to T."""
+
+    def planned(scale: float) -> tuple[dict[str, int], float]:
+        w = widths_at(gates, expected, scale, round_to)
+        return w, float(macs(torch.tensor([float(w[g.group.name]) for g in gates])))
+
+    widths, value = planned(1.0)
+    if abs(value - target) <= tolerance * target:
+        return WidthFit(widths, value, 1.0)
+    lo, hi = 0.0, max(g.group.size / max(w, 1e-6) for g, w in zip(gates, expected, strict=True))
+    for _ in range(50):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if planned(mid)[1] <= target else (lo, mid)
+    best = min((lo, hi), key=lambda s: abs(planned(s)[1] - target))
+    widths, value = planned(best)
+    return WidthFit(widths, value, best)

@@ -7,15 +7,27 @@ raw values (`normalize = False`: the penalty makes γ comparable between layers)
 the mean |γ| over its BN members. Groups with no BatchNorm have no γ: slimming leaves them unpruned
 (the paper prunes BN-scaled channels only) and lists them in the run's notes.
 
-If the parent run was trained without `--slimming-lambda`, `prepare()` first runs a short sparse phase
-through the one training loop (`ctx.fit` with `slimming_regularizer`, the subgradient λ·sign(γ) added
-after backward) and records it in the notes.
+If the parent run was trained without `--slimming-lambda`, `prepare()` first runs a sparse phase
+through the one training loop (`ctx.fit`, with `bn_l1_subgradient` — λ·sign(γ) added to every γ
+gradient after backward — as its `regularize` hook). The notes record the share of |γ| below 1e-2
+before and after (`gamma_below_1e-2_before/after`), warn when it stays under 5%, and give
+`extra_epochs` (the phase's length, which a grid charges to the method's training budget).
+
+Choosing the phase. A BN network is nearly invariant to the scale of γ, so the subgradient first
+shrinks every γ together at ~lr·λ per step; only once γ has fallen to the size of β does the task loss
+defend the channels it needs. The phase must be long and strong enough for that drift to reach zero.
+Measured on the default synthetic baseline (U-Net width 0.25, 12 epochs, mIoU 0.857, every |γ| in
+[0.93, 1.00]; 40 steps per epoch, lr 0.01 poly): λ 1e-4 … 1e-2 for 2 epochs moved nothing (0% below
+1e-2); λ 0.02 × 8 epochs: median |γ| 0.24, 0% below 1e-2, mIoU 0.886; λ 0.03 × 8: 90.7% below 1e-2,
+mIoU 0.683 before pruning; λ 0.03 × 12: 95.2%, 0.639; λ ≥ 0.1 for 2-4 epochs collapsed the network
+(mIoU ≤ 0.15) before any channel separated. Hence the default: 8 epochs at λ = 0.03 × 320 / (the
+phase's optimiser steps), i.e. λ = 0.03 on the synthetic set, scaled down on larger sets so the total
+L1 push Σ λ is the same (an explicit `slimming_lambda` is used as given).
 
 Options:
-  `slimming_lambda` = 1e-4: λ of the sparse phase (the paper: 1e-4 for VGGNet, 1e-5 for ResNet and
-      DenseNet; 1e-4 is used by default because the short phase has few steps to move γ).
-  `sparse_epochs` = 2: length of that phase; the paper trains 160 epochs with sparsity from scratch,
-      so this is a short-budget stand-in. 0 prunes on the raw |γ| and says so in the notes.
+  `slimming_lambda` = None: λ of the sparse phase (None = the step-scaled default above; the paper:
+      1e-4 for VGGNet, 1e-5 for ResNet, over 160 epochs from scratch).
+  `sparse_epochs` = 8: length of that phase. 0 prunes on the raw |γ| and says so in the notes.
 """
 
 from __future__ import annotations
@@ -30,7 +42,8 @@ from vss_cli.pruning.base import PruneContext, PruningMethod, mean_over_members,
 
 SMALL_GAMMA = 1e-2  # |γ| below this counts as sparsified
 WARN_SHARE = 0.05  # a sparse phase leaving fewer channels than this below SMALL_GAMMA is reported
-LAMBDA, EPOCHS = 1e-4, 2  # the sparse phase's defaults: see the module docstring for how they were chosen
+EPOCHS = 8  # the sparse phase's default length (module docstring: how it was chosen)
+L1_PUSH = 0.03 * 320  # default Σ over the phase's steps of λ (λ 0.03 × 320 steps, measured on synthetic)
 
 
 def bn_l1_subgradient(model: nn.Module, lam: float) -> None:
@@ -52,6 +65,22 @@ def small_gamma_share(model: nn.Module, threshold: float = SMALL_GAMMA) -> float
     return float((torch.cat(gammas) < threshold).float().mean())
 
 
+class SparsePenalty:
+    """The phase's `regularize` hook; λ < 0 means the default, L1_PUSH spread over the phase's steps."""
+
+    def __init__(self, lam: float) -> None:
+        self.lam = lam
+
+    def on_fit_start(self, total_iterations: int) -> None:
+        if self.lam < 0:
+            self.lam = L1_PUSH / max(total_iterations, 1)
+
+    def __call__(self, model: nn.Module) -> None:
+        if self.lam < 0:
+            raise RuntimeError("slimming's default lambda needs on_fit_start(total_iterations) before training")
+        bn_l1_subgradient(model, self.lam)
+
+
 def parent_lambda(ctx: PruneContext) -> float:
     """λ the parent was trained with (missing = 0: trained without the sparsity penalty)."""
     return float((ctx.parent_config or {}).get("slimming_lambda") or 0.0)
@@ -63,7 +92,7 @@ class Slimming(PruningMethod):
 
     name = "slimming"
     normalize = False
-    options = {"slimming_lambda": LAMBDA, "sparse_epochs": EPOCHS}
+    options = {"slimming_lambda": None, "sparse_epochs": EPOCHS}
 
     def prepare(self, ctx: PruneContext) -> None:
         trained_lambda = parent_lambda(ctx)
@@ -72,8 +101,9 @@ class Slimming(PruningMethod):
         if trained_lambda > 0:
             ctx.notes.update(sparse_phase=False, parent_slimming_lambda=trained_lambda)
             return
-        epochs, lam = int(self.opts["sparse_epochs"]), float(self.opts["slimming_lambda"])
-        if epochs < 0 or lam < 0:
+        epochs = int(self.opts["sparse_epochs"])
+        lam = -1.0 if self.opts["slimming_lambda"] is None else float(self.opts["slimming_lambda"])
+        if epochs < 0 or (self.opts["slimming_lambda"] is not None and lam < 0):
             raise ConfigError(f"slimming: --sparse-epochs {epochs} and slimming_lambda {lam} must be 0 or more")
         if epochs == 0:
             ctx.notes.update(sparse_phase=False, sparse_epochs=0,
@@ -81,8 +111,10 @@ class Slimming(PruningMethod):
             return
         if ctx.fit is None:
             raise ConfigError("slimming needs a sparse phase on training data: pass a dataset, or --sparse-epochs 0")
-        ctx.fit(TrainHooks(regularize=lambda model: bn_l1_subgradient(model, lam)), epochs)
+        penalty = SparsePenalty(lam)
+        ctx.fit(TrainHooks(regularize=penalty, on_fit_start=penalty.on_fit_start), epochs)
         ctx.model.eval()
+        lam = penalty.lam
         after = small_gamma_share(ctx.model)
         ctx.notes.update({"sparse_phase": True, "sparse_epochs": epochs, "slimming_lambda": lam,
                           "extra_epochs": epochs, "gamma_below_1e-2_after": after})
