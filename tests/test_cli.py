@@ -119,8 +119,13 @@ def test_seed_guide_command_shapes(trained, tmp_path):
     result = vss("prune", "--ckpt", train.id, "--model", "unet", "--method", "fpgm", "--global-ratio", "0.3",
                  "--input-size", "32,48", "--device", "cpu", "--save", str(tmp_path / "pruned_fpgm_30"))
     assert result.exit_code == 0, result.output
-    assert (tmp_path / "pruned_fpgm_30" / "pruned.pt").is_file()
-    result = vss("train", "--model-from", str(tmp_path / "pruned_fpgm_30" / "pruned.pt"), "--epochs", "1",
+    (prune,) = store.list_runs(kind="prune")
+    pruned = tmp_path / "pruned_fpgm_30" / prune.id / "pruned.pt"  # --save DIR holds one folder per run
+    assert pruned.is_file()
+    seed_name = vss("train", "--model-from", str(tmp_path / "pruned_fpgm_30" / "pruned_model.pt"), "--epochs", "1")
+    assert seed_name.exit_code == 2
+    assert "vss writes" in seed_name.output and f"did you mean {pruned}?" in seed_name.output.replace("\n", "")
+    result = vss("train", "--model-from", str(pruned), "--epochs", "1",
                  "--input-size", "32,48", "--batch-size", "8", "--max-iters-per-epoch", "2", "--device", "cpu")
     assert result.exit_code == 0, result.output
     (ft,) = store.list_runs(kind="finetune")
