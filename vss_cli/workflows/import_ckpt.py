@@ -109,6 +109,10 @@ def strip_prefix(state: dict, prefix: str = "module.") -> dict:
     return state
 
 
+def _shape(t: torch.Tensor) -> str:
+    return "x".join(map(str, t.shape)) or "scalar"
+
+
 def _listed(names: list[str]) -> str:
     more = f" and {len(names) - LISTED} more" if len(names) > LISTED else ""
     return ", ".join(names[:LISTED]) + more
@@ -119,7 +123,7 @@ def load_strict(model: nn.Module, state: dict, what: str) -> None:
     own = model.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
-    shapes = [f"{k} {tuple(state[k].shape)} in the file, {tuple(own[k].shape)} in the model"
+    shapes = [f"{k} file {_shape(state[k])} / model {_shape(own[k])}"
               for k in sorted(set(own) & set(state)) if state[k].shape != own[k].shape]
     problems = [f"{len(v)} {label} ({_listed(v)})" for label, v in
                 (("missing", missing), ("unexpected", unexpected), ("mis-shaped", shapes)) if v]
