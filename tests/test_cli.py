@@ -174,3 +174,8 @@ def test_quiet_is_a_progress_setting_not_an_environment_variable(monkeypatch):
     assert progress.SETTINGS.quiet and progress.quiet() and "VSS_QUIET" not in os.environ
     assert vss("runs", "list").exit_code == 0
     assert not progress.quiet()
+
+
+def test_a_value_after_a_flag_says_flags_take_none():
+    result = vss("train", "--amp", "true")
+    assert result.exit_code == 2 and "take no value" in " ".join(result.output.replace("│", " ").split())

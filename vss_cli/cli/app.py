@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import importlib
+import re
 import sys
 from typing import Annotated
 
 import typer
 from typer.core import TyperGroup
+
+try:  # typer >= 0.26 vendors click; older typer raises click's own
+    from typer._click.exceptions import UsageError
+except ImportError:  # pragma: no cover
+    from click.exceptions import UsageError
 
 from vss_cli.cli.output import err_console
 from vss_cli.cli.state import STATE
@@ -17,6 +23,7 @@ from vss_cli.errors import Interrupted, VssError
 # Each module defines `register(app)`; adding a command means adding a module here.
 COMMAND_MODULES = ("train", "prune", "eval", "bench", "report", "runs", "data", "models", "import_ckpt")
 
+BOOL_WORDS = {"true", "false", "yes", "no", "on", "off", "1", "0"}
 OOM_HINT = ("the GPU ran out of memory: lower --batch-size or --input-size, add --amp (CUDA), or free the GPU; "
             "see docs/guide.md#out-of-memory")
 
@@ -55,6 +62,10 @@ class VssGroup(TyperGroup):
             err_console.print(f"interrupted{f' ({exc})' if isinstance(exc, Interrupted) else ''}")
             ctx.exit(getattr(exc, "exit_code", 130))
         except (typer.Exit, typer.Abort):
+            raise
+        except UsageError as exc:
+            if BOOL_WORDS & set(re.findall(r"\w+", exc.message.partition("unexpected extra argument")[2])):
+                exc.message += " (boolean options are flags and take no value: write --amp, or --no-amp)"
             raise
         except Exception as exc:  # noqa: BLE001 - the top of the program
             if STATE.debug or getattr(exc, "__module__", "").startswith(("click", "typer")):
