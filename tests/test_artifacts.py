@@ -25,11 +25,13 @@ def vss(*args: str):
 
 @pytest.fixture
 def trained(tmp_path):
-    result = vss("train", "--epochs", "1", *TINY)
-    assert result.exit_code == 0, result.output
+    """A one-epoch tiny U-Net trained through the workflow (the CLI path is test_cli's)."""
+    from vss_cli.workflows.train import TrainOptions, train_run
+
     store = Store(tmp_path / "vss.db")
-    (run,) = store.list_runs(kind="train")
-    return store, run
+    opts = TrainOptions(model_kwargs={"width": 0.125}, epochs=1, batch_size=8, input_size=(32, 48),
+                        device="cpu", max_iters_per_epoch=2)
+    return store, store.get_run(train_run(opts, store).run_id)
 
 
 def _prune(store, parent, *extra) -> object:

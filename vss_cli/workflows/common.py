@@ -175,13 +175,14 @@ HEARTBEAT_S = 30.0
 
 
 class Heartbeat:
-    """A daemon thread stamping one run's heartbeat every `every_s` seconds, so `runs list` can tell
-    a live run from one whose process died without a word (however long an epoch takes)."""
+    """A daemon thread stamping the heartbeat of every run added, each `interval_s` seconds, so
+    `runs list` can tell a live run from one whose process died without a word (however long an
+    epoch takes). The same API as bench's worker heartbeat (add / discard, a context manager)."""
 
-    def __init__(self, store, run_id: str, every_s: float = HEARTBEAT_S) -> None:
-        self.store, self.run_id, self.every_s = store, run_id, every_s
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name=f"vss-heartbeat-{run_id}", daemon=True)
+    def __init__(self, store, interval_s: float = HEARTBEAT_S, run_ids: tuple[str, ...] = ()) -> None:
+        self.store, self.interval_s = store, interval_s
+        self._ids, self._lock, self._stop = set(run_ids), threading.Lock(), threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="vss-heartbeat", daemon=True)
 
     def __enter__(self) -> Heartbeat:
         self._thread.start()
@@ -191,12 +192,23 @@ class Heartbeat:
         self._stop.set()
         self._thread.join(timeout=5)
 
+    def add(self, run_id: str) -> None:
+        with self._lock:
+            self._ids.add(run_id)
+
+    def discard(self, *run_ids: str) -> None:
+        with self._lock:
+            self._ids.difference_update(run_ids)
+
     def _loop(self) -> None:
-        while not self._stop.wait(self.every_s):
-            try:
-                self.store.heartbeat(self.run_id)
-            except Exception:  # noqa: BLE001 - a missed beat only makes the run look older
-                pass
+        while not self._stop.wait(self.interval_s):
+            with self._lock:
+                beating = sorted(self._ids)
+            for run_id in beating:
+                try:
+                    self.store.heartbeat(run_id)
+                except Exception:  # noqa: BLE001 - a missed beat only makes the run look older
+                    continue
 
 
 @contextlib.contextmanager
@@ -207,7 +219,7 @@ def recorded(store, run_id: str, *, during: str | None = None, complete: bool = 
     unless `complete` is False (a run that goes on after this step). `during` names the step in the
     recorded error."""
     where = f" while {during}" if during else ""
-    beat = Heartbeat(store, run_id, heartbeat_s) if heartbeat_s else contextlib.nullcontext()
+    beat = Heartbeat(store, heartbeat_s, (run_id,)) if heartbeat_s else contextlib.nullcontext()
     try:
         with beat:
             yield
