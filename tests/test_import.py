@@ -8,8 +8,8 @@ from typer.testing import CliRunner
 
 from vss_cli.cli.app import app
 from vss_cli.data import get_spec
-from vss_cli.engine.checkpoint import load_checkpoint
 from vss_cli.models import build_model
+from vss_cli.pruning.checkpoint import load_checkpoint
 from vss_cli.store import Store
 
 runner = CliRunner()

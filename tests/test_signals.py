@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from vss_cli.engine.checkpoint import load_checkpoint
 from vss_cli.errors import Interrupted
+from vss_cli.pruning.checkpoint import load_checkpoint
 from vss_cli.store import Store, file_sha256
 from vss_cli.workflows.common import install_signal_handlers, recorded
 
