@@ -7,8 +7,11 @@ for kept widths per group — and let `bisect_knob` find the knob t whose plan r
 narrower width, the closest plan kept). A budget may instead replace the plan by overriding
 `Budget.widths` (e.g. one that measures candidates).
 
-  channels  removed group channels (each counted once per conv it removes) / all of them;
-  macs      removed MACs / the model's MACs (ptflops, aten backend, at the run's input size, aux head
+  channels  removed group channels (each counted once per conv it removes) / all of them, counted on
+            the allocation's widths before rounding: uniform at R takes floor(R·C) from every layer and
+            rounding (always upwards, `planner.round_keep`) may keep a few more, so the achieved share
+            can fall short of R by the rounding slack (reported as `channel_prune_ratio`);
+  macs      removed MACs / the model's MACs of the rounded plan (ptflops, aten backend, at the run's input size, aux head
             detached), from an analytic per-conv model: every conv that runs costs
             macs × out'/out × in'/in (depthwise: × out'/out), where out' is its group's kept width
             and in' drops by what the groups it consumes lose; calibrated against ptflops by
@@ -75,9 +78,13 @@ def group_channel_cost(groups: Sequence[LayerGroup]) -> Cost:
 
 
 class Budget:
-    """Base class: `name`, and `cost(ctx)` for the common search (or override `widths`)."""
+    """Base class: `name`, and `cost(ctx)` for the common search (or override `widths`).
+
+    `after_rounding`: the search sees the rounded widths (the cost of the real plan); False counts
+    the allocation's own widths and rounds after (rounding only keeps more, so it falls short)."""
 
     name: ClassVar[str] = ""
+    after_rounding: ClassVar[bool] = True
 
     def cost(self, ctx) -> Cost:
         raise NotImplementedError
@@ -112,6 +119,7 @@ class ChannelBudget(Budget):
     """`--global-ratio` = share of prunable (inference-graph) channels removed."""
 
     name = "channels"
+    after_rounding = False  # R = the share the allocation asks; `--round-to` may keep a few channels more
 
     def cost(self, ctx) -> Cost:
         return group_channel_cost(ctx.groups)

@@ -17,7 +17,8 @@ Rules (`ALLOCATIONS`; `--allocation paper` takes each method's `paper_allocation
   regions     `global_raw` run separately in the backbone and in the head, both at t (sirfp);
   share       fgp's cumulative-share widths when its `share` option is set (fixed widths: the
               budget is not applied), else `global` on mean-normalised support;
-  searched    the widths the method's own `plan` found (dmcp), all scaled by one factor set by t.
+  searched    the widths the method's own `plan` found (dmcp), all scaled by one factor set by t
+              (fixed, budget not applied, when the method was given its own `target_macs`).
 A per-layer cap keeps at least 1 − MAX_LAYER_RATIO of every layer (sirfp: its `min_keep`).
 """
 
@@ -195,8 +196,10 @@ def searched_rule(req: AllocationRequest) -> Allocation:
                           "uniform or global")
     plan = method.plan(req.ctx, req.scores)
     base = {g.name: max(1, g.size - len(plan.get(g.name, []))) for g in req.groups}
-    top = max(g.size / base[g.name] for g in req.groups)
     floor = req.floors()
+    if (getattr(method, "opts", {}) or {}).get("target_macs") is not None:  # the user's own target wins
+        return Allocation("searched", lambda t: dict(base), {n: min(k, floor[n]) for n, k in base.items()}, fixed=True)
+    top = max(g.size / base[g.name] for g in req.groups)
 
     def keep(t: float) -> Widths:
         return {g.name: min(g.size, max(floor[g.name], int(round(base[g.name] * (1 - t) * top))))
@@ -218,14 +221,14 @@ def rule_for(allocation: str, method) -> str:
     return getattr(method, "paper_allocation", "global") if allocation == "paper" else allocation
 
 
-def rounded(allocation: Allocation, groups: Sequence[LayerGroup], round_to: int) -> Callable[[float], Widths]:
-    """The allocation's widths after rounding (what the budget search evaluates)."""
+def round_widths(widths: Widths, groups: Sequence[LayerGroup], floor: Widths, round_to: int) -> Widths:
     sizes = {g.name: g.size for g in groups}
+    return {n: round_keep(k, sizes[n], round_to, floor[n]) for n, k in widths.items()}
 
-    def keep(t: float) -> Widths:
-        return {n: round_keep(k, sizes[n], round_to, allocation.floor[n]) for n, k in allocation.keep(t).items()}
 
-    return keep
+def rounded(allocation: Allocation, groups: Sequence[LayerGroup], round_to: int) -> Callable[[float], Widths]:
+    """The allocation's widths after rounding (what a budget counting the rounded plan evaluates)."""
+    return lambda t: round_widths(allocation.keep(t), groups, allocation.floor, round_to)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -242,14 +245,16 @@ def plan_channels(method, ctx, scores: dict[str, torch.Tensor]) -> dict[str, lis
         return {}
     req = AllocationRequest(groups, scores, getattr(ctx, "normalizer", "mean"), method, ctx)
     allocation = ALLOCATIONS[name](req)
-    keep_at = rounded(allocation, groups, ctx.round_to)
+    round_at = rounded(allocation, groups, ctx.round_to)
     budget = get_budget(getattr(ctx, "budget", "channels"))
     if allocation.fixed:
-        widths, knob = keep_at(0.0), None
+        widths, knob = round_at(0.0), None
         ctx.notes["budget_applied"] = False  # the rule fixes the widths; the ratio is not used
     else:
-        fit = budget.widths(ctx, keep_at, ctx.ratio)
-        widths, knob = fit.widths, fit.knob
+        fit = budget.widths(ctx, round_at if budget.after_rounding else allocation.keep, ctx.ratio)
+        knob = fit.knob
+        widths = fit.widths if budget.after_rounding else round_widths(fit.widths, groups, allocation.floor,
+                                                                         ctx.round_to)
         ctx.notes["planned_reduction"] = fit.cost
     ctx.notes.update(allocation_rule=allocation.rule, allocation_knob=knob)
     return plan_from_widths(groups, scores, widths)
