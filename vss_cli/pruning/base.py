@@ -58,7 +58,7 @@ class PruningMethod:
 
     name: ClassVar[str] = ""
     needs_data: ClassVar[bool] = False
-    normalize: ClassVar[bool] = True  # per-layer mean normalisation before the global ranking
+    normalize: ClassVar[bool] = True  # informational: False = scores comparable across layers raw (planner rules decide)
     paper_allocation: ClassVar[str] = "global"  # the allocation rule of the method's paper (planner.ALLOCATIONS)
     options: ClassVar[dict] = {}  # option name -> default (the paper's)
 

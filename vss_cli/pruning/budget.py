@@ -20,12 +20,10 @@ narrower width, the closest plan kept). A budget may instead replace the plan by
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import ClassVar
 
-import torch
 import torch.nn as nn
 
 from vss_cli.errors import ConfigError
@@ -129,16 +127,6 @@ class ChannelBudget(Budget):
 # MACs
 
 
-CONVS = (nn.Conv2d, nn.ConvTranspose2d)
-
-
-def _conv_call_macs(module: nn.Module, inputs: tuple, output: torch.Tensor) -> float:
-    k = math.prod(module.kernel_size)
-    if isinstance(module, nn.ConvTranspose2d):
-        return inputs[0][0].numel() * module.out_channels / module.groups * k
-    return output[0].numel() * module.in_channels / module.groups * k
-
-
 @dataclass
 class _ConvTerm:
     macs: float
@@ -154,21 +142,10 @@ class MacsModel:
 
     def __init__(self, model: nn.Module, groups: Sequence[LayerGroup], input_size: tuple[int, int],
                  measured: float | None = None) -> None:
-        from vss_cli.engine.complexity import count_complexity, inference_graph
+        from vss_cli.engine.complexity import count_complexity
+        from vss_cli.pruning.methods.dmcp import measure_conv_macs  # per conv: its inference MACs
 
-        table: dict[nn.Module, float] = {}
-
-        def record(module, inputs, output):
-            table[module] = table.get(module, 0.0) + _conv_call_macs(module, inputs, output)
-
-        device = next(model.parameters()).device
-        with inference_graph(model) as graph, torch.no_grad():
-            handles = [m.register_forward_hook(record) for m in graph.modules() if isinstance(m, CONVS)]
-            try:
-                graph(torch.zeros(1, 3, *input_size, device=device))
-            finally:
-                for h in handles:
-                    h.remove()
+        table = measure_conv_macs(model, input_size, next(model.parameters()).device)
         producer = {conv: g.name for g in groups for _, conv in g.convs}
         consumed: dict[nn.Module, list[str]] = {}
         for g in groups:
