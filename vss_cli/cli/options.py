@@ -59,3 +59,5 @@ SpeedIters = Annotated[int, typer.Option("--speed-iters", help="timed iterations
 WarmupIters = Annotated[int, typer.Option("--warmup", help="untimed warm-up iterations per model in each eval")]
 MaxIters = Annotated[int | None, typer.Option("--max-iters-per-epoch", help="cap iterations per training epoch "
                                               "(smoke runs)")]
+TensorBoard = Annotated[Path | None, typer.Option("--tensorboard", help="also write the per-epoch scalars as "
+                                                "TensorBoard event files under DIR/<kind>-<run id>")]

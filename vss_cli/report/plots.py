@@ -135,11 +135,10 @@ def _heat_panel(fig, ax, heat) -> None:
     fig.colorbar(image, ax=ax, label="IoU drop")
 
 
-def plot_bench(table: Sequence[dict[str, Any]], rows: Sequence[CellRow], baseline: BaselinePoint | None,
-               path: str | Path, *, title: str, x: str = "latency", latency_setting: str = "",
-               heat=None, grid: Grid | None = None) -> Path:
-    """Draw the panels from `aggregate()` rows (retention) and the cell rows (Pareto), plus the
-    per-class heat map when `heat` (a `per_class.HeatMap`) is given; write the PNG atomically.
+def bench_figure(table: Sequence[dict[str, Any]], rows: Sequence[CellRow], baseline: BaselinePoint | None, *,
+                 title: str, x: str = "latency", latency_setting: str = "", heat=None, grid: Grid | None = None):
+    """The figure: retention from `aggregate()` rows, the Pareto panel from the cell rows, and the
+    per-class heat map below when `heat` (a `per_class.HeatMap`) is given. Axes order: retention, Pareto.
 
     `latency_setting` says what the latency was measured on (batch, device, dtype) for the axis label.
     """
@@ -155,15 +154,22 @@ def plot_bench(table: Sequence[dict[str, Any]], rows: Sequence[CellRow], baselin
     else:
         axes = fig.subplot_mosaic([["left", "right"], ["heat", "heat"]])
         left, right = axes["left"], axes["right"]
-        _heat_panel(fig, axes["heat"], heat)
     _retention_panel(left, table)
     _pareto_panel(right, points, baseline, x, latency_setting)
+    if heat is not None:
+        _heat_panel(fig, axes["heat"], heat)
     for ax in (left, right):
         ax.grid(True, alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(title="method", fontsize="small")
     fig.suptitle(title)
-    return save_figure(fig, path)
+    return fig
+
+
+def plot_bench(table: Sequence[dict[str, Any]], rows: Sequence[CellRow], baseline: BaselinePoint | None,
+               path: str | Path, **kwargs: Any) -> Path:
+    """`bench_figure(...)` written to a PNG atomically (1200 × 500 pixels; 1200 × 1000 with the heat map)."""
+    return save_figure(bench_figure(table, rows, baseline, **kwargs), path)
 
 
 def save_figure(fig, path: str | Path) -> Path:

@@ -48,6 +48,7 @@ class TrainOptions:
     model_from: str | None = None  # finetune: a pruned checkpoint or run
     save: str | None = None
     resume: bool = False
+    tensorboard: str | None = None  # also write the per-epoch scalars as event files under DIR/<kind>-<run id>
 
 
 @dataclass
@@ -59,7 +60,7 @@ class TrainOutcome:
     fit: FitResult
 
 
-RESULT_FREE_FIELDS = ("save", "resume", "num_workers", "device")
+RESULT_FREE_FIELDS = ("save", "resume", "num_workers", "device", "tensorboard")
 
 
 def inherit_dataset(opts: TrainOptions, store) -> TrainOptions:
@@ -191,6 +192,10 @@ def train_run(opts: TrainOptions, store, *, kind: str = "train", hooks: TrainHoo
         kind = "finetune"
     opts = inherit_dataset(opts, store)
     opts = resolve_options(opts)
+    if opts.tensorboard:
+        from vss_cli.engine.tensorboard import require_tensorboard
+
+        require_tensorboard()
     distributed, rank, world = _distributed_setup(device)
     if distributed and device.type == "cuda":
         device = torch.device("cuda", torch.cuda.current_device())
@@ -212,18 +217,21 @@ def train_run(opts: TrainOptions, store, *, kind: str = "train", hooks: TrainHoo
         seed=opts.seed, device=str(device), max_iters_per_epoch=opts.max_iters_per_epoch,
     )
     hooks = hooks or TrainHooks()
+    board = _tensorboard(opts, kind, run_id) if main else None
     if main:
         user_hook = hooks.on_epoch_end
 
         def on_epoch_end(epoch: int, scalars: dict) -> None:
             store.add_metrics(run_id, scalars, step=epoch)
             store.heartbeat(run_id)
+            if board is not None:
+                board(epoch, scalars)
             if user_hook is not None:
                 user_hook(epoch, scalars)
 
         hooks.on_epoch_end = on_epoch_end
     ctx = recorded(store, run_id) if main else contextlib.nullcontext()
-    with ctx:
+    with ctx, board or contextlib.nullcontext():
         result = fit(model, train_loader, val_loader, cfg, num_classes=mspec.num_classes,
                      ignore_index=get_spec(opts.dataset).ignore_index, spec=mspec, history=history,
                      dataset={**dspec, "data_root": opts.data_root}, out_dir=out_dir, hooks=hooks,
@@ -237,6 +245,15 @@ def train_run(opts: TrainOptions, store, *, kind: str = "train", hooks: TrainHoo
         torch.distributed.barrier()
     return TrainOutcome(run_id=run_id, out_dir=out_dir, checkpoint=result.best_path, best_miou=result.best_miou,
                         fit=result)
+
+
+def _tensorboard(opts: TrainOptions, kind: str, run_id: str):
+    """The event-file hook of `--tensorboard DIR` (None without it)."""
+    if not opts.tensorboard:
+        return None
+    from vss_cli.engine.tensorboard import TensorBoardHook, run_log_dir
+
+    return TensorBoardHook(run_log_dir(opts.tensorboard, kind, run_id))
 
 
 def _open_run(store, kind, config, key, opts: TrainOptions, parent, device, world):
