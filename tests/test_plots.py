@@ -132,3 +132,14 @@ def test_train_and_finetune_curves_and_tensorboard_events(tmp_path):
         with Image.open(out) as image:
             assert image.size == (1200, 400)
     assert runner.invoke(app, ["--db", str(db), "report", train_run.id, "--per-class"]).exit_code == 2
+
+
+def test_tensorboard_without_the_package_exits_2_before_any_run(tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "tensorboard", None)  # `import tensorboard` raises ImportError
+    db = tmp_path / "vss.db"
+    result = runner.invoke(app, ["--db", str(db), "train", "--epochs", "1", "--tensorboard", str(tmp_path / "tb")])
+    assert result.exit_code == 2 and "tensorboard" in result.output
+    with Store(db) as store:
+        assert store.list_runs() == []
