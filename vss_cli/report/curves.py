@@ -59,6 +59,14 @@ def _new_figure(columns: int, rows: int):
     return fig
 
 
+def _epoch_axis(ax, label: str) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    ax.set_xlabel(label)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.grid(True, alpha=0.3)
+
+
 def plot_run_curves(run: Run, curves: dict[str, Curve], path: str | Path) -> Path:
     """Train loss, validation mIoU and learning rate per epoch, one panel each (1200 × 400 pixels)."""
     from vss_cli.report.plots import save_figure
@@ -71,8 +79,7 @@ def plot_run_curves(run: Run, curves: dict[str, Curve], path: str | Path) -> Pat
         else:
             ax.text(0.5, 0.5, "not recorded", ha="center", va="center", transform=ax.transAxes)
         ax.set_title(title)
-        ax.set_xlabel("epoch")
-        ax.grid(True, alpha=0.3)
+        _epoch_axis(ax, "epoch")
     fig.suptitle(f"vss {run.kind} {run.id} ({run.config.get('model', '')}, {run.config.get('dataset', '')})")
     return save_figure(fig, path)
 
@@ -108,8 +115,7 @@ def plot_bench_curves(title: str, per_method: dict[str, list[tuple[CellRow, dict
                     ax.plot(*zip(*curves[key], strict=True), color=colours[row.ratio], marker="o", markersize=2,
                             linestyle=("-", "--", ":", "-.")[row.seed % 4], label=f"r{row.ratio:g} s{row.seed}")
             ax.set_title(f"{method}: {CURVES[key]}", fontsize="medium")
-            ax.set_xlabel("fine-tune epoch")
-            ax.grid(True, alpha=0.3)
+            _epoch_axis(ax, "fine-tune epoch")
             if r == 0 and ax.get_legend_handles_labels()[0]:
                 ax.legend(fontsize="x-small", title="ratio, seed", title_fontsize="x-small")
     fig.suptitle(title)

@@ -130,7 +130,8 @@ def _heat_panel(fig, ax, heat) -> None:
     if drops.size <= 400:
         for (i, j), value in np.ndenumerate(drops):
             if np.isfinite(value):
-                ax.text(j, i, f"{value:+.2f}", ha="center", va="center", fontsize="xx-small")
+                ax.text(j, i, f"{value:+.2f}", ha="center", va="center", fontsize="x-small",
+                        color="white" if abs(value) > 0.6 * limit else "black")
     ax.set_title("Per-class IoU drop (baseline − candidate, mean over seeds; classes worst first)")
     fig.colorbar(image, ax=ax, label="IoU drop")
 
