@@ -120,3 +120,37 @@ def test_colourise_uses_the_palette_and_black_for_ignore():
     assert tuple(colours[0, 0]) == (128, 64, 128) and tuple(colours[0, 1]) == (119, 11, 32)
     assert tuple(colours[1, 0]) == (153, 153, 153)
     assert [tuple(colours[0, 2]), tuple(colours[1, 1]), tuple(colours[1, 2])] == [pn.IGNORE_COLOUR] * 3
+
+
+def test_predict_panels_is_the_workflow_bench_calls(ckpts, tmp_path):
+    from vss_cli.workflows.predict import predict_panels
+
+    with Store(tmp_path / "vss.db") as store:
+        outcome = predict_panels(ckpts["base"], ckpts["pruned"], 2, tmp_path / "cell", store, input_size=SIZE,
+                                 device="cpu")
+        assert [p.name for p in outcome.panels] == ["val_000_panel.png", "val_001_panel.png"]
+        assert outcome.contact_sheet == (tmp_path / "cell" / "contact_sheet.png").resolve()
+        assert store.get_run(outcome.run_id).config["n"] == 2
+
+
+def test_predict_on_camvid_uses_the_segnet_palette(tmp_path):
+    result = runner.invoke(app, ["data", "synth", "--out", str(tmp_path / "camvid"), "--format", "camvid",
+                                 "--n", "3", "--size", "32,48"])
+    assert result.exit_code == 0, result.output
+    spec, kw = get_spec("camvid"), get_model_info("unet").tiny_kwargs
+    torch.manual_seed(0)
+    model = build_model("unet", spec.num_classes, **kw).eval()
+    head = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d) and m.out_channels == spec.num_classes][-1]
+    with torch.no_grad():
+        head.bias[2] = 50.0  # "Pole" everywhere
+    ckpt = save_checkpoint(tmp_path / "camvid.pt", model=model, spec=ModelSpec("unet", spec.num_classes, kw),
+                           dataset={**spec.to_dict(), "data_root": str(tmp_path / "camvid")})
+    out = tmp_path / "o"
+    result = runner.invoke(app, ["predict", "--ckpt", str(ckpt), "--n", "1", "--input-size", "32,48",
+                                 "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    (panel,) = out.glob("*_panel.png")
+    with Image.open(panel) as picture:
+        assert _colours(picture, pn.tile_boxes(*SIZE, tiles=3)[2]) == {(192, 192, 128)}  # SegNet's Pole colour
+        assert _colours(picture, pn.tile_boxes(*SIZE, tiles=3)[1]) <= {tuple(c) for c in spec.palette} | {
+            pn.IGNORE_COLOUR}
