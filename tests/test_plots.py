@@ -143,3 +143,12 @@ def test_tensorboard_without_the_package_exits_2_before_any_run(tmp_path, monkey
     assert result.exit_code == 2 and "tensorboard" in result.output
     with Store(db) as store:
         assert store.list_runs() == []
+
+
+def test_new_report_modules_import_no_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys, vss_cli.report.per_class, vss_cli.report.curves, vss_cli.report.panels, "
+            "vss_cli.report.plots; assert 'torch' not in sys.modules, 'torch imported'")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])
