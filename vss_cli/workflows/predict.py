@@ -14,9 +14,9 @@ import numpy as np
 import torch
 
 from vss_cli.data.specs import DatasetSpec
-from vss_cli.engine.checkpoint import LoadedCheckpoint, load_checkpoint
 from vss_cli.engine.progress import log, progress_bar
 from vss_cli.errors import ConfigError
+from vss_cli.pruning.checkpoint import LoadedCheckpoint, load_checkpoint
 from vss_cli.report import panels as pn
 from vss_cli.workflows.common import (
     CheckpointRef,
