@@ -148,3 +148,10 @@ def test_per_class_without_eval_reports_exits_2(tmp_path):
                          config={"method": "l1", "ratio": 0.3, "seed": 0})
     result = runner.invoke(app, ["report", bench.id, "--per-class"])
     assert result.exit_code == 2 and "eval report" in result.output
+
+
+def test_the_heat_map_grows_with_the_number_of_rows():
+    from vss_cli.report.plots import HEAT_HEIGHT, heat_height
+
+    assert heat_height(2) == heat_height(11) == HEAT_HEIGHT
+    assert heat_height(56) > 3 * HEAT_HEIGHT

@@ -20,8 +20,9 @@ from vss_cli.fileio import atomic_output
 from vss_cli.report.tables import BaselinePoint, CellRow, Grid
 
 FIGSIZE = (12.0, 5.0)  # inches
-HEAT_HEIGHT = 5.0  # inches added below for the per-class heat map
-DPI = 100  # so the PNG is 1200 × 500 pixels (1200 × 1000 with the heat map)
+HEAT_HEIGHT = 5.0  # inches added below for the per-class heat map (more for many method × ratio rows)
+HEAT_ROW = 0.3  # inches per heat-map row beyond what HEAT_HEIGHT holds
+DPI = 100  # so the PNG is 1200 × 500 pixels (1200 × 1000 with a heat map of up to 11 rows)
 
 
 def _relative_latency(row: CellRow) -> float | None:
@@ -119,6 +120,11 @@ def _pareto_panel(ax, points: Sequence[ParetoPoint], baseline: BaselinePoint | N
     ax.set_title(f"Accuracy vs. {x} (labels: ratio; up-left is better)")
 
 
+def heat_height(rows: int) -> float:
+    """Inches the heat map adds: HEAT_HEIGHT, or more so that each row stays readable."""
+    return max(HEAT_HEIGHT, 1.5 + HEAT_ROW * rows)
+
+
 def _heat_panel(fig, ax, heat) -> None:
     import numpy as np
 
@@ -147,7 +153,7 @@ def bench_figure(table: Sequence[dict[str, Any]], rows: Sequence[CellRow], basel
     from matplotlib.figure import Figure
 
     points = pareto_points(rows, x, grid)
-    height = FIGSIZE[1] + (HEAT_HEIGHT if heat is not None else 0.0)
+    height = FIGSIZE[1] + (heat_height(len(heat.rows)) if heat is not None else 0.0)
     fig = Figure(figsize=(FIGSIZE[0], height), dpi=DPI, layout="constrained")
     FigureCanvasAgg(fig)
     if heat is None:
@@ -169,7 +175,7 @@ def bench_figure(table: Sequence[dict[str, Any]], rows: Sequence[CellRow], basel
 
 def plot_bench(table: Sequence[dict[str, Any]], rows: Sequence[CellRow], baseline: BaselinePoint | None,
                path: str | Path, **kwargs: Any) -> Path:
-    """`bench_figure(...)` written to a PNG atomically (1200 × 500 pixels; 1200 × 1000 with the heat map)."""
+    """`bench_figure(...)` written to a PNG atomically (1200 × 500 pixels; taller with the heat map)."""
     return save_figure(bench_figure(table, rows, baseline, **kwargs), path)
 
 
