@@ -105,7 +105,8 @@ def test_predict_on_a_folder_of_images_without_candidate(ckpts, tmp_path):
 
 
 @pytest.mark.parametrize("args", [["--n", "0"], ["--split", "dev"], ["--images", "missing_dir"],
-                                  ["--candidate", "nope.pt"]])
+                                  ["--candidate", "nope.pt"],
+                                  ["--split", "val", "--images", "."]])
 def test_bad_input_exits_2_without_a_run(ckpts, tmp_path, args):
     result = runner.invoke(app, ["predict", "--ckpt", str(ckpts["base"]), *args])
     assert result.exit_code == 2, result.output
