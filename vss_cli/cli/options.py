@@ -65,3 +65,5 @@ Allocation = Annotated[str, typer.Option("--allocation", help="how the cut is sp
 Normalizer = Annotated[str, typer.Option("--normalizer", help="per-layer score normalisation of --allocation "
                                          "global: mean, max or none")]
 Budget = Annotated[str, typer.Option("--budget", help="what --global-ratio counts: channels or macs")]
+TensorBoard = Annotated[Path | None, typer.Option("--tensorboard", help="also write the per-epoch scalars as "
+                                                "TensorBoard event files under DIR/<kind>-<run id>")]
