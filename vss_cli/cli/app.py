@@ -21,7 +21,8 @@ from vss_cli.engine.progress import configure as configure_progress
 from vss_cli.errors import Interrupted, VssError
 
 # Each module defines `register(app)`; adding a command means adding a module here.
-COMMAND_MODULES = ("train", "prune", "eval", "bench", "report", "runs", "data", "models", "import_ckpt")
+COMMAND_MODULES = ("train", "prune", "eval", "bench", "report", "predict", "runs", "data", "models",
+                   "import_ckpt")
 
 BOOL_WORDS = {"true", "false", "yes", "no", "on", "off", "1", "0"}
 OOM_HINT = ("the GPU ran out of memory: lower --batch-size or --input-size, add --amp (CUDA), or free the GPU; "

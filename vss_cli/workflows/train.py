@@ -51,6 +51,7 @@ class TrainOptions:
     model_from: str | None = None  # finetune: a pruned checkpoint or run
     save: str | None = None
     resume: bool = False
+    tensorboard: str | None = None  # also write the per-epoch scalars as event files under DIR/<kind>-<run id>
 
 
 @dataclass
@@ -62,7 +63,7 @@ class TrainOutcome:
     fit: FitResult
 
 
-RESULT_FREE_FIELDS = ("save", "resume", "num_workers", "device")
+RESULT_FREE_FIELDS = ("save", "resume", "num_workers", "device", "tensorboard")
 
 
 def inherit_dataset(opts: TrainOptions, store) -> TrainOptions:
@@ -194,6 +195,10 @@ def train_run(opts: TrainOptions, store, *, kind: str = "train", hooks: TrainHoo
         kind = "finetune"
     opts = inherit_dataset(opts, store)
     opts = resolve_options(opts)
+    if opts.tensorboard:
+        from vss_cli.engine.tensorboard import require_tensorboard
+
+        require_tensorboard()
     distributed, rank, world = _distributed_setup(device)
     if distributed and device.type == "cuda":
         device = torch.device("cuda", torch.cuda.current_device())
@@ -214,9 +219,10 @@ def train_run(opts: TrainOptions, store, *, kind: str = "train", hooks: TrainHoo
         warmup_epochs=opts.warmup_epochs, amp=opts.amp,
         seed=opts.seed, device=str(device), max_iters_per_epoch=opts.max_iters_per_epoch,
     )
-    hooks = _run_hooks(hooks or TrainHooks(), opts, store, run_id if main else None)
+    board = _tensorboard(opts, kind, run_id) if main else None
+    hooks = _run_hooks(hooks or TrainHooks(), opts, store, run_id if main else None, board)
     ctx = recorded(store, run_id) if main else contextlib.nullcontext()
-    with ctx:
+    with ctx, board or contextlib.nullcontext():
         for name in ("best.pt", "last.pt") if main else ():
             check_writable(store, run_id, out_dir / name)
         result = fit(model, train_loader, val_loader, cfg, num_classes=mspec.num_classes,
@@ -234,9 +240,10 @@ def train_run(opts: TrainOptions, store, *, kind: str = "train", hooks: TrainHoo
                         fit=result)
 
 
-def _run_hooks(hooks: TrainHooks, opts: TrainOptions, store, run_id: str | None) -> TrainHooks:
+def _run_hooks(hooks: TrainHooks, opts: TrainOptions, store, run_id: str | None, board=None) -> TrainHooks:
     """The caller's hooks (left untouched) plus this run's: slimming's L1 subgradient when
-    `--slimming-lambda` is set, and recording each epoch's scalars on the run row (rank 0)."""
+    `--slimming-lambda` is set, and recording each epoch's scalars on the run row (rank 0) and,
+    with `--tensorboard`, in `board`'s event file."""
     extra = {}
     if opts.slimming_lambda and hooks.regularize is None:
         from vss_cli.pruning.methods.slimming import slimming_regularizer
@@ -249,11 +256,22 @@ def _run_hooks(hooks: TrainHooks, opts: TrainOptions, store, run_id: str | None)
             store.add_metrics(run_id, scalars, step=epoch)
             store.heartbeat(run_id)
             log_epoch(epoch, opts.epochs, scalars)
+            if board is not None:
+                board(epoch, scalars)
             if user_hook is not None:
                 user_hook(epoch, scalars)
 
         extra["on_epoch_end"] = on_epoch_end
     return replace(hooks, **extra)
+
+
+def _tensorboard(opts: TrainOptions, kind: str, run_id: str):
+    """The event-file hook of `--tensorboard DIR` (None without it)."""
+    if not opts.tensorboard:
+        return None
+    from vss_cli.engine.tensorboard import TensorBoardHook, run_log_dir
+
+    return TensorBoardHook(run_log_dir(opts.tensorboard, kind, run_id))
 
 
 def _open_run(store, kind, config, key, opts: TrainOptions, parent, device, world):
