@@ -32,6 +32,8 @@ Options:
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn as nn
 
@@ -81,6 +83,11 @@ class SparsePenalty:
         bn_l1_subgradient(model, self.lam)
 
 
+def slimming_regularizer(lam: float) -> Callable[[nn.Module], None]:
+    """A `TrainHooks.regularize` hook applying `bn_l1_subgradient` with λ = `lam`."""
+    return lambda model: bn_l1_subgradient(model, lam)
+
+
 def parent_lambda(ctx: PruneContext) -> float:
     """λ the parent was trained with (missing = 0: trained without the sparsity penalty)."""
     return float((ctx.parent_config or {}).get("slimming_lambda") or 0.0)
@@ -91,6 +98,7 @@ class Slimming(PruningMethod):
     """|γ| of the group's BatchNorm channels, ranked globally without normalisation (Liu et al., 2017)."""
 
     name = "slimming"
+    paper_allocation = "global_raw"  # one global threshold on raw |γ| (resprune.py)
     normalize = False
     options = {"slimming_lambda": None, "sparse_epochs": EPOCHS}
 
