@@ -65,7 +65,7 @@ def trace_calls(model: nn.Module, images: torch.Tensor, layer: Sequence[nn.Modul
     handles = [m.register_forward_hook(track) for m in layer]
     handles += [m.register_forward_hook(seen, with_kwargs=True) for m in model.modules()]
     try:
-        with _parameters_untracked(model), torch.enable_grad():
+        with torch.inference_mode(False), _parameters_untracked(model), torch.enable_grad():
             model(images)
     finally:
         for h in handles:
