@@ -33,13 +33,15 @@ EXPECTED_INDEXES = {
 
 
 @pytest.fixture
-def db_path(tmp_path: Path) -> Path:
-    return tmp_path / "sub" / "vss.db"
+def store(store_url: str) -> Store:
+    """A migrated store on each back-end (see `store_url` in conftest)."""
+    with Store(store_url) as s:
+        yield s
 
 
 @pytest.fixture
-def store(db_path: Path) -> Store:
-    with Store(db_path) as s:
+def sqlite_store(tmp_path: Path) -> Store:
+    with Store(tmp_path / "vss.db") as s:
         yield s
 
 
@@ -58,8 +60,9 @@ def _completed_with_checkpoint(store: Store, path: Path, config: dict) -> str:
 # -- schema and migrations ---------------------------------------------------------------------
 
 
-def test_migrations_build_the_schema_on_a_blank_database(store: Store, db_path: Path) -> None:
-    assert db_path.is_file()  # the parent folder was created
+def test_migrations_build_the_schema_on_a_blank_database(store: Store, store_url: str) -> None:
+    if "://" not in store_url:
+        assert Path(store_url).is_file()  # the parent folder was created
     assert store.applied == [fn.__name__ for fn in MIGRATIONS]
     insp = inspect(store.engine)
     assert set(insp.get_table_names()) == set(EXPECTED_COLUMNS)
@@ -82,17 +85,17 @@ def test_models_match_the_migrated_schema(store: Store) -> None:
             assert declared <= {ix["name"] for ix in insp.get_indexes(table.name)}
 
 
-def test_migrations_are_idempotent(db_path: Path) -> None:
-    Store(db_path).close()
-    with Store(db_path) as again:
+def test_migrations_are_idempotent(store_url: str) -> None:
+    Store(store_url).close()
+    with Store(store_url) as again:
         assert again.applied == []
         with again.engine.connect() as conn:
             names = conn.execute(text("SELECT name FROM migrations")).scalars().all()
     assert sorted(names) == sorted(fn.__name__ for fn in MIGRATIONS)
 
 
-def test_sqlite_pragmas(store: Store) -> None:
-    with store.engine.connect() as conn:
+def test_sqlite_pragmas(sqlite_store: Store) -> None:
+    with sqlite_store.engine.connect() as conn:
         assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
         assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
         assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 30000
@@ -319,8 +322,8 @@ def _writer(db: str, tag: str, n: int, barrier) -> None:
     store.close()
 
 
-def test_two_processes_write_at_once_and_lose_nothing(tmp_path: Path) -> None:
-    db, n = str(tmp_path / "shared.db"), 200
+def test_two_processes_write_at_once_and_lose_nothing(store_url: str) -> None:
+    db, n = store_url, 200
     ctx = mp.get_context("spawn")
     barrier = ctx.Barrier(2)
     procs = [ctx.Process(target=_writer, args=(db, tag, n, barrier)) for tag in ("a", "b")]
