@@ -20,13 +20,16 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy import Engine, func, or_, update
+from sqlalchemy import insert as insert_row
+from sqlalchemy import select as select_sql
 from sqlmodel import Session, col, select
 
 from vss_cli.errors import CheckpointError, ConfigError, RunNotFound
-from vss_cli.store import keys
+from vss_cli.store import cleanup, keys, queries
 from vss_cli.store.engine import WRITE_OPTION, make_engine, retry_locked
 from vss_cli.store.migrations import migrate
-from vss_cli.store.rows import Artifact, Lineage, LineageNode, Metric, Run
+from vss_cli.store.queries import EDGE, METRIC, RUN
+from vss_cli.store.rows import Artifact, Lineage, Metric, Run
 from vss_cli.store.tables import (
     KINDS,
     RELATIONS,
@@ -111,6 +114,27 @@ def _finite(value: Any) -> float | None:
     return number if math.isfinite(number) else None
 
 
+def _finite_values(metrics: Mapping[str, Any]) -> dict[str, float]:
+    return {key: v for key, value in metrics.items() if (v := _finite(value)) is not None}
+
+
+def _insert_metrics(session: Session, run_id: str, values: Mapping[str, float], step: int | None, now: datetime) -> None:
+    """One multi-row INSERT of metric rows."""
+    if values:
+        rows = [dict(run_id=run_id, key=k, value=v, step=step, created_at=now) for k, v in values.items()]
+        session.connection().execute(insert_row(METRIC), rows)
+
+
+def _require_all(session: Session, run_ids: Sequence[str]) -> None:
+    """RunNotFound naming the first of `run_ids` that is not in the store (one statement)."""
+    if not run_ids:
+        return
+    found = set(session.connection().execute(select_sql(RUN.c.id).where(RUN.c.id.in_(list(run_ids)))).scalars())
+    for run_id in run_ids:
+        if run_id not in found:
+            raise RunNotFound(f"no run has id '{run_id}': see `vss runs list`")
+
+
 def _require(session: Session, run_id: str) -> RunRecord:
     rec = session.get(RunRecord, run_id)
     if rec is None:
@@ -141,23 +165,6 @@ def _child_rows(session: Session, run_id: str) -> list[tuple[str, RunRecord]]:
         .order_by(col(EdgeRecord.id))
     )
     return list(session.exec(query).all())
-
-
-Neighbours = Callable[[Session, str], list[tuple[str, RunRecord]]]
-
-
-def _walk(
-    session: Session, run_id: str, step: Neighbours, depth: int, path: frozenset[str]
-) -> tuple[LineageNode, ...]:
-    """Lineage nodes reachable from `run_id` by `step`, `depth` levels deep, never revisiting `path`."""
-    if depth <= 0:
-        return ()
-    nodes = []
-    for relation, rec in step(session, run_id):
-        if rec.id not in path:
-            below = _walk(session, rec.id, step, depth - 1, path | {rec.id})
-            nodes.append(LineageNode(relation, Run.from_record(rec), below))
-    return tuple(nodes)
 
 
 class Store:
@@ -209,10 +216,22 @@ class Store:
         name: str | None = None,
         versions: Mapping[str, Any] | None = None,
         out_dir: str | Path | None = None,
+        metrics: Mapping[str, Any] | None = None,
+        step: int | None = None,
     ) -> Run:
-        """Record a new run (and its parent edges). A `running` run starts now with this worker."""
+        """Record a new run, its parent edges and (optionally) its first `metrics` at `step`, in one
+        transaction. A `running` run starts now with this worker."""
         insert = self._run_inserter(kind, config, parents, status, config_key, name, versions, out_dir)
-        return self._write(insert)
+        if not metrics:
+            return self._write(insert)
+        values = _finite_values(metrics)
+
+        def txn(session: Session) -> Run:
+            run = insert(session)
+            _insert_metrics(session, run.id, values, step, run.created_at)
+            return run
+
+        return self._write(txn)
 
     def create_run_once(
         self,
@@ -272,8 +291,7 @@ class Store:
         versions_json = keys.canonical_json(dict(versions)) if versions is not None else None
 
         def insert(session: Session) -> Run:
-            for parent_id, _ in parents:
-                _require(session, parent_id)
+            _require_all(session, [parent_id for parent_id, _ in parents])
             now, started = _now(), status != "pending"
             rec = RunRecord(
                 id=new_run_id(),
@@ -291,12 +309,11 @@ class Store:
                 versions=versions_json,
                 out_dir=str(out_dir) if out_dir is not None else None,
             )
-            session.add(rec)
-            session.flush()
-            for parent_id, relation in parents:
-                session.add(
-                    EdgeRecord(parent_id=parent_id, child_id=rec.id, relation=relation, created_at=now)
-                )
+            conn = session.connection()
+            conn.execute(insert_row(RUN), [rec.model_dump()])
+            if parents:
+                edges = [dict(parent_id=p, child_id=rec.id, relation=r, created_at=now) for p, r in parents]
+                conn.execute(insert_row(EDGE), edges)
             return Run.from_record(rec)
 
         return insert
@@ -396,13 +413,11 @@ class Store:
 
         Returns how many were written.
         """
-        values = {key: v for key, value in metrics.items() if (v := _finite(value)) is not None}
+        values = _finite_values(metrics)
 
         def txn(session: Session) -> int:
             _require(session, run_id)
-            now = _now()
-            for key, value in values.items():
-                session.add(MetricRecord(run_id=run_id, key=key, value=value, step=step, created_at=now))
+            _insert_metrics(session, run_id, values, step, _now())
             return len(values)
 
         return self._write(txn)
@@ -516,15 +531,18 @@ class Store:
         return self._read(lambda s: [(rel, Run.from_record(rec)) for rel, rec in _child_rows(s, run_id)])
 
     def lineage(self, run_id: str, *, max_depth: int = 16) -> Lineage:
-        """The run with its ancestor and descendant trees, up to `max_depth` edges each way."""
+        """The run with its ancestor and descendant trees, up to `max_depth` edges each way (one
+        statement per level)."""
 
         def txn(session: Session) -> Lineage:
             rec = _require(session, run_id)
             seen = frozenset({rec.id})
+            up = queries.reachable(session, rec.id, upward=True, max_depth=max_depth)
+            down = queries.reachable(session, rec.id, upward=False, max_depth=max_depth)
             return Lineage(
                 run=Run.from_record(rec),
-                ancestors=_walk(session, rec.id, _parent_rows, max_depth, seen),
-                descendants=_walk(session, rec.id, _child_rows, max_depth, seen),
+                ancestors=queries.tree(up, rec.id, max_depth, seen),
+                descendants=queries.tree(down, rec.id, max_depth, seen),
             )
 
         return self._read(txn)
@@ -581,3 +599,62 @@ class Store:
     def latest_metrics(self, run_id: str) -> dict[str, float]:
         """The last appended value of each metric key."""
         return {m.key: m.value for m in self.metrics(run_id)}
+
+    # -- batch reads: a fixed number of statements for any number of runs -------------------------
+
+    def overview(self, flt: queries.RunFilter, *, metric_keys: Sequence[str] | None = None) -> list[queries.RunOverview]:
+        """Runs matching `flt` (newest first) with their parent edges and latest metrics (only
+        `metric_keys` when given; none for an empty tuple)."""
+        for value, allowed, what in ((flt.kind, KINDS, "run kind"), (flt.status, (*STATUSES, queries.STALE), "run status")):
+            if value is not None:
+                _check(value, allowed, what)
+        return self._read(lambda session: queries.overview(session, flt, metric_keys))
+
+    def latest_metrics_many(self, run_ids: Sequence[str], keys: Sequence[str] | None = None) -> dict[str, dict[str, float]]:
+        """{run id: {key: last value}} for many runs at once (what `latest_metrics` gives for one)."""
+        return self._read(lambda session: queries.latest_metrics(session, run_ids, keys))
+
+    def parents_many(self, run_ids: Sequence[str]) -> dict[str, list[tuple[str, Run]]]:
+        """{run id: [(relation, parent run)]} for many runs at once, in the order edges were added."""
+        return self._read(lambda session: queries.neighbours(session, run_ids, upward=True))
+
+    def children_many(self, run_ids: Sequence[str]) -> dict[str, list[tuple[str, Run]]]:
+        """{run id: [(relation, child run)]} for many runs at once, in the order edges were added."""
+        return self._read(lambda session: queries.neighbours(session, run_ids, upward=False))
+
+    def artifacts_many(self, run_ids: Sequence[str]) -> dict[str, list[Artifact]]:
+        """{run id: [artifact]} for many runs at once, in the order they were recorded."""
+        return self._read(lambda session: queries.artifacts_of(session, run_ids))
+
+    def run_ids(self) -> list[str]:
+        """Every run id, sorted."""
+        return self._read(queries.all_ids)
+
+    # -- deleting -------------------------------------------------------------------------------
+
+    def plan_removal(self, run_ids: Sequence[str], *, with_children: bool = False) -> cleanup.Removal:
+        """What deleting these runs (ids or unique prefixes) would remove; refuses to orphan children
+        unless `with_children`."""
+        ids = list(dict.fromkeys(self.get_run(ref).id for ref in run_ids))
+        return self._read(lambda session: cleanup.plan_rm(session, ids, with_children=with_children))
+
+    def plan_gc(self, *, older_than_s: float) -> cleanup.Removal:
+        """What `runs gc` would remove: failed/interrupted runs older than this (see `cleanup.plan_gc`)."""
+        cutoff = _now() - timedelta(seconds=older_than_s)
+        return self._read(lambda session: cleanup.plan_gc(session, cutoff))
+
+    def remove(self, plan: cleanup.Removal, *, missing_artifacts: bool = False) -> cleanup.Removal:
+        """Delete the planned runs with every row that names them (and, with `missing_artifacts`, the
+        artifact rows whose files are gone), then the files no surviving run records."""
+        ids = plan.run_ids
+        paths = [str(a.path) for a in plan.artifacts]
+
+        def txn(session: Session) -> tuple[set[str], int]:
+            shared = cleanup.shared_paths(session, paths, set(ids))
+            cleanup.delete_rows(session, ids)
+            return shared, cleanup.delete_missing_artifacts(session) if missing_artifacts else 0
+
+        shared, missing = self._write(txn)
+        removed, freed = cleanup.unlink_files(plan.artifacts, shared)
+        return cleanup.Removal(plan.runs, plan.artifacts, tuple(sorted(Path(p) for p in shared)),
+                               missing_rows=missing, files_removed=removed, bytes_freed=freed, kept=plan.kept)
