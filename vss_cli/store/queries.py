@@ -17,7 +17,7 @@ from typing import Any
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
 
-from vss_cli.store.rows import Artifact, LineageNode, Run
+from vss_cli.store.rows import STALE_AFTER_S, Artifact, LineageNode, Run
 from vss_cli.store.tables import ArtifactRecord, EdgeRecord, MetricRecord, RunRecord
 
 BATCH = 10_000  # ids per IN (...) list: under SQLite's 32 766 and PostgreSQL's 65 535 parameters
@@ -52,7 +52,7 @@ class RunFilter:
     bench: str | None = None
     where: tuple[tuple[str, str], ...] = ()
     limit: int | None = None
-    stale_after_s: float = 300.0
+    stale_after_s: float = STALE_AFTER_S
 
     def conditions(self, now: datetime) -> list[Any]:
         """SQL conditions for everything but `where`."""

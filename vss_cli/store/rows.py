@@ -10,6 +10,9 @@ from typing import Any
 
 from vss_cli.store.tables import TERMINAL_STATUSES, ArtifactRecord, MetricRecord, RunRecord
 
+# A running run whose heartbeat is older than this shows as `stale` (its process likely died).
+STALE_AFTER_S = 300.0
+
 
 def utc(value: datetime | None) -> datetime | None:
     """Attach UTC to the naive datetimes SQLite hands back (everything is stored in UTC)."""
@@ -66,6 +69,14 @@ class Run:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready fields (ISO 8601 times)."""
         return _jsonable(self)
+
+    def display_status(self, now: datetime | None = None, stale_after_s: float = STALE_AFTER_S) -> str:
+        """The status to show: `stale` for a running run whose heartbeat is older than `stale_after_s`
+        (derived for display; the stored status stays `running` until a worker reclaims the run)."""
+        if self.status != "running" or self.heartbeat_at is None:
+            return self.status
+        age = ((now or datetime.now(timezone.utc)) - self.heartbeat_at).total_seconds()
+        return "stale" if age > stale_after_s else self.status
 
 
 @dataclass(frozen=True)
