@@ -149,12 +149,35 @@ class TableColumn:
     justify: str = "left"
 
 
+def fit_widths(natural: Sequence[int], keep: Sequence[bool], floor: Sequence[int], total: int) -> list[int]:
+    """Column widths that sum to at most `total`: kept columns at their natural width, the others
+    shrunk (never below `floor`) in proportion to what they would take beyond it."""
+    widths = list(natural)
+    budget = total - sum(w for w, k in zip(natural, keep, strict=True) if k)
+    flex = [i for i, k in enumerate(keep) if not k]
+    if sum(natural[i] for i in flex) <= budget:
+        return widths
+    spare = max(0, budget - sum(min(natural[i], floor[i]) for i in flex))
+    extra = sum(natural[i] - min(natural[i], floor[i]) for i in flex) or 1
+    for i in flex:
+        base = min(natural[i], floor[i])
+        widths[i] = base + (natural[i] - base) * spare // extra
+    return widths
+
+
+def _cut(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: max(0, width - 1)] + "…"
+
+
 def print_fitted_table(rows: Sequence[Sequence[str]], columns: Sequence[TableColumn], *, title: str | None = None) -> None:
-    """One line per row at any terminal width: kept columns at full width, the rest cut with `…`."""
-    table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True, title_justify="left")
-    for i, column in enumerate(columns):
-        width = max([len(column.name), *(len(row[i]) for row in rows)]) if column.keep else None
-        table.add_column(column.name, no_wrap=True, overflow="ellipsis", min_width=width, justify=column.justify)
+    """One line per row at the terminal's width: kept columns whole, the others cut with `…`."""
+    natural = [max([len(c.name), *(len(row[i]) for row in rows)]) for i, c in enumerate(columns)]
+    floor = [min(len(c.name), 6) for c in columns]
+    widths = fit_widths(natural, [c.keep for c in columns], floor, console.width - 2 * (len(columns) - 1))
+    table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False, collapse_padding=True,
+                  title_justify="left")
+    for column, width in zip(columns, widths, strict=True):
+        table.add_column(_cut(column.name, width), no_wrap=True, width=width, justify=column.justify)
     for row in rows:
-        table.add_row(*row)
+        table.add_row(*(_cut(cell, width) for cell, width in zip(row, widths, strict=True)))
     console.print(table)
