@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 from sqlalchemy import Engine, func, or_, update
 from sqlalchemy import insert as insert_row
 from sqlalchemy import select as select_sql
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from vss_cli.errors import CheckpointError, ConfigError, RunNotFound
@@ -125,14 +126,13 @@ def _insert_metrics(session: Session, run_id: str, values: Mapping[str, float], 
         session.connection().execute(insert_row(METRIC), rows)
 
 
-def _require_all(session: Session, run_ids: Sequence[str]) -> None:
-    """RunNotFound naming the first of `run_ids` that is not in the store (one statement)."""
+def _missing_run(session: Session, run_ids: Sequence[str]) -> RunNotFound | None:
+    """RunNotFound naming the first of `run_ids` that is not in the store, or None (one statement)."""
     if not run_ids:
-        return
+        return None
     found = set(session.connection().execute(select_sql(RUN.c.id).where(RUN.c.id.in_(list(run_ids)))).scalars())
-    for run_id in run_ids:
-        if run_id not in found:
-            raise RunNotFound(f"no run has id '{run_id}': see `vss runs list`")
+    missing = [run_id for run_id in run_ids if run_id not in found]
+    return RunNotFound(f"no run has id '{missing[0]}': see `vss runs list`") if missing else None
 
 
 def _require(session: Session, run_id: str) -> RunRecord:
@@ -222,16 +222,25 @@ class Store:
         """Record a new run, its parent edges and (optionally) its first `metrics` at `step`, in one
         transaction. A `running` run starts now with this worker."""
         insert = self._run_inserter(kind, config, parents, status, config_key, name, versions, out_dir)
-        if not metrics:
-            return self._write(insert)
-        values = _finite_values(metrics)
+        values = _finite_values(metrics or {})
 
         def txn(session: Session) -> Run:
             run = insert(session)
             _insert_metrics(session, run.id, values, step, run.created_at)
             return run
 
-        return self._write(txn)
+        return self._write_with_parents(txn, parents)
+
+    def _write_with_parents(self, fn: Callable[[Session], T], parents: Sequence[tuple[str, str]]) -> T:
+        """A write whose parent edges the foreign keys check (no lookup first, one round trip less):
+        a missing parent becomes RunNotFound naming it, and nothing is written."""
+        try:
+            return self._write(fn)
+        except IntegrityError:
+            missing = self._read(lambda session: _missing_run(session, [p for p, _ in parents]))
+            if missing is None:
+                raise
+            raise missing from None
 
     def create_run_once(
         self,
@@ -268,7 +277,7 @@ class Store:
                 return Run.from_record(existing), False
             return insert(session), True
 
-        return self._write(txn)
+        return self._write_with_parents(txn, parents)
 
     def _run_inserter(
         self,
@@ -291,7 +300,6 @@ class Store:
         versions_json = keys.canonical_json(dict(versions)) if versions is not None else None
 
         def insert(session: Session) -> Run:
-            _require_all(session, [parent_id for parent_id, _ in parents])
             now, started = _now(), status != "pending"
             rec = RunRecord(
                 id=new_run_id(),
