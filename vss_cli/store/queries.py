@@ -12,13 +12,14 @@ import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from functools import cache
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import Connection, and_, bindparam, func, or_, select
 from sqlalchemy.orm import Session
 
 from vss_cli.store.rows import STALE_AFTER_S, Artifact, LineageNode, Run
-from vss_cli.store.tables import ArtifactRecord, EdgeRecord, MetricRecord, RunRecord
+from vss_cli.store.tables import ArtifactRecord, EdgeRecord, MetricRecord, RunRecord  # noqa: F401
 
 BATCH = 10_000  # ids per IN (...) list: under SQLite's 32 766 and PostgreSQL's 65 535 parameters
 STALE = "stale"  # a display status: running, but the heartbeat is older than the grace period
@@ -27,9 +28,10 @@ Adjacency = dict[str, list[tuple[str, Run]]]
 RUN, EDGE, ARTIFACT, METRIC = (t.__table__ for t in (RunRecord, EdgeRecord, ArtifactRecord, MetricRecord))
 
 
-def run_sql(session: Session, statement: Any):
-    """Execute a Core statement on the session's connection (plain rows, no ORM identity map)."""
-    return session.connection().execute(statement)
+def run_sql(session: Session | Connection, statement: Any, params: dict[str, Any] | None = None):
+    """Execute a Core statement on a connection, or on a session's (plain rows, no ORM identity map)."""
+    conn = session if isinstance(session, Connection) else session.connection()
+    return conn.execute(statement, params)
 
 
 def chunks(ids: Sequence[str], size: int = BATCH) -> Iterator[list[str]]:
@@ -120,9 +122,9 @@ def select_runs(session: Session, flt: RunFilter) -> list[Run]:
     query = select(RUN).where(*flt.conditions(datetime.now(timezone.utc)))
     query = query.order_by(RUN.c.created_at.desc(), RUN.c.id.desc())
     if not flt.where:
-        return [Run.from_record(r) for r in run_sql(session, query.limit(flt.limit))]
+        return [Run.from_record(r) for r in run_sql(session, query.limit(flt.limit)).all()]
     runs = []
-    for rec in run_sql(session, query):
+    for rec in run_sql(session, query).all():
         run = Run.from_record(rec)
         if all(config_matches(run.config, key, value) for key, value in flt.where):
             runs.append(run)
@@ -131,30 +133,48 @@ def select_runs(session: Session, flt: RunFilter) -> list[Run]:
     return runs
 
 
+IDS = bindparam("ids", expanding=True)
+KEYS = bindparam("keys", expanding=True)
+
+
+@cache
+def _edge_ids_query(upward: bool):
+    mine, other = (EDGE.c.child_id, EDGE.c.parent_id) if upward else (EDGE.c.parent_id, EDGE.c.child_id)
+    return select(mine, EDGE.c.relation, other).where(mine.in_(IDS)).order_by(EDGE.c.id)
+
+
+@cache
+def _neighbours_query(upward: bool):
+    mine, other = (EDGE.c.child_id, EDGE.c.parent_id) if upward else (EDGE.c.parent_id, EDGE.c.child_id)
+    return select(mine, EDGE.c.relation, RUN).join(RUN, RUN.c.id == other).where(mine.in_(IDS)).order_by(EDGE.c.id)
+
+
+@cache
+def _latest_metrics_query(with_keys: bool):
+    last = select(func.max(METRIC.c.id)).where(METRIC.c.run_id.in_(IDS))
+    if with_keys:
+        last = last.where(METRIC.c.key.in_(KEYS))
+    last = last.group_by(METRIC.c.run_id, METRIC.c.key)
+    return select(METRIC.c.run_id, METRIC.c.key, METRIC.c.value).where(METRIC.c.id.in_(last)).order_by(METRIC.c.id)
+
+
+_ARTIFACTS_QUERY = select(ARTIFACT).where(ARTIFACT.c.run_id.in_(IDS)).order_by(ARTIFACT.c.id)
+
+
 def edge_ids(session: Session, ids: Sequence[str], *, upward: bool) -> dict[str, list[tuple[str, str]]]:
     """{run id: [(relation, parent id)]} (or children with upward=False), in the order edges were added."""
-    mine, other = (EDGE.c.child_id, EDGE.c.parent_id) if upward else (EDGE.c.parent_id, EDGE.c.child_id)
     out: dict[str, list[tuple[str, str]]] = {run_id: [] for run_id in ids}
     for batch in chunks(ids):
-        query = select(mine, EDGE.c.relation, other).where(mine.in_(batch)).order_by(EDGE.c.id)
-        for run_id, relation, other_id in run_sql(session, query):
+        for run_id, relation, other_id in run_sql(session, _edge_ids_query(upward), {"ids": batch}).all():
             out[run_id].append((relation, other_id))
     return out
 
 
 def neighbours(session: Session, ids: Sequence[str], *, upward: bool) -> Adjacency:
     """{run id: [(relation, parent run)]} (children with upward=False), one statement per batch."""
-    mine = EDGE.c.child_id if upward else EDGE.c.parent_id
-    other = EDGE.c.parent_id if upward else EDGE.c.child_id
     out: Adjacency = {run_id: [] for run_id in ids}
     for batch in chunks(ids):
-        query = (
-            select(mine, EDGE.c.relation, RunRecord)
-            .join(RunRecord, RUN.c.id == other)
-            .where(mine.in_(batch))
-            .order_by(EDGE.c.id)
-        )
-        for row in run_sql(session, query):
+        for row in run_sql(session, _neighbours_query(upward), {"ids": batch}).all():
             out[row[0]].append((row.relation, Run.from_record(row)))
     return out
 
@@ -162,17 +182,10 @@ def neighbours(session: Session, ids: Sequence[str], *, upward: bool) -> Adjacen
 def latest_metrics(session: Session, ids: Sequence[str], keys: Sequence[str] | None = None) -> dict[str, dict[str, float]]:
     """{run id: {key: last appended value}}, optionally only `keys`; one statement per batch."""
     out: dict[str, dict[str, float]] = {run_id: {} for run_id in ids}
+    query = _latest_metrics_query(keys is not None)
     for batch in chunks(ids):
-        last = select(func.max(METRIC.c.id)).where(METRIC.c.run_id.in_(batch))
-        if keys is not None:
-            last = last.where(METRIC.c.key.in_(list(keys)))
-        last = last.group_by(METRIC.c.run_id, METRIC.c.key)
-        query = (
-            select(METRIC.c.run_id, METRIC.c.key, METRIC.c.value)
-            .where(METRIC.c.id.in_(last))
-            .order_by(METRIC.c.id)
-        )
-        for run_id, key, value in run_sql(session, query):
+        params = {"ids": batch, **({"keys": list(keys)} if keys is not None else {})}
+        for run_id, key, value in run_sql(session, query, params).all():
             out[run_id][key] = value
     return out
 
@@ -181,8 +194,7 @@ def artifacts_of(session: Session, ids: Sequence[str]) -> dict[str, list[Artifac
     """{run id: [artifact, ...]} in the order they were recorded; one statement per batch."""
     out: dict[str, list[Artifact]] = {run_id: [] for run_id in ids}
     for batch in chunks(ids):
-        query = select(ARTIFACT).where(ARTIFACT.c.run_id.in_(batch)).order_by(ARTIFACT.c.id)
-        for rec in run_sql(session, query):
+        for rec in run_sql(session, _ARTIFACTS_QUERY, {"ids": batch}).all():
             out[rec.run_id].append(Artifact.from_record(rec))
     return out
 

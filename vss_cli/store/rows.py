@@ -47,10 +47,13 @@ class Run:
 
     @classmethod
     def from_record(cls, rec: RunRecord) -> Run:
-        values = {f.name: getattr(rec, f.name) for f in fields(cls)}
+        """From an ORM record or a Core row with the run table's columns."""
+        mapping = getattr(rec, "_mapping", None)  # a Core row: look columns up by name
+        values = {name: mapping[name] for name in _RUN_FIELDS} if mapping is not None else \
+            {name: getattr(rec, name) for name in _RUN_FIELDS}
         values["config"] = json.loads(rec.config)
         values["versions"] = json.loads(rec.versions) if rec.versions else None
-        for key in ("created_at", "started_at", "finished_at", "heartbeat_at"):
+        for key in _RUN_TIMES:
             values[key] = utc(values[key])
         return cls(**values)
 
@@ -77,6 +80,10 @@ class Run:
             return self.status
         age = ((now or datetime.now(timezone.utc)) - self.heartbeat_at).total_seconds()
         return "stale" if age > stale_after_s else self.status
+
+
+_RUN_FIELDS = tuple(f.name for f in fields(Run))
+_RUN_TIMES = ("created_at", "started_at", "finished_at", "heartbeat_at")
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import Engine, func, or_, update
+from sqlalchemy import Connection, Engine, func, or_, update
 from sqlalchemy import insert as insert_row
 from sqlalchemy import select as select_sql
 from sqlalchemy.exc import IntegrityError
@@ -147,26 +147,6 @@ def _ambiguous(prefix: str, ids: Sequence[str]) -> RunNotFound:
     return RunNotFound(f"'{prefix}' matches several runs ({shown}): give more characters of the id")
 
 
-def _parent_rows(session: Session, run_id: str) -> list[tuple[str, RunRecord]]:
-    query = (
-        select(EdgeRecord.relation, RunRecord)
-        .join(RunRecord, col(RunRecord.id) == EdgeRecord.parent_id)
-        .where(EdgeRecord.child_id == run_id)
-        .order_by(col(EdgeRecord.id))
-    )
-    return list(session.exec(query).all())
-
-
-def _child_rows(session: Session, run_id: str) -> list[tuple[str, RunRecord]]:
-    query = (
-        select(EdgeRecord.relation, RunRecord)
-        .join(RunRecord, col(RunRecord.id) == EdgeRecord.child_id)
-        .where(EdgeRecord.parent_id == run_id)
-        .order_by(col(EdgeRecord.id))
-    )
-    return list(session.exec(query).all())
-
-
 class Store:
     """The lineage database. Opening it migrates it; options are keyword-only past the run id."""
 
@@ -199,6 +179,15 @@ class Store:
 
     def _read(self, fn: Callable[[Session], T]) -> T:
         return self._transaction(fn, write=False)
+
+    def _read_core(self, fn: Callable[[Connection], T]) -> T:
+        """A read on a plain connection (no ORM session): the cheap path for batch queries."""
+
+        def attempt() -> T:
+            with self.engine.connect() as conn, conn.begin():
+                return fn(conn)
+
+        return retry_locked(attempt)
 
     def _write(self, fn: Callable[[Session], T]) -> T:
         return self._transaction(fn, write=True)
@@ -532,11 +521,11 @@ class Store:
 
     def parents(self, run_id: str) -> list[tuple[str, Run]]:
         """(relation, parent run) pairs, in the order the edges were added."""
-        return self._read(lambda s: [(rel, Run.from_record(rec)) for rel, rec in _parent_rows(s, run_id)])
+        return self.parents_many([run_id])[run_id]
 
     def children(self, run_id: str) -> list[tuple[str, Run]]:
         """(relation, child run) pairs, in the order the edges were added."""
-        return self._read(lambda s: [(rel, Run.from_record(rec)) for rel, rec in _child_rows(s, run_id)])
+        return self.children_many([run_id])[run_id]
 
     def lineage(self, run_id: str, *, max_depth: int = 16) -> Lineage:
         """The run with its ancestor and descendant trees, up to `max_depth` edges each way (one
@@ -605,8 +594,8 @@ class Store:
         return self._read(lambda session: [Metric.from_record(r) for r in session.exec(query).all()])
 
     def latest_metrics(self, run_id: str) -> dict[str, float]:
-        """The last appended value of each metric key."""
-        return {m.key: m.value for m in self.metrics(run_id)}
+        """The last appended value of each metric key (keys in the order of their last append)."""
+        return self.latest_metrics_many([run_id])[run_id]
 
     # -- batch reads: a fixed number of statements for any number of runs -------------------------
 
@@ -616,27 +605,27 @@ class Store:
         for value, allowed, what in ((flt.kind, KINDS, "run kind"), (flt.status, (*STATUSES, queries.STALE), "run status")):
             if value is not None:
                 _check(value, allowed, what)
-        return self._read(lambda session: queries.overview(session, flt, metric_keys))
+        return self._read_core(lambda conn: queries.overview(conn, flt, metric_keys))
 
     def latest_metrics_many(self, run_ids: Sequence[str], keys: Sequence[str] | None = None) -> dict[str, dict[str, float]]:
         """{run id: {key: last value}} for many runs at once (what `latest_metrics` gives for one)."""
-        return self._read(lambda session: queries.latest_metrics(session, run_ids, keys))
+        return self._read_core(lambda conn: queries.latest_metrics(conn, run_ids, keys))
 
     def parents_many(self, run_ids: Sequence[str]) -> dict[str, list[tuple[str, Run]]]:
         """{run id: [(relation, parent run)]} for many runs at once, in the order edges were added."""
-        return self._read(lambda session: queries.neighbours(session, run_ids, upward=True))
+        return self._read_core(lambda conn: queries.neighbours(conn, run_ids, upward=True))
 
     def children_many(self, run_ids: Sequence[str]) -> dict[str, list[tuple[str, Run]]]:
         """{run id: [(relation, child run)]} for many runs at once, in the order edges were added."""
-        return self._read(lambda session: queries.neighbours(session, run_ids, upward=False))
+        return self._read_core(lambda conn: queries.neighbours(conn, run_ids, upward=False))
 
     def artifacts_many(self, run_ids: Sequence[str]) -> dict[str, list[Artifact]]:
         """{run id: [artifact]} for many runs at once, in the order they were recorded."""
-        return self._read(lambda session: queries.artifacts_of(session, run_ids))
+        return self._read_core(lambda conn: queries.artifacts_of(conn, run_ids))
 
     def run_ids(self) -> list[str]:
         """Every run id, sorted."""
-        return self._read(queries.all_ids)
+        return self._read_core(queries.all_ids)
 
     # -- deleting -------------------------------------------------------------------------------
 
