@@ -77,7 +77,7 @@ def _short(out: str, run_id: str) -> str:
 def test_list_table(lineage: Lineage) -> None:
     out = _ok("runs", "list")
     shorts = [_short(out, run_id) for run_id in (lineage.train, lineage.prune, lineage.tune, lineage.ev)]
-    assert all(8 <= len(s) < 20 for s in shorts)
+    assert all(8 <= len(s) <= 20 for s in shorts)  # 20 only for runs created in the same millisecond
     for short, run_id in zip(shorts, (lineage.train, lineage.prune, lineage.tune, lineage.ev), strict=True):
         assert json.loads(_ok("runs", "show", short, "--format", "json"))["run"]["id"] == run_id  # typed back
     assert f"pruned-from:{shorts[0]}" in out and "0.65" in out and "baseline" in out

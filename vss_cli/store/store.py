@@ -6,15 +6,8 @@ hashed before a write transaction starts, so the write lock is held only for the
 
 from __future__ import annotations
 
-import hashlib
 import math
-import os
-import secrets
-import socket
-import threading
-import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, TypeVar
@@ -26,8 +19,16 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from vss_cli.errors import CheckpointError, ConfigError, RunNotFound
-from vss_cli.store import cleanup, keys, queries
+from vss_cli.store import keys, queries
+from vss_cli.store.bulk import BulkStore
 from vss_cli.store.engine import WRITE_OPTION, make_engine, retry_locked
+from vss_cli.store.identity import (  # noqa: F401 - re-exported
+    artifact_intact,
+    file_digest,
+    file_sha256,
+    new_run_id,
+    worker_id,
+)
 from vss_cli.store.migrations import migrate
 from vss_cli.store.queries import EDGE, METRIC, RUN
 from vss_cli.store.rows import Artifact, Lineage, Metric, Run
@@ -41,67 +42,14 @@ from vss_cli.store.tables import (
     MetricRecord,
     RunRecord,
 )
+from vss_cli.store.tables import check_choice as _check
 
 T = TypeVar("T")
 CLAIMABLE_STATUSES = ("pending", "interrupted")
 
 
-@dataclass
-class _RunIdClock:
-    """Run ids: 12 hex digits of the millisecond clock + 8 hex digits, strictly increasing per process."""
-
-    last_ms: int = 0
-    last_rand: int = 0
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def next(self) -> str:
-        with self.lock:
-            ms = max(time.time_ns() // 1_000_000, self.last_ms)
-            rand = self.last_rand + 1 if ms == self.last_ms else secrets.randbits(31)
-            if rand >= 1 << 32:
-                ms, rand = ms + 1, secrets.randbits(31)
-            self.last_ms, self.last_rand = ms, rand
-        return f"{ms:012x}{rand:08x}"
-
-
-new_run_id = _RunIdClock().next
-
-
-def worker_id() -> str:
-    """`host:pid` of this process, recorded on the runs it works on."""
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
-def file_digest(path: Path) -> tuple[str, int]:
-    """sha256 hex and size in bytes of a file."""
-    digest, size = hashlib.sha256(), 0
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            digest.update(chunk)
-            size += len(chunk)
-    return digest.hexdigest(), size
-
-
-def file_sha256(path: str | Path) -> str:
-    """The sha256 of a file (what config keys and artifact rows record)."""
-    return file_digest(Path(path))[0]
-
-
-def artifact_intact(artifact: Artifact) -> bool:
-    """The file still exists with the recorded size and sha256."""
-    path = artifact.path
-    if not path.is_file() or path.stat().st_size != artifact.bytes:
-        return False
-    return file_digest(path)[0] == artifact.sha256
-
-
 def _now() -> datetime:
     return datetime.now(timezone.utc)
-
-
-def _check(value: str, allowed: Sequence[str], what: str) -> None:
-    if value not in allowed:
-        raise ConfigError(f"unknown {what} '{value}': use one of {', '.join(allowed)}")
 
 
 def _finite(value: Any) -> float | None:
@@ -147,7 +95,7 @@ def _ambiguous(prefix: str, ids: Sequence[str]) -> RunNotFound:
     return RunNotFound(f"'{prefix}' matches several runs ({shown}): give more characters of the id")
 
 
-class Store:
+class Store(BulkStore):
     """The lineage database. Opening it migrates it; options are keyword-only past the run id."""
 
     def __init__(self, url_or_path: str | Path) -> None:
@@ -596,62 +544,3 @@ class Store:
     def latest_metrics(self, run_id: str) -> dict[str, float]:
         """The last appended value of each metric key (keys in the order of their last append)."""
         return self.latest_metrics_many([run_id])[run_id]
-
-    # -- batch reads: a fixed number of statements for any number of runs -------------------------
-
-    def overview(self, flt: queries.RunFilter, *, metric_keys: Sequence[str] | None = None) -> list[queries.RunOverview]:
-        """Runs matching `flt` (newest first) with their parent edges and latest metrics (only
-        `metric_keys` when given; none for an empty tuple)."""
-        for value, allowed, what in ((flt.kind, KINDS, "run kind"), (flt.status, (*STATUSES, queries.STALE), "run status")):
-            if value is not None:
-                _check(value, allowed, what)
-        return self._read_core(lambda conn: queries.overview(conn, flt, metric_keys))
-
-    def latest_metrics_many(self, run_ids: Sequence[str], keys: Sequence[str] | None = None) -> dict[str, dict[str, float]]:
-        """{run id: {key: last value}} for many runs at once (what `latest_metrics` gives for one)."""
-        return self._read_core(lambda conn: queries.latest_metrics(conn, run_ids, keys))
-
-    def parents_many(self, run_ids: Sequence[str]) -> dict[str, list[tuple[str, Run]]]:
-        """{run id: [(relation, parent run)]} for many runs at once, in the order edges were added."""
-        return self._read_core(lambda conn: queries.neighbours(conn, run_ids, upward=True))
-
-    def children_many(self, run_ids: Sequence[str]) -> dict[str, list[tuple[str, Run]]]:
-        """{run id: [(relation, child run)]} for many runs at once, in the order edges were added."""
-        return self._read_core(lambda conn: queries.neighbours(conn, run_ids, upward=False))
-
-    def artifacts_many(self, run_ids: Sequence[str]) -> dict[str, list[Artifact]]:
-        """{run id: [artifact]} for many runs at once, in the order they were recorded."""
-        return self._read_core(lambda conn: queries.artifacts_of(conn, run_ids))
-
-    def run_ids(self) -> list[str]:
-        """Every run id, sorted."""
-        return self._read_core(queries.all_ids)
-
-    # -- deleting -------------------------------------------------------------------------------
-
-    def plan_removal(self, run_ids: Sequence[str], *, with_children: bool = False) -> cleanup.Removal:
-        """What deleting these runs (ids or unique prefixes) would remove; refuses to orphan children
-        unless `with_children`."""
-        ids = list(dict.fromkeys(self.get_run(ref).id for ref in run_ids))
-        return self._read(lambda session: cleanup.plan_rm(session, ids, with_children=with_children))
-
-    def plan_gc(self, *, older_than_s: float) -> cleanup.Removal:
-        """What `runs gc` would remove: failed/interrupted runs older than this (see `cleanup.plan_gc`)."""
-        cutoff = _now() - timedelta(seconds=older_than_s)
-        return self._read(lambda session: cleanup.plan_gc(session, cutoff))
-
-    def remove(self, plan: cleanup.Removal, *, missing_artifacts: bool = False) -> cleanup.Removal:
-        """Delete the planned runs with every row that names them (and, with `missing_artifacts`, the
-        artifact rows whose files are gone), then the files no surviving run records."""
-        ids = plan.run_ids
-        paths = [str(a.path) for a in plan.artifacts]
-
-        def txn(session: Session) -> tuple[set[str], int]:
-            shared = cleanup.shared_paths(session, paths, set(ids))
-            cleanup.delete_rows(session, ids)
-            return shared, cleanup.delete_missing_artifacts(session) if missing_artifacts else 0
-
-        shared, missing = self._write(txn)
-        removed, freed = cleanup.unlink_files(plan.artifacts, shared)
-        return cleanup.Removal(plan.runs, plan.artifacts, tuple(sorted(Path(p) for p in shared)),
-                               missing_rows=missing, files_removed=removed, bytes_freed=freed, kept=plan.kept)
