@@ -211,6 +211,7 @@ def test_list_filters_and_columns(lineage: Lineage, db: Path) -> None:
     assert ids("--parent", lineage.train[:-2]) == [lineage.ev, lineage.prune]
     assert ids("--since", "1h") == [lineage.ev, lineage.tune, lineage.prune, lineage.train]
     assert ids("--since", "2999-01-01") == []
+    assert ids("--since", "2999-01-01T00:00+14:00") == []  # an offset is converted to UTC
     rows = json.loads(_ok("runs", "list", "--format", "json", "--columns", "id,config.method,metric.macs,age"))
     prune = next(r for r in rows if r["id"] == lineage.prune)
     assert list(prune) == ["id", "config.method", "metric.macs", "age"]

@@ -116,7 +116,7 @@ def parse_since(text: str, now: datetime) -> datetime:
         value = datetime.fromisoformat(text)
     except ValueError:
         return now - timedelta(seconds=parse_duration(text, "--since"))
-    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    return (value if value.tzinfo else value.replace(tzinfo=timezone.utc)).astimezone(timezone.utc)
 
 
 def abbreviations(ids: Sequence[str], all_ids: Sequence[str], min_len: int = MIN_ABBREV) -> dict[str, str]:
