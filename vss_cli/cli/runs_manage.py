@@ -144,8 +144,11 @@ def gc_runs(
     yes: Yes = False,
     dry_run: DryRun = False,
 ) -> None:
-    """Drop failed and interrupted runs older than --older-than (with their subtrees, unless those hold
-    live runs; benches stay), and artifact rows whose files are gone; reports the bytes freed."""
+    """Drop old failed/interrupted runs and artifact rows whose files are gone; reports bytes freed.
+
+    A failed run goes with its subtree (a failed cell with its steps) unless that subtree holds a
+    completed, running or pending run of its own; bench runs always stay.
+    """
     store = STATE.store()
     plan = store.plan_gc(older_than_s=parse_duration(older_than, "--older-than"))
     _describe(plan, "would delete" if dry_run else "deleting")
