@@ -202,8 +202,8 @@ def test_list_runs_newest_first_with_filters(store: Store) -> None:
     assert [r.id for r in store.list_runs(status="completed")] == [ids[0]]
     assert len(store.list_runs(limit=2)) == 2
     key = store.get_run(ids[1]).config_key
-    assert [r.id for r in store.find_runs_by_key(key)] == [ids[1]]
-    assert store.find_runs_by_key(key, kind="train") == []
+    assert [r.id for r in store.list_runs(config_key=key)] == [ids[1]]
+    assert store.list_runs(config_key=key, kind="train") == []
 
 
 def test_edges_parents_children_and_lineage(store: Store) -> None:

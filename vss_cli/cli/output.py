@@ -22,13 +22,6 @@ class Format(str, Enum):
     json = "json"
 
 
-class ReportFormat(str, Enum):
-    table = "table"
-    csv = "csv"
-    json = "json"
-    markdown = "markdown"
-
-
 def _cell(value) -> str:
     if value is None:
         return ""

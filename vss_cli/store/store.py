@@ -456,10 +456,6 @@ class Store(BulkStore):
         query = query.order_by(col(RunRecord.created_at).desc(), col(RunRecord.id).desc()).limit(limit)
         return self._read(lambda session: [Run.from_record(r) for r in session.exec(query).all()])
 
-    def find_runs_by_key(self, config_key: str, kind: str | None = None) -> list[Run]:
-        """Every run with this config_key (any status), newest first."""
-        return self.list_runs(config_key=config_key, kind=kind)
-
     def find_completed(self, *, config_key: str, kind: str | None = None) -> Run | None:
         """A completed run with this key whose artifacts all still exist with their sha256, else None."""
         for run in self.list_runs(config_key=config_key, kind=kind, status="completed"):
