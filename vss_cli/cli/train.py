@@ -16,7 +16,7 @@ WeightDecay = Annotated[float, typer.Option("--weight-decay", help="SGD weight d
 Scheduler = Annotated[str, typer.Option("--scheduler", help="poly (per iteration, power 0.9), cosine or step")]
 Warmup = Annotated[float, typer.Option("--warmup-epochs", help="linear warm-up length in epochs")]
 SlimLambda = Annotated[float, typer.Option("--slimming-lambda", help="L1 penalty on BN γ (network slimming)")]
-Amp = Annotated[bool, typer.Option("--amp", help="mixed precision autocast (CUDA; bf16 unless --amp-dtype)")]
+Amp = Annotated[bool, typer.Option("--amp/--no-amp", help="mixed precision autocast (CUDA; bf16 unless --amp-dtype)")]
 AmpDtype = Annotated[str, typer.Option("--amp-dtype", help="bf16 or fp16 (fp16 uses a grad scaler)")]
 Width = Annotated[float | None, typer.Option("--width", help="channel multiplier of the model (1.0 = published)")]
 AuxLoss = Annotated[bool, typer.Option("--aux-loss", help="train the auxiliary head (weight 0.5)")]
@@ -30,7 +30,8 @@ ModelFrom = Annotated[str, typer.Option("--model-from", help="pruned checkpoint 
 
 def _build(dataset, data_root, model, epochs, batch_size, lr, weight_decay, scheduler, warmup_epochs,
            slimming_lambda, input_size, amp, amp_dtype, seed, device, save, num_workers, resume, width, aux_loss,
-           pretrained_backbone, backbone_weights, class_weights, sync_bn, max_iters_per_epoch, model_from=None):
+           pretrained_backbone, backbone_weights, class_weights, sync_bn, max_iters_per_epoch, model_from=None,
+           tensorboard=None):
     from vss_cli.workflows.train import TrainOptions
 
     model_kwargs = {}
@@ -49,7 +50,7 @@ def _build(dataset, data_root, model, epochs, batch_size, lr, weight_decay, sche
         input_size=o.parse_size(input_size), amp=amp_dtype if amp else None, seed=seed, device=device,
         num_workers=num_workers, class_weights=class_weights, sync_bn=sync_bn,
         max_iters_per_epoch=max_iters_per_epoch, model_from=model_from, save=str(save) if save else None,
-        resume=resume,
+        resume=resume, tensorboard=str(tensorboard) if tensorboard else None,
     )
 
 
@@ -58,7 +59,7 @@ def _print(outcome, kind: str) -> None:
         return
     console.print(
         f"{kind} run [bold]{outcome.run_id}[/]: best val mIoU {outcome.best_miou:.4f} "
-        f"in {outcome.fit.seconds:.1f}s -> {outcome.checkpoint}", highlight=False,
+        f"in {outcome.fit.seconds:.1f}s -> {outcome.checkpoint}", highlight=False, soft_wrap=True,
     )
 
 
@@ -72,6 +73,7 @@ def train(
     class_weights: ClassWeights = False, sync_bn: SyncBN = False, max_iters_per_epoch: o.MaxIters = None,
     model_from: Annotated[str | None, typer.Option("--model-from", help="start from this (pruned) checkpoint or "
                                                    "run: the same as `vss finetune`")] = None,
+    tensorboard: o.TensorBoard = None,
 ) -> None:
     """Train a baseline (defaults: built-in synthetic data and the small default model)."""
     from vss_cli.workflows.train import train_run
@@ -79,24 +81,26 @@ def train(
     opts = _build(dataset, data_root, model, epochs, batch_size, lr, weight_decay, scheduler, warmup_epochs,
                   slimming_lambda, input_size, amp, amp_dtype, seed, device, save, num_workers, resume, width,
                   aux_loss, pretrained_backbone, backbone_weights, class_weights, sync_bn, max_iters_per_epoch,
-                  model_from=model_from)
+                  model_from=model_from, tensorboard=tensorboard)
     _print(train_run(opts, STATE.store()), "finetune" if model_from else "train")
 
 
 def finetune(
-    model_from: ModelFrom, dataset: o.Dataset = None, data_root: o.DataRoot = None, epochs: Epochs = None,
+    model_from: ModelFrom, dataset: o.CkptDataset = None, data_root: o.DataRoot = None, epochs: Epochs = None,
     batch_size: o.BatchSize = None, lr: Lr = None, weight_decay: WeightDecay = 1e-4, scheduler: Scheduler = "poly",
     warmup_epochs: Warmup = 0.0, slimming_lambda: SlimLambda = 0.0, input_size: o.InputSize = None,
     amp: Amp = False, amp_dtype: AmpDtype = "bf16", seed: o.Seed = 0, device: o.Device = "auto",
     save: o.Save = None, num_workers: o.NumWorkers = 0, resume: Resume = False,
     class_weights: ClassWeights = False, sync_bn: SyncBN = False, max_iters_per_epoch: o.MaxIters = None,
+    tensorboard: o.TensorBoard = None,
 ) -> None:
     """Train starting from a (pruned) checkpoint, keeping its architecture."""
     from vss_cli.workflows.train import train_run
 
     opts = _build(dataset, data_root, None, epochs, batch_size, lr, weight_decay, scheduler, warmup_epochs,
                   slimming_lambda, input_size, amp, amp_dtype, seed, device, save, num_workers, resume, None,
-                  False, False, None, class_weights, sync_bn, max_iters_per_epoch, model_from=model_from)
+                  False, False, None, class_weights, sync_bn, max_iters_per_epoch, model_from=model_from,
+                  tensorboard=tensorboard)
     _print(train_run(opts, STATE.store(), kind="finetune"), "finetune")
 
 

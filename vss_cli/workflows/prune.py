@@ -8,10 +8,11 @@ from pathlib import Path
 
 import torch
 
-from vss_cli.engine.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
+from vss_cli.engine.checkpoint import read_checkpoint, save_checkpoint
 from vss_cli.errors import ConfigError
 from vss_cli.fileio import write_json
 from vss_cli.pruning.base import PruneContext, get_method
+from vss_cli.pruning.checkpoint import load_checkpoint
 from vss_cli.pruning.planner import plan_channels
 from vss_cli.pruning.surgery import (
     apply_plan,
@@ -29,6 +30,7 @@ from vss_cli.workflows.common import (
     recorded,
     resolve_checkpoint,
     resolve_device,
+    save_artifact,
     versions,
 )
 
@@ -182,12 +184,11 @@ def prune_run(opts: PruneOptions, store) -> PruneOutcome:
             count=lambda m: count_complexity(m, input_size), old_history=loaded.history,
             parent_config=dict(getattr(ref.run, "config", None) or {}),
         )
-        ckpt = save_checkpoint(out_dir / "pruned.pt", model=model, spec=loaded.spec, history=history,
-                               dataset={**dspec.to_dict(), "data_root": data_root},
-                               extra={"method": opts.method, "global_ratio": opts.global_ratio})
-        widths = write_json(out_dir / "widths.json", {"widths": layer_widths(model), "notes": report.notes})
-        store.add_artifact(run.id, kind="checkpoint", path=ckpt)
-        store.add_artifact(run.id, kind="widths", path=widths)
+        ckpt = save_artifact(store, run.id, "checkpoint", out_dir / "pruned.pt", lambda p: save_checkpoint(
+            p, model=model, spec=loaded.spec, history=history, dataset={**dspec.to_dict(), "data_root": data_root},
+            extra={"method": opts.method, "global_ratio": opts.global_ratio}))
+        save_artifact(store, run.id, "widths", out_dir / "widths.json",
+                      lambda p: write_json(p, {"widths": layer_widths(model), "notes": report.notes}))
         store.add_metrics(run.id, report.scalars())
     return PruneOutcome(run_id=run.id, out_dir=out_dir, checkpoint=ckpt, report=report)
 
