@@ -129,3 +129,68 @@ def test_cuda_graphs_on_the_cpu_is_refused():
     m = nn.Conv2d(3, 3, 1)
     with pytest.raises(ConfigError, match="--cuda-graphs needs a CUDA device"):
         measure_speed_pair(m, m, input_size=(8, 8), batch=1, device="cpu", cuda_graphs=True)
+
+
+# ----------------------------------------------------------------------------------------------
+# vss prune times the pruned model against its parent
+
+
+@pytest.fixture
+def base_ckpt(tmp_path):
+    from vss_cli.data import get_spec
+    from vss_cli.engine.checkpoint import save_checkpoint
+
+    spec = get_spec("synthetic")
+    torch.manual_seed(0)
+    model = build_model("unet", spec.num_classes, width=0.125).eval()
+    return save_checkpoint(tmp_path / "base.pt", model=model, spec=ModelSpec("unet", spec.num_classes, {"width": 0.125}),
+                           dataset=spec.to_dict())
+
+
+def _prune(ckpt, *extra):
+    from typer.testing import CliRunner
+
+    from vss_cli.cli.app import app
+
+    args = ["--threads", "1", "prune", "--ckpt", str(ckpt), "--global-ratio", "0.5", "--input-size", "32,32",
+            "--samples", "0", "--batch-size", "2", "--save", "out", *extra]
+    return CliRunner().invoke(app, args)
+
+
+def test_prune_records_its_speed_against_the_parent(base_ckpt):
+    import os
+
+    from vss_cli.store import Store
+
+    result = _prune(base_ckpt, "--speed-check-iters", "6")
+    assert result.exit_code == 0, result.output
+    (run,) = Store(os.environ["VSS_DB"]).list_runs(kind="prune")
+    m = Store(os.environ["VSS_DB"]).latest_metrics(run.id)
+    assert m["slower_than_parent"] == float(m["parent_speedup"] <= 1.0)
+    assert m["parent_latency_ms"] > 0 and m["pruned_latency_ms"] > 0 and "parent_speedup_noisy" in m
+
+
+def test_require_speedup_fails_a_slower_prune_and_leaves_no_checkpoint(base_ckpt, monkeypatch):
+    import os
+    from pathlib import Path
+
+    import vss_cli.engine.speed as speed
+    from vss_cli.store import Store
+
+    slow = speed.ParentComparison(speedup=0.93, speedup_iqr=0.05, noisy=False, parent_ms=1.0, child_ms=1.07, iters=4)
+    monkeypatch.setattr(speed, "compare_to_parent", lambda *a, **k: slow)
+    result = _prune(base_ckpt, "--require-speedup")
+    assert result.exit_code == 1, result.output
+    assert "x0.930" in result.output and "--require-speedup" in result.output
+    (run,) = Store(os.environ["VSS_DB"]).list_runs(kind="prune")
+    assert run.status == "failed" and not Path("out/pruned.pt").exists()
+    assert Store(os.environ["VSS_DB"]).artifacts(run.id) == []
+    ok = _prune(base_ckpt, "--save", "out2")  # without the flag: a warning, a completed run, the flag metric
+    assert ok.exit_code == 0 and Path("out2/pruned.pt").exists()
+    done = [r for r in Store(os.environ["VSS_DB"]).list_runs(kind="prune") if r.status == "completed"]
+    assert Store(os.environ["VSS_DB"]).latest_metrics(done[0].id)["slower_than_parent"] == 1.0
+
+
+def test_require_speedup_without_timing_is_bad_input(base_ckpt):
+    result = _prune(base_ckpt, "--require-speedup", "--speed-check-iters", "0")
+    assert result.exit_code == 2 and "--speed-check-iters" in result.output

@@ -27,7 +27,7 @@ import torch
 import torch.nn as nn
 
 from vss_cli.engine.complexity import inference_graph
-from vss_cli.errors import ConfigError
+from vss_cli.errors import ConfigError, VssError
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 NOISY_IQR = 0.2  # IQR / median of the paired ratios above which a speedup is marked noisy
@@ -236,3 +236,45 @@ def speedups(baseline: SpeedResult, candidate: SpeedResult) -> dict[str, float |
     return {"speedup_latency": paired, "speedup_fps": paired,
             "speedup_of_medians": baseline.median_ms / candidate.median_ms,
             "speedup_iqr": iqr, "speedup_noisy": iqr > NOISY_IQR}
+
+
+class SlowerThanParent(VssError):
+    """`--require-speedup` and the pruned model is not faster than its parent: the run failed (exit 1)."""
+
+    exit_code = 1
+
+
+@dataclass
+class ParentComparison:
+    """A pruned model timed against its parent (paired, as deployed) on the eval device."""
+
+    speedup: float
+    speedup_iqr: float
+    noisy: bool
+    parent_ms: float
+    child_ms: float
+    iters: int
+
+    @property
+    def slower_than_parent(self) -> bool:
+        return self.speedup <= 1.0
+
+    def metrics(self) -> dict[str, float]:
+        return {"parent_speedup": self.speedup, "parent_speedup_iqr": self.speedup_iqr,
+                "parent_speedup_noisy": float(self.noisy), "parent_latency_ms": self.parent_ms,
+                "pruned_latency_ms": self.child_ms, "slower_than_parent": float(self.slower_than_parent)}
+
+    def message(self) -> str:
+        noisy = f", noisy: IQR/median {self.speedup_iqr:.2f}" if self.noisy else ""
+        return (f"the pruned model runs x{self.speedup:.3f} against its parent ({self.parent_ms:.2f} -> "
+                f"{self.child_ms:.2f} ms median over {self.iters} paired iterations{noisy})")
+
+
+def compare_to_parent(parent: nn.Module, child: nn.Module, *, input_size: tuple[int, int], batch: int,
+                      device: str | torch.device, setup: TimingSetup) -> ParentComparison:
+    """Short paired timing of a pruned model against the model it was pruned from."""
+    base, cand = measure_speed_pair(parent, child, input_size=input_size, batch=batch, device=device, setup=setup)
+    ups = speedups(base, cand)
+    return ParentComparison(speedup=ups["speedup_latency"], speedup_iqr=ups["speedup_iqr"],
+                            noisy=ups["speedup_noisy"], parent_ms=base.median_ms, child_ms=cand.median_ms,
+                            iters=setup.iters)

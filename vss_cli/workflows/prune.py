@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 import torch
 
 from vss_cli.engine.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
+from vss_cli.engine.progress import log
 from vss_cli.errors import ConfigError
 from vss_cli.fileio import write_json
 from vss_cli.pruning.base import PruneContext, get_method
@@ -46,6 +48,9 @@ class PruneOptions:
     batch_size: int = 8
     save: str | None = None
     model: str | None = None  # optional check: the checkpoint must hold this model
+    speed_check_iters: int = 20  # paired iterations timing the pruned model against its parent (0 = off)
+    dtype: str = "fp32"  # timing precision of that check
+    require_speedup: bool = False  # a pruned model not faster than its parent fails the run (exit 1)
 
 
 @dataclass
@@ -87,6 +92,10 @@ def validate(opts: PruneOptions) -> None:
         raise ConfigError(f"--round-to {opts.round_to} must be 1 or more")
     if opts.samples < 0:
         raise ConfigError(f"--samples {opts.samples} must be 0 or more")
+    if opts.speed_check_iters < 0:
+        raise ConfigError(f"--speed-check-iters {opts.speed_check_iters} must be 0 (off) or more")
+    if opts.require_speedup and not opts.speed_check_iters:
+        raise ConfigError("--require-speedup needs the parent timing: pass --speed-check-iters N with N > 0")
 
 
 def sample_source(dataset: str, data_root: str | None, input_size, samples: int, batch_size: int, seed: int):
@@ -127,11 +136,13 @@ def prune_run(opts: PruneOptions, store) -> PruneOutcome:
     """Prune a checkpoint with one method at a global ratio; returns the new run and checkpoint."""
     from vss_cli.data import get_spec
     from vss_cli.engine.complexity import count_complexity
+    from vss_cli.engine.speed import check_dtype
     from vss_cli.store import config_key, file_sha256
 
     validate(opts)
     method = get_method(opts.method, **opts.method_options)
     device = resolve_device(opts.device)
+    check_dtype(opts.dtype, device)
     ref = resolve_checkpoint(store, opts.ckpt)
     ds = read_checkpoint(ref.path).get("dataset", {})
     dataset = opts.dataset or ds.get("name") or "synthetic"
@@ -154,6 +165,7 @@ def prune_run(opts: PruneOptions, store) -> PruneOutcome:
     store.update_run(run.id, out_dir=str(out_dir.resolve()))
     with recorded(store, run.id):
         model = loaded.model
+        parent = copy.deepcopy(model) if opts.speed_check_iters else None
         report, history = prune_model(
             model, loaded.spec.name, method, opts, input_size=input_size, device=device,
             batch_source=sample_source(dataset, data_root, input_size, opts.samples, opts.batch_size, opts.seed)
@@ -163,6 +175,8 @@ def prune_run(opts: PruneOptions, store) -> PruneOutcome:
             count=lambda m: count_complexity(m, input_size), old_history=loaded.history,
             parent_config=dict(getattr(ref.run, "config", None) or {}),
         )
+        if parent is not None:
+            store.add_metrics(run.id, check_parent_speed(parent, model, opts, input_size, device))
         ckpt = save_checkpoint(out_dir / "pruned.pt", model=model, spec=loaded.spec, history=history,
                                dataset={**dspec.to_dict(), "data_root": data_root},
                                extra={"method": opts.method, "global_ratio": opts.global_ratio})
@@ -171,6 +185,18 @@ def prune_run(opts: PruneOptions, store) -> PruneOutcome:
         store.add_artifact(run.id, kind="widths", path=widths)
         store.add_metrics(run.id, report.scalars())
     return PruneOutcome(run_id=run.id, out_dir=out_dir, checkpoint=ckpt, report=report)
+
+
+def check_parent_speed(parent, model, opts: PruneOptions, input_size, device) -> dict[str, float]:
+    """Time the pruned model against its parent; warn when it is not faster, fail under --require-speedup."""
+    from vss_cli.engine.speed import SlowerThanParent, TimingSetup, compare_to_parent
+
+    setup = TimingSetup(dtype=opts.dtype, warmup=max(2, opts.speed_check_iters // 5), iters=opts.speed_check_iters)
+    cmp = compare_to_parent(parent, model, input_size=input_size, batch=opts.batch_size, device=device, setup=setup)
+    if cmp.slower_than_parent and opts.require_speedup:
+        raise SlowerThanParent(f"{cmp.message()}: --require-speedup refuses it (try a larger --round-to or ratio)")
+    log(f"{'warning: ' if cmp.slower_than_parent else ''}{cmp.message()}")
+    return cmp.metrics()
 
 
 def prune_context(model, ignored, opts: PruneOptions, *, input_size, device, batch_source, fit, num_classes: int,
