@@ -24,6 +24,16 @@ def parse_size(value: str | None) -> tuple[int, int] | None:
     return nums[0], nums[1]
 
 
+def parse_round_to(value: str) -> int | str:
+    """`--round-to`: a positive integer or `auto`."""
+    if str(value).strip().lower() == "auto":
+        return "auto"
+    try:
+        return int(value)
+    except ValueError:
+        raise typer.BadParameter(f"'{value}' is not a number or auto") from None
+
+
 def parse_list(value: str | None, cast=str) -> list:
     if value is None:
         return []
@@ -50,6 +60,8 @@ NumWorkers = Annotated[int, typer.Option("--num-workers", help="data-loader work
 BatchSize = Annotated[int | None, typer.Option("--batch-size", help="batch size; default depends on the dataset")]
 OutFormat = Annotated[str, typer.Option("--format", help="table, csv or json")]
 RoundTo = Annotated[int, typer.Option("--round-to", help="kept widths are multiples of K (1 = exact ratio)")]
+RoundToAuto = Annotated[str, typer.Option("--round-to", help="kept widths are multiples of K (1 = exact ratio), "
+                                          "or auto: the widths the latency table shows are fast (--budget latency)")]
 Samples = Annotated[int, typer.Option("--samples", help="training images scored by data-driven methods")]
 OracleSamples = Annotated[int, typer.Option("--oracle-samples", help="validation images for the oracle "
                                             "channel-importance analysis (0 = off)")]

@@ -22,6 +22,8 @@ SpeedCheckIters = Annotated[int, typer.Option("--speed-check-iters", help="paire
                                               "model against its parent, as deployed (0 = off)")]
 RequireSpeedup = Annotated[bool, typer.Option("--require-speedup", help="fail the run (exit 1, no checkpoint) "
                                              "when the pruned model is not faster than its parent")]
+Budget = Annotated[str, typer.Option("--budget", help="what --global-ratio is a fraction of: channels, or "
+                                     "latency (measured on --device/--dtype/--batch-size/--input-size)")]
 MethodOpt = Annotated[list[str] | None, typer.Option("--option", help="method option KEY=VALUE (repeatable)")]
 
 
@@ -39,24 +41,25 @@ def _method_options(pairs: list[str] | None, **named) -> dict:
 
 
 def prune(
-    ckpt: Ckpt, method: Method = "l1", global_ratio: Ratio = 0.3, round_to: o.RoundTo = 8,
+    ckpt: Ckpt, method: Method = "l1", global_ratio: Ratio = 0.3, round_to: o.RoundToAuto = "8",
     input_size: o.InputSize = None, samples: o.Samples = 64, seed: o.Seed = 0, device: o.Device = "auto",
     dataset: o.Dataset = None, data_root: o.DataRoot = None, save: o.Save = None,
     batch_size: Annotated[int, typer.Option("--batch-size", help="minibatch size while scoring")] = 8,
     sparse_epochs: SparseEpochs = None, fgp_share: FgpShare = None, target_macs: TargetMacs = None,
     option: MethodOpt = None, model: o.Model = None, speed_check_iters: SpeedCheckIters = 20,
-    require_speedup: RequireSpeedup = False, dtype: o.TimingDtype = "fp32",
+    require_speedup: RequireSpeedup = False, dtype: o.TimingDtype = "fp32", budget: Budget = "channels",
 ) -> None:
     """Remove channels physically with one criterion; records MACs, params and widths before/after."""
     from vss_cli.workflows.prune import PruneOptions, prune_run
 
     opts = PruneOptions(
-        ckpt=ckpt, method=method, global_ratio=global_ratio, round_to=round_to, input_size=o.parse_size(input_size),
+        ckpt=ckpt, method=method, global_ratio=global_ratio, round_to=o.parse_round_to(round_to),
+        input_size=o.parse_size(input_size),
         samples=samples, seed=seed, device=device, dataset=dataset, data_root=str(data_root) if data_root else None,
         method_options=_method_options(option, sparse_epochs=sparse_epochs, share=fgp_share,
                                        target_macs=target_macs),
         batch_size=batch_size, save=str(save) if save else None, model=model, speed_check_iters=speed_check_iters,
-        require_speedup=require_speedup, dtype=dtype,
+        require_speedup=require_speedup, dtype=dtype, budget=budget,
     )
     out = prune_run(opts, STATE.store())
     r = out.report

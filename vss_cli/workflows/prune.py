@@ -37,7 +37,7 @@ class PruneOptions:
     ckpt: str
     method: str = "l1"
     global_ratio: float = 0.3
-    round_to: int = 8
+    round_to: int | str = 8  # "auto" with --budget latency: the widths the latency table shows are fast
     input_size: tuple[int, int] | None = None
     samples: int = 64
     seed: int = 0
@@ -51,6 +51,7 @@ class PruneOptions:
     speed_check_iters: int = 20  # paired iterations timing the pruned model against its parent (0 = off)
     dtype: str = "fp32"  # timing precision of that check
     require_speedup: bool = False  # a pruned model not faster than its parent fails the run (exit 1)
+    budget: str = "channels"  # channels | latency (the ratio of measured latency to remove, on --device/--dtype)
 
 
 @dataclass
@@ -88,8 +89,12 @@ class PruneOutcome:
 def validate(opts: PruneOptions) -> None:
     if not 0.0 < opts.global_ratio < 1.0:
         raise ConfigError(f"--global-ratio {opts.global_ratio} is outside (0, 1): pass a fraction such as 0.3")
-    if opts.round_to < 1:
-        raise ConfigError(f"--round-to {opts.round_to} must be 1 or more")
+    if opts.budget not in ("channels", "latency"):
+        raise ConfigError(f"--budget {opts.budget} is unknown: use channels or latency")
+    if opts.round_to == "auto" and opts.budget != "latency":
+        raise ConfigError("--round-to auto reads the latency table: pass --budget latency or a number")
+    if opts.round_to != "auto" and (not isinstance(opts.round_to, int) or opts.round_to < 1):
+        raise ConfigError(f"--round-to {opts.round_to} must be 1 or more (or auto with --budget latency)")
     if opts.samples < 0:
         raise ConfigError(f"--samples {opts.samples} must be 0 or more")
     if opts.speed_check_iters < 0:
@@ -166,6 +171,7 @@ def prune_run(opts: PruneOptions, store) -> PruneOutcome:
     with recorded(store, run.id):
         model = loaded.model
         parent = copy.deepcopy(model) if opts.speed_check_iters else None
+        plan_fn, latency = latency_plan(store, opts, input_size, device)
         report, history = prune_model(
             model, loaded.spec.name, method, opts, input_size=input_size, device=device,
             batch_source=sample_source(dataset, data_root, input_size, opts.samples, opts.batch_size, opts.seed)
@@ -173,8 +179,10 @@ def prune_run(opts: PruneOptions, store) -> PruneOutcome:
             fit=make_fit(dataset, data_root, input_size, opts.seed, device, ds),
             num_classes=loaded.spec.num_classes, ignore_index=dspec.ignore_index,
             count=lambda m: count_complexity(m, input_size), old_history=loaded.history,
-            parent_config=dict(getattr(ref.run, "config", None) or {}),
+            parent_config=dict(getattr(ref.run, "config", None) or {}), plan_fn=plan_fn,
         )
+        if latency is not None:
+            store.add_metrics(run.id, latency.metrics())
         if parent is not None:
             store.add_metrics(run.id, check_parent_speed(parent, model, opts, input_size, device))
         ckpt = save_checkpoint(out_dir / "pruned.pt", model=model, spec=loaded.spec, history=history,
@@ -185,6 +193,17 @@ def prune_run(opts: PruneOptions, store) -> PruneOutcome:
         store.add_artifact(run.id, kind="widths", path=widths)
         store.add_metrics(run.id, report.scalars())
     return PruneOutcome(run_id=run.id, out_dir=out_dir, checkpoint=ckpt, report=report)
+
+
+def latency_plan(store, opts: PruneOptions, input_size, device) -> tuple:
+    """(plan function, outcome) for --budget latency, else (None, None)."""
+    if opts.budget != "latency":
+        return None, None
+    from vss_cli.workflows.latency_budget import LatencySetting, latency_planner
+
+    return latency_planner(store, LatencySetting(ratio=opts.global_ratio, round_to=opts.round_to, device=device,
+                                                 dtype=opts.dtype, batch=opts.batch_size, input_size=tuple(input_size),
+                                                 iters=max(opts.speed_check_iters, 10)))
 
 
 def check_parent_speed(parent, model, opts: PruneOptions, input_size, device) -> dict[str, float]:
@@ -207,7 +226,7 @@ def prune_context(model, ignored, opts: PruneOptions, *, input_size, device, bat
     groups = collect_groups(model, dg, ignored)
     ctx = PruneContext(model=model, groups=groups, device=torch.device(device), num_classes=num_classes,
                        ignore_index=ignore_index, seed=opts.seed, samples=opts.samples, ratio=opts.global_ratio,
-                       round_to=opts.round_to, options=dict(opts.method_options), input_size=tuple(input_size),
+                       round_to=8 if opts.round_to == "auto" else opts.round_to, options=dict(opts.method_options), input_size=tuple(input_size),
                        batch_source=batch_source, parent_config=dict(parent_config or {}),
                        fit=(lambda hooks, epochs, **kw: fit(model, hooks, epochs, **kw)) if fit else None)
     return dg, groups, ctx
@@ -215,7 +234,7 @@ def prune_context(model, ignored, opts: PruneOptions, *, input_size, device, bat
 
 def prune_model(model, model_name: str, method, opts: PruneOptions, *, input_size, device, batch_source, fit,
                 num_classes: int, ignore_index: int, count, old_history=(),
-                parent_config: dict | None = None) -> tuple[PruneReport, list]:
+                parent_config: dict | None = None, plan_fn=None) -> tuple[PruneReport, list]:
     """Score, plan and apply on an in-memory model; returns the report and the full pruning history."""
     model.to(device).eval()
     ignored = output_layers_of(model, model_name)
@@ -227,7 +246,7 @@ def prune_model(model, model_name: str, method, opts: PruneOptions, *, input_siz
     t0 = time.perf_counter()
     method.prepare(ctx)
     scores = method.score(ctx)
-    plan = method.plan(ctx, scores)
+    plan = plan_fn(ctx, scores) if plan_fn else method.plan(ctx, scores)  # a latency budget replaces the plan
     t1 = time.perf_counter()
     apply_plan(dg, groups, plan)
     t2 = time.perf_counter()
