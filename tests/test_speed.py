@@ -194,3 +194,30 @@ def test_require_speedup_fails_a_slower_prune_and_leaves_no_checkpoint(base_ckpt
 def test_require_speedup_without_timing_is_bad_input(base_ckpt):
     result = _prune(base_ckpt, "--require-speedup", "--speed-check-iters", "0")
     assert result.exit_code == 2 and "--speed-check-iters" in result.output
+
+
+def test_eval_report_says_how_it_timed_and_flags_noise(base_ckpt):
+    import json
+    import os
+
+    from typer.testing import CliRunner
+
+    from vss_cli.cli.app import app
+    from vss_cli.store import Store
+
+    common = ["--threads", "1", "eval", "--baseline", str(base_ckpt), "--candidate", str(base_ckpt), "--input-size",
+              "32,32", "--speed-iters", "3", "--warmup", "1", "--batch-size", "2"]
+    result = CliRunner().invoke(app, [*common, "--report", "fused.json"])
+    assert result.exit_code == 0, result.output
+    report = json.load(open("fused.json"))
+    speed = report["candidate_speed"]
+    assert speed["fuse_bn"] and speed["bn_folded"] == 18 and not speed["compiled"] and not speed["cuda_graphs"]
+    assert speed["avg_ms_per_iter"] == speed["median_ms"] and "mean_ms_per_iter" in speed
+    assert isinstance(report["speedup_noisy"], bool) and report["speedup_iqr"] >= 0
+    (run,) = Store(os.environ["VSS_DB"]).list_runs(kind="eval")
+    assert Store(os.environ["VSS_DB"]).latest_metrics(run.id)["speedup_noisy"] == float(report["speedup_noisy"])
+    assert "timed as" in result.output
+    plain = CliRunner().invoke(app, [*common, "--no-fuse-bn", "--report", "plain.json"])
+    assert plain.exit_code == 0 and not json.load(open("plain.json"))["candidate_speed"]["fuse_bn"]
+    refused = CliRunner().invoke(app, [*common, "--cuda-graphs", "--device", "cpu"])
+    assert refused.exit_code == 2 and "--cuda-graphs needs a CUDA device" in refused.output
