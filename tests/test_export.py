@@ -13,8 +13,9 @@ from typer.testing import CliRunner
 from tests.test_speed import _random_bn
 from vss_cli.cli.app import app
 from vss_cli.data import get_spec
-from vss_cli.engine.checkpoint import ModelSpec, load_checkpoint, save_checkpoint
+from vss_cli.engine.checkpoint import ModelSpec, save_checkpoint
 from vss_cli.models import build_model
+from vss_cli.pruning.checkpoint import load_checkpoint
 from vss_cli.store import Store
 
 runner = CliRunner()

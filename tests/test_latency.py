@@ -13,9 +13,10 @@ from typer.testing import CliRunner
 import vss_cli.pruning.latency as lat
 from vss_cli.cli.app import app
 from vss_cli.data import get_spec
-from vss_cli.engine.checkpoint import ModelSpec, load_checkpoint, save_checkpoint
+from vss_cli.engine.checkpoint import ModelSpec, save_checkpoint
 from vss_cli.engine.speed import measure_speed_pair, speedups
 from vss_cli.models import build_model
+from vss_cli.pruning.checkpoint import load_checkpoint
 from vss_cli.pruning.surgery import LayerGroup
 from vss_cli.store import Store
 

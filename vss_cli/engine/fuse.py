@@ -1,7 +1,7 @@
 """Conv-BN folding: the model as it is deployed, with every BatchNorm that directly follows a conv
 merged into that conv's weights and bias.
 
-Pairs come from the traced graph (Torch-Pruning's dependency graph, the one pruning uses), not from
+Pairs come from the traced graph (Torch-Pruning's dependency graph, as pruning traces it), not from
 module order: a BatchNorm2d is folded only when its one input is a Conv2d whose output feeds nothing
 else, so residual additions, U-Net skip concatenations, ASPP branches and SegNet unpooling keep their
 meaning. This works the same on a freshly built model and on a pruned one rebuilt by replaying its
@@ -26,12 +26,26 @@ class FoldResult:
     pairs: tuple[tuple[str, str], ...]
 
 
+def _traced(model: nn.Module, size: tuple[int, int]):
+    """Torch-Pruning's traced module graph of `model` in eval mode (its modes restored after)."""
+    import torch_pruning as tp
+
+    modes = {m: m.training for m in model.modules()}
+    example = torch.zeros(1, 3, *size, device=next(model.parameters()).device)
+    try:
+        with torch.enable_grad():
+            return tp.DependencyGraph().build_dependency(
+                model.eval(), example_inputs=example, verbose=False,
+                output_transform=lambda out: sum(v.sum() for v in out.values()) if isinstance(out, dict) else out.sum())
+    finally:
+        for m, training in modes.items():
+            m.training = training
+
+
 def conv_bn_pairs(model: nn.Module, size: tuple[int, int] = (64, 64)) -> list[tuple[str, str]]:
     """(conv name, bn name) for every BatchNorm2d fed only by a Conv2d that feeds only it."""
-    from vss_cli.pruning.surgery import build_graph
-
     names = {m: n for n, m in model.named_modules()}
-    dg = build_graph(model, size=size)
+    dg = _traced(model, size)
     pairs = []
     for module, node in dg.module2node.items():
         if not isinstance(module, nn.BatchNorm2d) or len(node.inputs) != 1:

@@ -19,10 +19,10 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from vss_cli.engine.checkpoint import load_checkpoint
 from vss_cli.engine.progress import log
 from vss_cli.errors import ConfigError
 from vss_cli.fileio import atomic_output
+from vss_cli.pruning.checkpoint import load_checkpoint
 from vss_cli.workflows.common import default_out_dir, recorded, resolve_checkpoint, versions
 
 ONNX_OPSET = 17

@@ -9,11 +9,12 @@ from pathlib import Path
 
 import torch
 
-from vss_cli.engine.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
+from vss_cli.engine.checkpoint import read_checkpoint, save_checkpoint
 from vss_cli.engine.progress import log
 from vss_cli.errors import ConfigError
 from vss_cli.fileio import write_json
 from vss_cli.pruning.base import PruneContext, get_method
+from vss_cli.pruning.checkpoint import load_checkpoint
 from vss_cli.pruning.surgery import (
     apply_plan,
     build_graph,

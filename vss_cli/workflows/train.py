@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import contextlib
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
 
-from vss_cli.engine.checkpoint import ModelSpec, load_checkpoint
+from vss_cli.engine.checkpoint import ModelSpec
 from vss_cli.engine.progress import log
 from vss_cli.engine.train import FitResult, TrainConfig, TrainHooks, fit
 from vss_cli.errors import ConfigError
+from vss_cli.pruning.checkpoint import load_checkpoint
 from vss_cli.workflows.common import (
     default_out_dir,
     recorded,
@@ -196,7 +197,7 @@ def train_run(opts: TrainOptions, store, *, kind: str = "train", hooks: TrainHoo
         device = torch.device("cuda", torch.cuda.current_device())
     model, mspec, history, parent = prepare_model(opts, store)
     if opts.model_from:
-        opts.model = mspec.name
+        opts = replace(opts, model=mspec.name)
     if opts.sync_bn and distributed:
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     train_loader, val_loader = _loaders(opts, distributed)
@@ -208,20 +209,10 @@ def train_run(opts: TrainOptions, store, *, kind: str = "train", hooks: TrainHoo
     dspec = get_spec(opts.dataset).to_dict()
     cfg = TrainConfig(
         epochs=opts.epochs, lr=opts.lr, weight_decay=opts.weight_decay, scheduler=opts.scheduler,
-        warmup_epochs=opts.warmup_epochs, amp=opts.amp, slimming_lambda=opts.slimming_lambda,
+        warmup_epochs=opts.warmup_epochs, amp=opts.amp,
         seed=opts.seed, device=str(device), max_iters_per_epoch=opts.max_iters_per_epoch,
     )
-    hooks = hooks or TrainHooks()
-    if main:
-        user_hook = hooks.on_epoch_end
-
-        def on_epoch_end(epoch: int, scalars: dict) -> None:
-            store.add_metrics(run_id, scalars, step=epoch)
-            store.heartbeat(run_id)
-            if user_hook is not None:
-                user_hook(epoch, scalars)
-
-        hooks.on_epoch_end = on_epoch_end
+    hooks = _run_hooks(hooks or TrainHooks(), opts, store, run_id if main else None)
     ctx = recorded(store, run_id) if main else contextlib.nullcontext()
     with ctx:
         result = fit(model, train_loader, val_loader, cfg, num_classes=mspec.num_classes,
@@ -237,6 +228,27 @@ def train_run(opts: TrainOptions, store, *, kind: str = "train", hooks: TrainHoo
         torch.distributed.barrier()
     return TrainOutcome(run_id=run_id, out_dir=out_dir, checkpoint=result.best_path, best_miou=result.best_miou,
                         fit=result)
+
+
+def _run_hooks(hooks: TrainHooks, opts: TrainOptions, store, run_id: str | None) -> TrainHooks:
+    """The caller's hooks (left untouched) plus this run's: slimming's L1 subgradient when
+    `--slimming-lambda` is set, and recording each epoch's scalars on the run row (rank 0)."""
+    extra = {}
+    if opts.slimming_lambda and hooks.regularize is None:
+        from vss_cli.pruning.methods.slimming import slimming_regularizer
+
+        extra["regularize"] = slimming_regularizer(opts.slimming_lambda)
+    if run_id is not None:
+        user_hook = hooks.on_epoch_end
+
+        def on_epoch_end(epoch: int, scalars: dict) -> None:
+            store.add_metrics(run_id, scalars, step=epoch)
+            store.heartbeat(run_id)
+            if user_hook is not None:
+                user_hook(epoch, scalars)
+
+        extra["on_epoch_end"] = on_epoch_end
+    return replace(hooks, **extra)
 
 
 def _open_run(store, kind, config, key, opts: TrainOptions, parent, device, world):
