@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import statistics
 from pathlib import Path
 
 import pytest
@@ -146,6 +147,10 @@ def test_latency_budget_reaches_the_requested_speedup_on_resnet50_seg(tmp_path):
     result = _prune(ckpt, 0.3, 64, "out", "--speed-check-iters", "20")
     assert result.exit_code == 0, result.output
     parent, child = load_checkpoint(ckpt).model, load_checkpoint(Path("out/pruned.pt")).model
-    base, cand = measure_speed_pair(parent, child, input_size=(64, 64), batch=1, device="cpu", warmup=5, iters=40)
+    measured = []
+    for seed in range(3):  # the median of three paired measurements: a shared CPU has bursts of load
+        base, cand = measure_speed_pair(parent, child, input_size=(64, 64), batch=1, device="cpu", warmup=3,
+                                        iters=30, seed=seed)
+        measured.append(speedups(base, cand)["speedup_latency"])
     requested = 1 / (1 - 0.3)
-    assert abs(speedups(base, cand)["speedup_latency"] / requested - 1) <= 0.15
+    assert abs(statistics.median(measured) / requested - 1) <= 0.15, (measured, result.output)
