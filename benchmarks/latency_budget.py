@@ -6,7 +6,7 @@ Prints per model, ratio and budget: MACs reduction (before / after), the measure
 efficiency = speedup / MACs reduction (1.0: latency falls as fast as MACs do).
 
     python benchmarks/latency_budget.py                      # CUDA when present: 512x1024, bf16, batch 4, width 1
-    python benchmarks/latency_budget.py --device cpu         # CPU: width 0.25, 64x64, fp32, batch 1
+    python benchmarks/latency_budget.py --device cpu --threads 1   # CPU: width 0.25, 64x64, fp32, batch 1
 """
 
 from __future__ import annotations
@@ -44,7 +44,10 @@ def _args() -> argparse.Namespace:
     ap.add_argument("--width", type=float, default=None, help="channel multiplier (default 1 on CUDA, 0.25 on CPU)")
     ap.add_argument("--round-to", default="8", help="K or auto (auto applies to the latency budget only)")
     ap.add_argument("--iters", type=int, default=30, help="paired timing iterations")
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     defaults = CUDA if args.device.startswith("cuda") else CPU
     for key, value in defaults.items():
         if getattr(args, key) is None:

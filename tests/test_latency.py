@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import statistics
 from pathlib import Path
@@ -133,6 +134,20 @@ def test_the_latency_table_is_cached_in_the_store_and_reused(tmp_path, monkeypat
     assert reused == [0.0, 1.0]
     assert _prune(ckpt, 0.3, 48, "c", "--speed-check-iters", "4").exit_code == 0  # another shape: measured anew
     assert len(timed) > first and len(store.list_runs(kind="profile")) == 2
+
+
+def test_round_to_auto_prunes_to_fast_table_widths(tmp_path):
+    ckpt = _ckpt(tmp_path / "base.pt", "resnet50_seg", 0.125)
+    result = _prune(ckpt, 0.3, 32, "auto", "--round-to", "auto", "--speed-check-iters", "4")
+    assert result.exit_code == 0, result.output
+    store = Store(os.environ["VSS_DB"])
+    (profile,) = store.list_runs(kind="profile")
+    table = lat.LatencyTable.from_json(json.loads(
+        Path(store.artifact_path(profile.id, kind="latency-table")).read_text()))
+    widths = json.loads(Path("auto/widths.json").read_text())["widths"]
+    assert table.measured_on["round_to"] == "auto"
+    pruned = [g for g, row in table.ms.items() if widths[g] < max(row)]
+    assert pruned and all(widths[g] in lat.fast_widths(table.ms[g]) for g in pruned)
 
 
 def test_round_to_auto_needs_the_latency_budget(tmp_path):
