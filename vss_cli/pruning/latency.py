@@ -44,22 +44,29 @@ class ConvCall:
     dilation: tuple[int, int]
     height: int
     width: int
+    transposed: bool = False  # a ConvTranspose2d (U-Net's up-convs)
 
     def key(self) -> str:
-        return (f"{self.in_ch}x{self.out_ch}k{self.kernel}s{self.stride}p{self.padding}d{self.dilation}"
-                f"@{self.height}x{self.width}")
+        return (f"{'t' if self.transposed else ''}{self.in_ch}x{self.out_ch}k{self.kernel}s{self.stride}"
+                f"p{self.padding}d{self.dilation}@{self.height}x{self.width}")
+
+    def module(self) -> nn.Module:
+        cls = nn.ConvTranspose2d if self.transposed else nn.Conv2d
+        return cls(self.in_ch, self.out_ch, self.kernel, self.stride, self.padding, dilation=self.dilation)
 
 
 def conv_calls(model: nn.Module, input_size: tuple[int, int]) -> dict[str, ConvCall]:
-    """Every (non-grouped) Conv2d the inference graph calls, with its input's spatial size, by module name."""
+    """Every (non-grouped) Conv2d / ConvTranspose2d the inference graph calls, with its input's spatial
+    size, by module name."""
     found: dict[str, ConvCall] = {}
     hooks = []
     for name, m in model.named_modules():
-        if isinstance(m, nn.Conv2d) and m.groups == 1:
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)) and m.groups == 1:
             def hook(mod, args, _out, name=name):
                 h, w = args[0].shape[-2:]
                 found[name] = ConvCall(mod.in_channels, mod.out_channels, tuple(mod.kernel_size), tuple(mod.stride),
-                                       tuple(mod.padding), tuple(mod.dilation), int(h), int(w))
+                                       tuple(mod.padding), tuple(mod.dilation), int(h), int(w),
+                                       isinstance(mod, nn.ConvTranspose2d))
             hooks.append(m.register_forward_hook(hook))
     device = next(model.parameters()).device
     try:
@@ -98,8 +105,7 @@ def width_steps(size: int, unit: int, floor: int, max_points: int = MAX_POINTS) 
 def time_conv(call: ConvCall, *, batch: int, device: torch.device, dtype: torch.dtype, iters: int = 10,
               warmup: int = 3) -> float:
     """Median milliseconds of one standalone conv forward with this shape (bias on: BN is folded)."""
-    conv = nn.Conv2d(call.in_ch, call.out_ch, call.kernel, call.stride, call.padding, call.dilation)
-    conv = conv.to(device=device, dtype=dtype).eval()
+    conv = call.module().to(device=device, dtype=dtype).eval()
     x = torch.randn(batch, call.in_ch, call.height, call.width, device=device, dtype=dtype)
     times = []
     with torch.inference_mode():
