@@ -137,7 +137,7 @@ def test_the_latency_table_is_cached_in_the_store_and_reused(tmp_path, monkeypat
 
 
 def test_round_to_auto_prunes_to_fast_table_widths(tmp_path):
-    ckpt = _ckpt(tmp_path / "base.pt", "resnet50_seg", 0.125)
+    ckpt = _ckpt(tmp_path / "base.pt", "unet", 0.125)
     result = _prune(ckpt, 0.3, 32, "auto", "--round-to", "auto", "--speed-check-iters", "4")
     assert result.exit_code == 0, result.output
     store = Store(os.environ["VSS_DB"])
