@@ -95,6 +95,13 @@ def check_dtype(dtype: str, device: torch.device) -> torch.dtype:
     return DTYPES[dtype]
 
 
+def timing_setup(opts) -> TimingSetup:
+    """The TimingSetup of an options object with eval's timing fields (dtype, channels_last, fuse_bn,
+    compile, cuda_graphs, warmup, speed_iters)."""
+    return TimingSetup(dtype=opts.dtype, channels_last=opts.channels_last, fuse_bn=opts.fuse_bn,
+                       compile=opts.compile, cuda_graphs=opts.cuda_graphs, warmup=opts.warmup, iters=opts.speed_iters)
+
+
 def check_setup(setup: TimingSetup, device: torch.device) -> torch.dtype:
     """The torch dtype; CUDA graphs off CUDA are bad input (never a silent fallback)."""
     if setup.cuda_graphs and device.type != "cuda":
