@@ -222,3 +222,13 @@ def test_eval_report_says_how_it_timed_and_flags_noise(base_ckpt):
     assert plain.exit_code == 0 and not json.load(open("plain.json"))["candidate_speed"]["fuse_bn"]
     refused = CliRunner().invoke(app, [*common, "--cuda-graphs", "--device", "cpu"])
     assert refused.exit_code == 2 and "--cuda-graphs needs a CUDA device" in refused.output
+
+
+@pytest.mark.heavy
+def test_compiled_timing_runs_and_says_so():
+    """torch.compile on the CPU (minutes on a small machine: C++ codegen)."""
+    torch.manual_seed(0)
+    model = build_model("unet", 5, width=0.125)
+    base, _ = measure_speed_pair(model, model, input_size=(32, 32), batch=1, device="cpu", warmup=2, iters=3,
+                                 compile=True)
+    assert base.compiled and base.fuse_bn and base.bn_folded == 18 and base.iterations == 3
