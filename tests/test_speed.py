@@ -102,7 +102,10 @@ def test_fps_and_avg_ms_come_from_the_median_and_the_result_says_how_it_was_time
         assert r.avg_ms_per_iter == r.median_ms == median
         assert r.mean_ms_per_iter == pytest.approx(statistics.fmean(r.times_ms))
         assert r.fuse_bn and r.bn_folded == 18 and not r.compiled and not r.cuda_graphs
-        assert {"fuse_bn", "bn_folded", "compiled", "cuda_graphs", "mean_ms_per_iter"} <= set(r.to_report())
+        assert {"fuse_bn", "bn_folded", "compiled", "cuda_graphs", "mean_ms_per_iter", "spread", "noisy"} <= set(
+            r.to_report())
+        q1, _, q3 = statistics.quantiles(r.times_ms, n=4, method="inclusive")
+        assert r.spread == pytest.approx((q3 - q1) / median) and r.noisy == (r.spread > 0.2)
     plain, _ = measure_speed_pair(a, b, input_size=(16, 16), batch=1, device="cpu", warmup=0, iters=1,
                                   setup=TimingSetup(fuse_bn=False, warmup=0, iters=1))
     assert not plain.fuse_bn and plain.bn_folded == 0

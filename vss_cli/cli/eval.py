@@ -42,8 +42,10 @@ def summary_table(report: dict) -> Table:
     table.add_row("pixel accuracy", _fmt(b["Pixel_Accuracy"]), _fmt(c["Pixel_Accuracy"]))
     table.add_row("MACs", bx["FLOPs"], cx["FLOPs"])
     table.add_row("params", bx["Params"], cx["Params"])
-    table.add_row(f"latency ms (median, batch {bs['batch']}, {bs['dtype']})", _fmt(bs["median_ms"], ".2f"),
-                  _fmt(cs["median_ms"], ".2f"))
+    def ms(speed: dict) -> str:
+        return _fmt(speed["median_ms"], ".2f") + (f" (noisy: IQR/median {speed['spread']:.2f})" if speed.get("noisy") else "")
+
+    table.add_row(f"latency ms (median, batch {bs['batch']}, {bs['dtype']})", ms(bs), ms(cs))
     table.add_row("images/s", _fmt(bs["fps"], ".1f"), _fmt(cs["fps"], ".1f"))
     ratios = report["pruning_ratios"]
     table.add_section()

@@ -69,6 +69,8 @@ class SpeedResult:
     bn_folded: int = 0  # conv-BN pairs merged
     compiled: bool = False
     cuda_graphs: bool = False
+    spread: float = 0.0  # IQR / median of the per-iteration times
+    noisy: bool = False  # spread > NOISY_IQR: the timing is not to be trusted on its own
     times_ms: list[float] = field(default_factory=list, repr=False)  # per iteration, paired by index
 
     def to_report(self) -> dict:
@@ -172,7 +174,8 @@ def _result(times_ms: list[float], *, setup: TimingSetup, batch: int, input_size
         fps=fps, avg_ms_per_iter=median, pixels_per_second=fps * input_size[0] * input_size[1],
         iterations=len(times_ms), warmup=setup.warmup, batch=batch, input_size=tuple(input_size),
         device=device_name(device), dtype=setup.dtype, channels_last=setup.channels_last, fuse_bn=setup.fuse_bn,
-        bn_folded=bn_folded, compiled=setup.compile, cuda_graphs=setup.cuda_graphs, times_ms=list(times_ms),
+        bn_folded=bn_folded, compiled=setup.compile, cuda_graphs=setup.cuda_graphs,
+        spread=iqr_over_median(times_ms), noisy=iqr_over_median(times_ms) > NOISY_IQR, times_ms=list(times_ms),
     )
 
 
