@@ -139,5 +139,5 @@ def test_epoch_seconds_is_per_epoch_and_elapsed_is_cumulative(tiny_batches):
     per_epoch = [h["epoch_seconds"] for h in result.history]
     elapsed = [h["elapsed_seconds"] for h in result.history]
     assert elapsed == sorted(elapsed) and elapsed[-1] >= sum(per_epoch) * 0.999
-    assert all(0 < s <= e for s, e in zip(per_epoch, elapsed))
+    assert all(0 < s <= e for s, e in zip(per_epoch, elapsed, strict=True))
     assert per_epoch[-1] < elapsed[-1]  # not cumulative

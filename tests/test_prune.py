@@ -163,6 +163,9 @@ def test_achieved_channel_ratio_at_full_width(ratio):
 @pytest.mark.parametrize("args, message", [
     (["--global-ratio", "1.5"], "--global-ratio 1.5"),
     (["--method", "nope"], "unknown pruning method 'nope'"),
+    (["--allocation", "even"], "unknown --allocation 'even'"),
+    (["--normalizer", "median"], "unknown --normalizer 'median'"),
+    (["--budget", "watts"], "unknown --budget 'watts'"),
 ])
 def test_cli_rejects_bad_input_without_a_run(args, message, tmp_path, monkeypatch):
     from vss_cli.cli.app import app

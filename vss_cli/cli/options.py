@@ -71,3 +71,12 @@ SpeedIters = Annotated[int, typer.Option("--speed-iters", help="timed iterations
 WarmupIters = Annotated[int, typer.Option("--warmup", help="untimed warm-up iterations per model in each eval")]
 MaxIters = Annotated[int | None, typer.Option("--max-iters-per-epoch", help="cap iterations per training epoch "
                                               "(smoke runs)")]
+Allocation = Annotated[str, typer.Option("--allocation", help="how the cut is spread over layers: paper (each "
+                                         "method's own rule), uniform (same fraction per layer) or global "
+                                         "(one threshold on normalised scores)")]
+Normalizer = Annotated[str, typer.Option("--normalizer", help="per-layer score normalisation of --allocation "
+                                         "global: mean, max or none")]
+Budget = Annotated[str, typer.Option("--budget", help="what --global-ratio counts: channels, macs, or latency "
+                                     "(measured on --device/--dtype/--batch-size/--input-size)")]
+TensorBoard = Annotated[Path | None, typer.Option("--tensorboard", help="also write the per-epoch scalars as "
+                                                "TensorBoard event files under DIR/<kind>-<run id>")]

@@ -30,7 +30,8 @@ ModelFrom = Annotated[str, typer.Option("--model-from", help="pruned checkpoint 
 
 def _build(dataset, data_root, model, epochs, batch_size, lr, weight_decay, scheduler, warmup_epochs,
            slimming_lambda, input_size, amp, amp_dtype, seed, device, save, num_workers, resume, width, aux_loss,
-           pretrained_backbone, backbone_weights, class_weights, sync_bn, max_iters_per_epoch, model_from=None):
+           pretrained_backbone, backbone_weights, class_weights, sync_bn, max_iters_per_epoch, model_from=None,
+           tensorboard=None):
     from vss_cli.workflows.train import TrainOptions
 
     model_kwargs = {}
@@ -49,7 +50,7 @@ def _build(dataset, data_root, model, epochs, batch_size, lr, weight_decay, sche
         input_size=o.parse_size(input_size), amp=amp_dtype if amp else None, seed=seed, device=device,
         num_workers=num_workers, class_weights=class_weights, sync_bn=sync_bn,
         max_iters_per_epoch=max_iters_per_epoch, model_from=model_from, save=str(save) if save else None,
-        resume=resume,
+        resume=resume, tensorboard=str(tensorboard) if tensorboard else None,
     )
 
 
@@ -72,6 +73,7 @@ def train(
     class_weights: ClassWeights = False, sync_bn: SyncBN = False, max_iters_per_epoch: o.MaxIters = None,
     model_from: Annotated[str | None, typer.Option("--model-from", help="start from this (pruned) checkpoint or "
                                                    "run: the same as `vss finetune`")] = None,
+    tensorboard: o.TensorBoard = None,
 ) -> None:
     """Train a baseline (defaults: built-in synthetic data and the small default model)."""
     from vss_cli.workflows.train import train_run
@@ -79,7 +81,7 @@ def train(
     opts = _build(dataset, data_root, model, epochs, batch_size, lr, weight_decay, scheduler, warmup_epochs,
                   slimming_lambda, input_size, amp, amp_dtype, seed, device, save, num_workers, resume, width,
                   aux_loss, pretrained_backbone, backbone_weights, class_weights, sync_bn, max_iters_per_epoch,
-                  model_from=model_from)
+                  model_from=model_from, tensorboard=tensorboard)
     _print(train_run(opts, STATE.store()), "finetune" if model_from else "train")
 
 
@@ -90,13 +92,15 @@ def finetune(
     amp: Amp = False, amp_dtype: AmpDtype = "bf16", seed: o.Seed = 0, device: o.Device = "auto",
     save: o.Save = None, num_workers: o.NumWorkers = 0, resume: Resume = False,
     class_weights: ClassWeights = False, sync_bn: SyncBN = False, max_iters_per_epoch: o.MaxIters = None,
+    tensorboard: o.TensorBoard = None,
 ) -> None:
     """Train starting from a (pruned) checkpoint, keeping its architecture."""
     from vss_cli.workflows.train import train_run
 
     opts = _build(dataset, data_root, None, epochs, batch_size, lr, weight_decay, scheduler, warmup_epochs,
                   slimming_lambda, input_size, amp, amp_dtype, seed, device, save, num_workers, resume, None,
-                  False, False, None, class_weights, sync_bn, max_iters_per_epoch, model_from=model_from)
+                  False, False, None, class_weights, sync_bn, max_iters_per_epoch, model_from=model_from,
+                  tensorboard=tensorboard)
     _print(train_run(opts, STATE.store(), kind="finetune"), "finetune")
 
 

@@ -49,6 +49,7 @@ class TrainOptions:
     model_from: str | None = None  # finetune: a pruned checkpoint or run
     save: str | None = None
     resume: bool = False
+    tensorboard: str | None = None  # also write the per-epoch scalars as event files under DIR/<kind>-<run id>
 
 
 @dataclass
@@ -60,7 +61,7 @@ class TrainOutcome:
     fit: FitResult
 
 
-RESULT_FREE_FIELDS = ("save", "resume", "num_workers", "device")
+RESULT_FREE_FIELDS = ("save", "resume", "num_workers", "device", "tensorboard")
 
 
 def inherit_dataset(opts: TrainOptions, store) -> TrainOptions:
@@ -192,6 +193,10 @@ def train_run(opts: TrainOptions, store, *, kind: str = "train", hooks: TrainHoo
         kind = "finetune"
     opts = inherit_dataset(opts, store)
     opts = resolve_options(opts)
+    if opts.tensorboard:
+        from vss_cli.engine.tensorboard import require_tensorboard
+
+        require_tensorboard()
     distributed, rank, world = _distributed_setup(device)
     if distributed and device.type == "cuda":
         device = torch.device("cuda", torch.cuda.current_device())
@@ -212,9 +217,10 @@ def train_run(opts: TrainOptions, store, *, kind: str = "train", hooks: TrainHoo
         warmup_epochs=opts.warmup_epochs, amp=opts.amp,
         seed=opts.seed, device=str(device), max_iters_per_epoch=opts.max_iters_per_epoch,
     )
-    hooks = _run_hooks(hooks or TrainHooks(), opts, store, run_id if main else None)
+    board = _tensorboard(opts, kind, run_id) if main else None
+    hooks = _run_hooks(hooks or TrainHooks(), opts, store, run_id if main else None, board)
     ctx = recorded(store, run_id) if main else contextlib.nullcontext()
-    with ctx:
+    with ctx, board or contextlib.nullcontext():
         result = fit(model, train_loader, val_loader, cfg, num_classes=mspec.num_classes,
                      ignore_index=get_spec(opts.dataset).ignore_index, spec=mspec, history=history,
                      dataset={**dspec, "data_root": opts.data_root}, out_dir=out_dir, hooks=hooks,
@@ -230,9 +236,10 @@ def train_run(opts: TrainOptions, store, *, kind: str = "train", hooks: TrainHoo
                         fit=result)
 
 
-def _run_hooks(hooks: TrainHooks, opts: TrainOptions, store, run_id: str | None) -> TrainHooks:
+def _run_hooks(hooks: TrainHooks, opts: TrainOptions, store, run_id: str | None, board=None) -> TrainHooks:
     """The caller's hooks (left untouched) plus this run's: slimming's L1 subgradient when
-    `--slimming-lambda` is set, and recording each epoch's scalars on the run row (rank 0)."""
+    `--slimming-lambda` is set, and recording each epoch's scalars on the run row (rank 0) and,
+    with `--tensorboard`, in `board`'s event file."""
     extra = {}
     if opts.slimming_lambda and hooks.regularize is None:
         from vss_cli.pruning.methods.slimming import slimming_regularizer
@@ -244,11 +251,22 @@ def _run_hooks(hooks: TrainHooks, opts: TrainOptions, store, run_id: str | None)
         def on_epoch_end(epoch: int, scalars: dict) -> None:
             store.add_metrics(run_id, scalars, step=epoch)
             store.heartbeat(run_id)
+            if board is not None:
+                board(epoch, scalars)
             if user_hook is not None:
                 user_hook(epoch, scalars)
 
         extra["on_epoch_end"] = on_epoch_end
     return replace(hooks, **extra)
+
+
+def _tensorboard(opts: TrainOptions, kind: str, run_id: str):
+    """The event-file hook of `--tensorboard DIR` (None without it)."""
+    if not opts.tensorboard:
+        return None
+    from vss_cli.engine.tensorboard import TensorBoardHook, run_log_dir
+
+    return TensorBoardHook(run_log_dir(opts.tensorboard, kind, run_id))
 
 
 def _open_run(store, kind, config, key, opts: TrainOptions, parent, device, world):

@@ -52,6 +52,7 @@ class Slimming(PruningMethod):
     """|γ| of the group's BatchNorm channels, ranked globally without normalisation (Liu et al., 2017)."""
 
     name = "slimming"
+    paper_allocation = "global_raw"  # one global threshold on raw |γ| (resprune.py)
     normalize = False
     options = {"slimming_lambda": 1e-4, "sparse_epochs": 2}
 
