@@ -148,6 +148,7 @@ def latency_planner(store, setting: LatencySetting):
     def plan(ctx, scores):
         table, outcome.table_run, outcome.table_reused = cached_table(store, ctx.model, ctx.groups, setting)
         keep = calibrate(ctx.model, ctx.groups, scores, table, setting, outcome)
+        ctx.notes["allocation_rule"] = "latency-knapsack"  # the knapsack spreads the cut, not --allocation
         ctx.notes["latency_budget"] = {"requested_speedup": outcome.requested_speedup,
                                        "measured_speedup": outcome.measured_speedup, "table_run": outcome.table_run,
                                        "table_reused": outcome.table_reused, "trials": outcome.trials}
