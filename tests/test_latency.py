@@ -169,3 +169,13 @@ def test_latency_budget_reaches_the_requested_speedup_on_resnet50_seg(tmp_path):
         measured.append(speedups(base, cand)["speedup_latency"])
     requested = 1 / (1 - 0.3)
     assert abs(statistics.median(measured) / requested - 1) <= 0.15, (measured, result.output)
+
+
+def test_latency_is_a_registered_budget_that_replaces_the_plan():
+    from vss_cli.errors import ConfigError
+    from vss_cli.pruning.budget import get_budget, list_budgets
+
+    assert "latency" in list_budgets() and get_budget("latency").replaces_plan
+    assert not get_budget("macs").replaces_plan
+    with pytest.raises(ConfigError, match="timings on the device"):
+        get_budget("latency").widths(None, lambda t: {}, 0.3)
