@@ -20,7 +20,6 @@ OracleLayers = Annotated[int, typer.Option("--oracle-layers", help="layers (grou
                                            "spread evenly over the network")]
 OracleMethods = Annotated[str, typer.Option("--oracle-methods", help="candidate (its pruning criterion) or all")]
 ChannelsLast = Annotated[bool, typer.Option("--channels-last", help="time with channels-last memory format")]
-FuseBn = Annotated[bool, typer.Option("--fuse-bn/--no-fuse-bn", help="time the conv-BN folded model, as deployed")]
 Compile = Annotated[bool, typer.Option("--compile", help="time the torch.compile'd models")]
 CudaGraphs = Annotated[bool, typer.Option("--cuda-graphs", help="time CUDA-graph replays (CUDA only)")]
 Split = Annotated[str, typer.Option("--split", help="split the metrics are measured on")]
@@ -75,7 +74,7 @@ def eval_cmd(
     oracle_methods: OracleMethods = "candidate", dtype: o.TimingDtype = "fp32", channels_last: ChannelsLast = False,
     device: o.Device = "auto", dataset: o.Dataset = None, data_root: o.DataRoot = None,
     speed_iters: o.SpeedIters = 50, warmup: o.WarmupIters = 10, split: Split = "val", num_workers: o.NumWorkers = 0,
-    model: o.Model = None, fuse_bn: FuseBn = True, compile: Compile = False, cuda_graphs: CudaGraphs = False,
+    model: o.Model = None, fuse_bn: o.FuseBn = True, compile: Compile = False, cuda_graphs: CudaGraphs = False,
 ) -> None:
     """Compare a candidate with its baseline: metrics, retention, speed, MACs, channels, oracle agreement."""
     from vss_cli.workflows.evaluate import EvalOptions, eval_run

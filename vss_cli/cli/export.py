@@ -14,11 +14,10 @@ from vss_cli.cli.state import STATE
 Run = Annotated[str, typer.Argument(help="run id (or checkpoint .pt) to export")]
 Format = Annotated[str, typer.Option("--format", help="onnx or torchscript")]
 Out = Annotated[Path | None, typer.Option("--out", help="output file (default runs/export/<run id>/model.onnx|.pt)")]
-FuseBn = Annotated[bool, typer.Option("--fuse-bn/--no-fuse-bn", help="fold conv-BN pairs, as deployed")]
 
 
 def export_cmd(run: Run, format: Format = "onnx", out: Out = None, input_size: o.InputSize = None,
-               fuse_bn: FuseBn = True) -> None:
+               fuse_bn: o.FuseBn = True) -> None:
     """Write a (pruned) model, BN folded, as ONNX or TorchScript; checked against torch and recorded as a run."""
     from vss_cli.workflows.export import ExportOptions, export_run
 

@@ -60,6 +60,8 @@ NumWorkers = Annotated[int, typer.Option("--num-workers", help="data-loader work
 BatchSize = Annotated[int | None, typer.Option("--batch-size", help="batch size; default depends on the dataset")]
 OutFormat = Annotated[str, typer.Option("--format", help="table, csv or json")]
 RoundTo = Annotated[int, typer.Option("--round-to", help="kept widths are multiples of K (1 = exact ratio)")]
+FuseBn = Annotated[bool, typer.Option("--fuse-bn/--no-fuse-bn", help="fold conv-BN pairs into the convs, as "
+                                     "deployed (timing and export; accuracy always uses the model as stored)")]
 RoundToAuto = Annotated[str, typer.Option("--round-to", help="kept widths are multiples of K (1 = exact ratio), "
                                           "or auto: the widths the latency table shows are fast (--budget latency)")]
 Samples = Annotated[int, typer.Option("--samples", help="training images scored by data-driven methods")]
