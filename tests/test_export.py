@@ -80,3 +80,12 @@ def test_an_unknown_format_is_bad_input_and_records_nothing(pruned_run):
     result = runner.invoke(app, ["export", pruned_run, "--format", "tflite"])
     assert result.exit_code == 2 and "onnx or torchscript" in result.output
     assert Store(os.environ["VSS_DB"]).list_runs(kind="export") == []
+
+
+def test_export_never_overwrites_another_runs_file(pruned_run):
+    store = Store(os.environ["VSS_DB"])
+    ckpt = store.artifact_path(pruned_run, kind="checkpoint")
+    before = Path(ckpt).read_bytes()
+    result = runner.invoke(app, ["export", pruned_run, "--format", "torchscript", "--out", str(ckpt)])
+    assert result.exit_code == 2 and "belongs to run" in result.output
+    assert Path(ckpt).read_bytes() == before and store.list_runs(kind="export") == []

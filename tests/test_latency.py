@@ -144,7 +144,8 @@ def test_round_to_auto_prunes_to_fast_table_widths(tmp_path):
     (profile,) = store.list_runs(kind="profile")
     table = lat.LatencyTable.from_json(json.loads(
         Path(store.artifact_path(profile.id, kind="latency-table")).read_text()))
-    widths = json.loads(Path("auto/widths.json").read_text())["widths"]
+    (widths_file,) = Path("auto").rglob("widths.json")
+    widths = json.loads(widths_file.read_text())["widths"]
     assert table.measured_on["round_to"] == "auto"
     pruned = [g for g, row in table.ms.items() if widths[g] < max(row)]
     assert pruned and all(widths[g] in lat.fast_widths(table.ms[g]) for g in pruned)
@@ -161,7 +162,8 @@ def test_latency_budget_reaches_the_requested_speedup_on_resnet50_seg(tmp_path):
     ckpt = _ckpt(tmp_path / "base.pt", "resnet50_seg", 0.25)
     result = _prune(ckpt, 0.3, 64, "out", "--speed-check-iters", "20")
     assert result.exit_code == 0, result.output
-    parent, child = load_checkpoint(ckpt).model, load_checkpoint(Path("out/pruned.pt")).model
+    (pruned,) = Path("out").rglob("pruned.pt")  # --save holds one folder per run
+    parent, child = load_checkpoint(ckpt).model, load_checkpoint(pruned).model
     measured = []
     for seed in range(3):  # the median of three paired measurements: a shared CPU has bursts of load
         base, cand = measure_speed_pair(parent, child, input_size=(64, 64), batch=1, device="cpu", warmup=3,

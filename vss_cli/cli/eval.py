@@ -72,7 +72,7 @@ def eval_cmd(
     baseline: Baseline, candidate: Candidate, report: Report = None, batch_size: EvalBatch = 4,
     input_size: o.InputSize = None, oracle_samples: o.OracleSamples = 0, oracle_layers: OracleLayers = 4,
     oracle_methods: OracleMethods = "candidate", dtype: o.TimingDtype = "fp32", channels_last: ChannelsLast = False,
-    device: o.Device = "auto", dataset: o.Dataset = None, data_root: o.DataRoot = None,
+    device: o.Device = "auto", dataset: o.CkptDataset = None, data_root: o.DataRoot = None,
     speed_iters: o.SpeedIters = 50, warmup: o.WarmupIters = 10, split: Split = "val", num_workers: o.NumWorkers = 0,
     model: o.Model = None, fuse_bn: o.FuseBn = True, compile: Compile = False, cuda_graphs: CudaGraphs = False,
 ) -> None:

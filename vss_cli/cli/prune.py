@@ -43,7 +43,7 @@ def prune(
     ckpt: Ckpt, method: Method = "l1", global_ratio: Ratio = 0.3, round_to: o.RoundToAuto = "8",
     allocation: o.Allocation = "paper", normalizer: o.Normalizer = "mean", budget: o.Budget = "channels",
     input_size: o.InputSize = None, samples: o.Samples = 64, seed: o.Seed = 0, device: o.Device = "auto",
-    dataset: o.Dataset = None, data_root: o.DataRoot = None, save: o.Save = None,
+    dataset: o.CkptDataset = None, data_root: o.DataRoot = None, save: o.Save = None,
     batch_size: Annotated[int, typer.Option("--batch-size", help="minibatch size while scoring")] = 8,
     sparse_epochs: SparseEpochs = None, fgp_share: FgpShare = None, target_macs: TargetMacs = None,
     option: MethodOpt = None, model: o.Model = None, speed_check_iters: SpeedCheckIters = 20,

@@ -5,7 +5,8 @@ from datetime import datetime
 from sqlalchemy import BigInteger, DateTime, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
-KINDS = ("train", "finetune", "prune", "eval", "bench", "cell", "sparse", "search", "predict", "export", "profile")
+KINDS = ("train", "finetune", "prune", "eval", "bench", "cell", "sparse", "search", "predict", "import", "export",
+         "profile")
 STATUSES = ("pending", "running", "completed", "failed", "interrupted")
 TERMINAL_STATUSES = ("completed", "failed", "interrupted")
 RELATIONS = ("pruned-from", "finetuned-from", "evaluates", "baseline-of", "cell-of", "sparse-from", "step-of",

@@ -1,10 +1,11 @@
 """`vss export`: a (pruned) checkpoint as a deployable file, ONNX or TorchScript, conv-BN folded.
 
 The exported graph is the inference graph (aux head dropped) with every conv-BN pair folded
-(`engine.fuse`); it takes `images` (N, 3, H, W, batch dynamic) and returns the `out` logits. After
-writing, the file is loaded back (onnxruntime for ONNX, torch.jit for TorchScript) and its output on
-a fixed input compared with the checkpoint's torch model; the max abs difference is a metric of the
-`export` run, which records the file as its artifact and an `exported-from` edge to the source run.
+(`engine.fuse`); it takes `images` (N, 3, H, W, batch dynamic) and returns the `out` logits. Before
+anything is written, the exported bytes are loaded back (onnxruntime for ONNX, torch.jit for
+TorchScript) and their output on a fixed input compared with the checkpoint's torch model; the max abs
+difference is a metric of the `export` run, which records the file as its artifact and an
+`exported-from` edge to the source run.
 """
 
 from __future__ import annotations
@@ -23,7 +24,14 @@ from vss_cli.engine.progress import log
 from vss_cli.errors import ConfigError
 from vss_cli.fileio import atomic_output
 from vss_cli.pruning.checkpoint import load_checkpoint
-from vss_cli.workflows.common import default_out_dir, recorded, resolve_checkpoint, versions
+from vss_cli.workflows.common import (
+    check_writable,
+    default_out_dir,
+    recorded,
+    resolve_checkpoint,
+    save_artifact,
+    versions,
+)
 
 ONNX_OPSET = 17
 MAX_ABS_DIFF = 1e-4  # an export whose output differs more from torch's is a failed export
@@ -64,11 +72,16 @@ def _onnx_bytes(module: nn.Module, x: torch.Tensor) -> bytes:
     return buf.getvalue()
 
 
-def _onnx_run(path: Path, x: torch.Tensor) -> np.ndarray:
+def _onnx_run(data: bytes, x: torch.Tensor) -> np.ndarray:
     import onnxruntime as ort
 
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
     return session.run(None, {"images": x.numpy()})[0]
+
+
+def _write_bytes(path: Path, data: bytes) -> None:
+    with atomic_output(path, "wb") as f:
+        f.write(data)
 
 
 def _torchscript_bytes(module: nn.Module, x: torch.Tensor) -> bytes:
@@ -79,17 +92,17 @@ def _torchscript_bytes(module: nn.Module, x: torch.Tensor) -> bytes:
     return buf.getvalue()
 
 
-def _torchscript_run(path: Path, x: torch.Tensor) -> np.ndarray:
+def _torchscript_run(data: bytes, x: torch.Tensor) -> np.ndarray:
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
-        return torch.jit.load(str(path), map_location="cpu")(x).numpy()
+        return torch.jit.load(io.BytesIO(data), map_location="cpu")(x).numpy()
 
 
 @dataclass(frozen=True)
 class Exporter:
     suffix: str
     write: Callable[[nn.Module, torch.Tensor], bytes]
-    run: Callable[[Path, torch.Tensor], np.ndarray]
+    run: Callable[[bytes, torch.Tensor], np.ndarray]  # the exported bytes loaded back and run
     needs: str | None = None  # the module the format needs (an optional extra)
 
 
@@ -138,10 +151,10 @@ def export_run(opts: ExportOptions, store) -> ExportOutcome:
     config = {**asdict(opts), "run": None, "out": None, "input_size": list(input_size), "kind": "export",
               "model": loaded.spec.name, "opset": ONNX_OPSET if opts.format == "onnx" else None}
     parents = [(ref.run_id, "exported-from")] if ref.run_id else []
+    check_writable(store, None, opts.out)  # another run's file is refused before this run exists
     run = store.create_run(kind="export", config=config, parents=parents, status="running",
                            config_key=config_key(config, [file_sha256(ref.path)]), versions=versions(torch.device("cpu")))
-    out_dir = default_out_dir("export", run.id, None)
-    path = Path(opts.out) if opts.out else out_dir / f"model{exporter.suffix}"
+    path = Path(opts.out) if opts.out else default_out_dir("export", run.id, None) / f"model{exporter.suffix}"
     store.update_run(run.id, out_dir=str(path.parent.resolve()))
     with recorded(store, run.id):
         module, folded = deployable(loaded.model, opts.fuse_bn)
@@ -149,13 +162,10 @@ def export_run(opts: ExportOptions, store) -> ExportOutcome:
         with torch.no_grad():
             expected = _Logits(loaded.model.cpu().eval())(x).numpy()
         data = exporter.write(module, x)
-        with atomic_output(path, "wb") as f:
-            f.write(data)
-        diff = float(np.abs(exporter.run(path, x) - expected).max())
+        diff = float(np.abs(exporter.run(data, x) - expected).max())  # checked before anything is written
         if not diff <= MAX_ABS_DIFF:
-            path.unlink()
             raise RuntimeError(f"the {opts.format} export differs from torch by {diff:.3g} (> {MAX_ABS_DIFF})")
-        store.add_artifact(run.id, kind="export", path=path)
+        save_artifact(store, run.id, "export", path, lambda p: _write_bytes(p, data))
         store.add_metrics(run.id, {"max_abs_diff": diff, "bn_folded": folded, "bytes": len(data)})
     log(f"export run {run.id}: {opts.format}, {folded} conv-BN pairs folded, max |diff| {diff:.2e} -> {path}")
     return ExportOutcome(run_id=run.id, path=path, max_abs_diff=diff, bn_folded=folded)

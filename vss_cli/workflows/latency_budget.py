@@ -30,7 +30,7 @@ from vss_cli.pruning.latency import (
 )
 from vss_cli.pruning.planner import plan_from_widths
 from vss_cli.pruning.surgery import apply_plan, build_graph, collect_groups, output_layers_of
-from vss_cli.workflows.common import recorded, versions
+from vss_cli.workflows.common import default_out_dir, recorded, save_artifact, versions
 
 CALIBRATION_STEPS = 4
 CLOSE_ENOUGH = 0.05  # stop calibrating when the measured speedup is this close (relative) to the request
@@ -90,7 +90,7 @@ def cached_table(store, model, groups, setting: LatencySetting) -> tuple[Latency
             hit.id, True
     run = store.create_run(kind="profile", config=config, config_key=key, versions=versions(setting.device),
                            status="running")
-    out_dir = Path("runs") / "profile" / run.id
+    out_dir = default_out_dir("profile", run.id, None)
     store.update_run(run.id, out_dir=str(out_dir.resolve()))
     with recorded(store, run.id, during="measuring the latency table"):
         dtype = DTYPES[setting.dtype]
@@ -100,8 +100,8 @@ def cached_table(store, model, groups, setting: LatencySetting) -> tuple[Latency
 
         table = build_table(groups, calls, setting.round_to, timer)
         table.measured_on = setting.measured_on()
-        path = write_json(out_dir / TABLE_NAME, table.to_json())
-        store.add_artifact(run.id, kind="latency-table", path=path)
+        path = save_artifact(store, run.id, "latency-table", out_dir / TABLE_NAME,
+                             lambda p: write_json(p, table.to_json()))
     log(f"latency table: {len(table.ms)} layers, {table.conv_timings} conv shapes timed -> {path}")
     return table, run.id, False
 

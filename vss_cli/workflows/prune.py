@@ -32,6 +32,7 @@ from vss_cli.workflows.common import (
     recorded,
     resolve_checkpoint,
     resolve_device,
+    save_artifact,
     versions,
 )
 
@@ -203,12 +204,11 @@ def prune_run(opts: PruneOptions, store) -> PruneOutcome:
             store.add_metrics(run.id, latency.metrics())
         if parent is not None:
             store.add_metrics(run.id, check_parent_speed(parent, model, opts, input_size, device))
-        ckpt = save_checkpoint(out_dir / "pruned.pt", model=model, spec=loaded.spec, history=history,
-                               dataset={**dspec.to_dict(), "data_root": data_root},
-                               extra={"method": opts.method, "global_ratio": opts.global_ratio})
-        widths = write_json(out_dir / "widths.json", {"widths": layer_widths(model), "notes": report.notes})
-        store.add_artifact(run.id, kind="checkpoint", path=ckpt)
-        store.add_artifact(run.id, kind="widths", path=widths)
+        ckpt = save_artifact(store, run.id, "checkpoint", out_dir / "pruned.pt", lambda p: save_checkpoint(
+            p, model=model, spec=loaded.spec, history=history, dataset={**dspec.to_dict(), "data_root": data_root},
+            extra={"method": opts.method, "global_ratio": opts.global_ratio}))
+        save_artifact(store, run.id, "widths", out_dir / "widths.json",
+                      lambda p: write_json(p, {"widths": layer_widths(model), "notes": report.notes}))
         store.add_metrics(run.id, report.scalars())
     return PruneOutcome(run_id=run.id, out_dir=out_dir, checkpoint=ckpt, report=report)
 
