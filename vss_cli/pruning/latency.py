@@ -156,7 +156,7 @@ def build_table(groups: Sequence[LayerGroup], calls: dict[str, ConvCall], round_
 
     ms = {}
     for g in groups:
-        steps = width_steps(g.size, unit_of(g.size, round_to), min_keep(g.size, 1, max_layer_ratio), max_points)
+        steps = width_steps(g.size, unit_of(g.size, round_to), min_keep(g.size, max_layer_ratio), max_points)
         ms[g.name] = {w: sum(timed(c) for c in group_calls(g, calls, w)) for w in steps}
     return LatencyTable(ms=ms, conv_timings=len(memo))
 
