@@ -20,6 +20,8 @@ OracleLayers = Annotated[int, typer.Option("--oracle-layers", help="layers (grou
                                            "spread evenly over the network")]
 OracleMethods = Annotated[str, typer.Option("--oracle-methods", help="candidate (its pruning criterion) or all")]
 ChannelsLast = Annotated[bool, typer.Option("--channels-last", help="time with channels-last memory format")]
+Compile = Annotated[bool, typer.Option("--compile", help="time the torch.compile'd models")]
+CudaGraphs = Annotated[bool, typer.Option("--cuda-graphs", help="time CUDA-graph replays (CUDA only)")]
 Split = Annotated[str, typer.Option("--split", help="split the metrics are measured on")]
 
 
@@ -39,15 +41,20 @@ def summary_table(report: dict) -> Table:
     table.add_row("pixel accuracy", _fmt(b["Pixel_Accuracy"]), _fmt(c["Pixel_Accuracy"]))
     table.add_row("MACs", bx["FLOPs"], cx["FLOPs"])
     table.add_row("params", bx["Params"], cx["Params"])
-    table.add_row(f"latency ms (median, batch {bs['batch']}, {bs['dtype']})", _fmt(bs["median_ms"], ".2f"),
-                  _fmt(cs["median_ms"], ".2f"))
+    def ms(speed: dict) -> str:
+        return _fmt(speed["median_ms"], ".2f") + (f" (noisy: IQR/median {speed['spread']:.2f})" if speed.get("noisy") else "")
+
+    table.add_row(f"latency ms (median, batch {bs['batch']}, {bs['dtype']})", ms(bs), ms(cs))
     table.add_row("images/s", _fmt(bs["fps"], ".1f"), _fmt(cs["fps"], ".1f"))
     ratios = report["pruning_ratios"]
     table.add_section()
     table.add_row("mIoU retention", "", _fmt(report["miou_retention"]))
     table.add_row("pixel accuracy retention", "", _fmt(report["pixel_accuracy_retention"]))
+    noisy = f" [noisy: IQR/median {report['speedup_iqr']:.2f}]" if report.get("speedup_noisy") else ""
     table.add_row("speedup (latency / fps)", "", f"{_fmt(report['speedup_latency'], '.3f')} / "
-                  f"{_fmt(report['speedup_fps'], '.3f')}")
+                  f"{_fmt(report['speedup_fps'], '.3f')}{noisy}")
+    table.add_row("timed as", "", ", ".join(k for k in ("fuse_bn", "channels_last", "compiled", "cuda_graphs")
+                                             if cs.get(k)) or "as stored")
     table.add_row("channels removed", str(ratios["channels_before"]),
                   f"{ratios['channels_after']} ({_fmt(ratios['channel_prune_ratio'], '.1%')})")
     table.add_row("reconstruction MSE", "", _fmt(report["reconstruction_mse"], ".4g"))
@@ -67,7 +74,7 @@ def eval_cmd(
     oracle_methods: OracleMethods = "candidate", dtype: o.TimingDtype = "fp32", channels_last: ChannelsLast = False,
     device: o.Device = "auto", dataset: o.CkptDataset = None, data_root: o.DataRoot = None,
     speed_iters: o.SpeedIters = 50, warmup: o.WarmupIters = 10, split: Split = "val", num_workers: o.NumWorkers = 0,
-    model: o.Model = None,
+    model: o.Model = None, fuse_bn: o.FuseBn = True, compile: Compile = False, cuda_graphs: CudaGraphs = False,
 ) -> None:
     """Compare a candidate with its baseline: metrics, retention, speed, MACs, channels, oracle agreement."""
     from vss_cli.workflows.evaluate import EvalOptions, eval_run
@@ -77,7 +84,7 @@ def eval_cmd(
         input_size=o.parse_size(input_size), dataset=dataset, data_root=str(data_root) if data_root else None,
         device=device, dtype=dtype, channels_last=channels_last, speed_iters=speed_iters, warmup=warmup,
         oracle_samples=oracle_samples, oracle_layers=oracle_layers, oracle_methods=oracle_methods, split=split,
-        num_workers=num_workers, model=model,
+        num_workers=num_workers, model=model, fuse_bn=fuse_bn, compile=compile, cuda_graphs=cuda_graphs,
     )
     outcome = eval_run(opts, STATE.store())
     console.print(summary_table(outcome.report))

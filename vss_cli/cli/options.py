@@ -24,6 +24,16 @@ def parse_size(value: str | None) -> tuple[int, int] | None:
     return nums[0], nums[1]
 
 
+def parse_round_to(value: str) -> int | str:
+    """`--round-to`: a positive integer or `auto`."""
+    if str(value).strip().lower() == "auto":
+        return "auto"
+    try:
+        return int(value)
+    except ValueError:
+        raise typer.BadParameter(f"'{value}' is not a number or auto") from None
+
+
 def parse_list(value: str | None, cast=str) -> list:
     if value is None:
         return []
@@ -53,7 +63,12 @@ Save = Annotated[Path | None, typer.Option("--save", help="parent folder: the ru
 NumWorkers = Annotated[int, typer.Option("--num-workers", help="data-loader worker processes")]
 BatchSize = Annotated[int | None, typer.Option("--batch-size", help="batch size; default depends on the dataset")]
 OutFormat = Annotated[str, typer.Option("--format", help="table, csv or json")]
-RoundTo = Annotated[int, typer.Option("--round-to", help="kept widths are multiples of K (1 = exact ratio)")]
+RoundTo = Annotated[int, typer.Option("--round-to", help="kept widths rounded up to multiples of K in layers at least "
+                                      "4K wide (1 = exact widths)")]
+FuseBn = Annotated[bool, typer.Option("--fuse-bn/--no-fuse-bn", help="fold conv-BN pairs into the convs, as "
+                                     "deployed (timing and export; accuracy always uses the model as stored)")]
+RoundToAuto = Annotated[str, typer.Option("--round-to", help="kept widths rounded up to multiples of K in layers "
+                                          "at least 4K wide (1 = exact widths), or auto: the widths the latency table shows are fast (--budget latency)")]
 Samples = Annotated[int, typer.Option("--samples", help="training images scored by data-driven methods")]
 OracleSamples = Annotated[int, typer.Option("--oracle-samples", help="validation images for the oracle "
                                             "channel-importance analysis (0 = off)")]
@@ -68,6 +83,7 @@ Allocation = Annotated[str, typer.Option("--allocation", help="how the cut is sp
                                          "(one threshold on normalised scores)")]
 Normalizer = Annotated[str, typer.Option("--normalizer", help="per-layer score normalisation of --allocation "
                                          "global: mean, max or none")]
-Budget = Annotated[str, typer.Option("--budget", help="what --global-ratio counts: channels or macs")]
+Budget = Annotated[str, typer.Option("--budget", help="what --global-ratio counts: channels, macs, or latency "
+                                     "(measured on --device/--dtype/--batch-size/--input-size)")]
 TensorBoard = Annotated[Path | None, typer.Option("--tensorboard", help="also write the per-epoch scalars as "
                                                 "TensorBoard event files under DIR/<kind>-<run id>")]

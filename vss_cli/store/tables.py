@@ -5,14 +5,25 @@ from datetime import datetime
 from sqlalchemy import BigInteger, DateTime, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
-KINDS = ("train", "finetune", "prune", "eval", "bench", "cell", "sparse", "search", "predict", "import")
+KINDS = ("train", "finetune", "prune", "eval", "bench", "cell", "predict", "import", "export",
+         "profile")
 STATUSES = ("pending", "running", "completed", "failed", "interrupted")
 TERMINAL_STATUSES = ("completed", "failed", "interrupted")
-RELATIONS = ("pruned-from", "finetuned-from", "evaluates", "baseline-of", "cell-of", "sparse-from", "step-of")
+RELATIONS = ("pruned-from", "finetuned-from", "evaluates", "baseline-of", "cell-of", "step-of",
+             "exported-from")
 # Artifact kinds are free text; these are the ones the workflows write.
-ARTIFACT_KINDS = ("checkpoint", "last-checkpoint", "report", "plot", "confusion", "widths", "summary")
+ARTIFACT_KINDS = ("checkpoint", "last-checkpoint", "report", "plot", "confusion", "widths", "summary",
+                  "export", "latency-table")
 
 UTC_DATETIME = DateTime(timezone=True)
+
+
+def check_choice(value: str, allowed: tuple[str, ...] | list[str], what: str) -> None:
+    """ConfigError naming the allowed values unless `value` is one of them."""
+    if value not in allowed:
+        from vss_cli.errors import ConfigError
+
+        raise ConfigError(f"unknown {what} '{value}': use one of {', '.join(allowed)}")
 
 
 class RunRecord(SQLModel, table=True):
