@@ -139,7 +139,7 @@ def sample_source(dataset: str, data_root: str | None, input_size, samples: int,
     return batches
 
 
-def make_fit(dataset: str, data_root: str | None, input_size, seed: int, device, dataset_dict: dict):
+def make_fit(dataset: str, data_root: str | None, input_size, seed: int, device):
     """The `ctx.fit` given to methods: `engine.fit` on the training split with the dataset's recipe."""
 
     def run_fit(model, hooks, epochs: int, lr: float | None = None, optimizer=None, max_iters: int | None = None):
@@ -196,7 +196,7 @@ def prune_run(opts: PruneOptions, store) -> PruneOutcome:
             model, loaded.spec.name, method, opts, input_size=input_size, device=device,
             batch_source=sample_source(dataset, data_root, input_size, opts.samples, opts.batch_size, opts.seed)
             if opts.samples > 0 else None,
-            fit=make_fit(dataset, data_root, input_size, opts.seed, device, ds),
+            fit=make_fit(dataset, data_root, input_size, opts.seed, device),
             num_classes=loaded.spec.num_classes, ignore_index=dspec.ignore_index,
             count=lambda m: count_complexity(m, input_size), old_history=loaded.history,
             parent_config=dict(getattr(ref.run, "config", None) or {}), plan_fn=plan_fn,
