@@ -15,43 +15,44 @@ Baseline = Annotated[str, typer.Option("--baseline", help="baseline checkpoint (
 Candidate = Annotated[str, typer.Option("--candidate", help="pruned (or fine-tuned) checkpoint (.pt) or run id")]
 Report = Annotated[str | None, typer.Option("--report", help="JSON report path (default runs/eval/<run id>/"
                                             "evaluation_report.json)")]
-EvalBatch = Annotated[int, typer.Option("--batch-size", help="evaluation and timing batch size")]
-OracleLayers = Annotated[int, typer.Option("--oracle-layers", help="layers (groups) the oracle analyses, "
-                                           "spread evenly over the network")]
-OracleMethods = Annotated[str, typer.Option("--oracle-methods", help="candidate (its pruning criterion) or all")]
-ChannelsLast = Annotated[bool, typer.Option("--channels-last", help="time with channels-last memory format")]
-Split = Annotated[str, typer.Option("--split", help="split the metrics are measured on")]
+NOISY = " (noisy timings)"
+E = o.EVAL
 
 
 def _fmt(value, spec: str = ".4f") -> str:
     return "—" if value is None else format(value, spec)
 
 
-def summary_table(report: dict) -> Table:
-    """Baseline vs candidate side by side, then the ratios."""
-    table = Table(title=f"vss eval {report.get('run_id', '')}")
-    for col in ("", "baseline", "candidate"):
-        table.add_column(col, justify="right" if col else "left")
-    b, c = report["baseline_results"], report["candidate_results"]
-    bs, cs = report["baseline_speed"], report["candidate_speed"]
-    bx, cx = report["baseline_flops_params"], report["candidate_flops_params"]
+def _side_rows(table: Table, report) -> None:
+    b, c = report.baseline_results, report.candidate_results
+    bs, cs = report.baseline_speed, report.candidate_speed
+    bx, cx = report.baseline_flops_params, report.candidate_flops_params
+    ratios = report.pruning_ratios
     table.add_row("mIoU", _fmt(b["mIoU"]), _fmt(c["mIoU"]))
     table.add_row("pixel accuracy", _fmt(b["Pixel_Accuracy"]), _fmt(c["Pixel_Accuracy"]))
     table.add_row("MACs", bx["FLOPs"], cx["FLOPs"])
     table.add_row("params", bx["Params"], cx["Params"])
+    table.add_row("prunable channels", str(ratios.channels_before), str(ratios.channels_after))
     table.add_row(f"latency ms (median, batch {bs['batch']}, {bs['dtype']})", _fmt(bs["median_ms"], ".2f"),
                   _fmt(cs["median_ms"], ".2f"))
     table.add_row("images/s", _fmt(bs["fps"], ".1f"), _fmt(cs["fps"], ".1f"))
-    ratios = report["pruning_ratios"]
+
+
+def summary_table(report) -> Table:
+    """Baseline vs candidate side by side, then the ratios (`report` is a `report.schema.EvalReport`)."""
+    table = Table(title=f"vss eval {report.run_id or ''}")
+    for col in ("", "baseline", "candidate"):
+        table.add_column(col, justify="right" if col else "left")
+    _side_rows(table, report)
+    ratios = report.pruning_ratios
     table.add_section()
-    table.add_row("mIoU retention", "", _fmt(report["miou_retention"]))
-    table.add_row("pixel accuracy retention", "", _fmt(report["pixel_accuracy_retention"]))
-    table.add_row("speedup (latency / fps)", "", f"{_fmt(report['speedup_latency'], '.3f')} / "
-                  f"{_fmt(report['speedup_fps'], '.3f')}")
-    table.add_row("channels removed", str(ratios["channels_before"]),
-                  f"{ratios['channels_after']} ({_fmt(ratios['channel_prune_ratio'], '.1%')})")
-    table.add_row("reconstruction MSE", "", _fmt(report["reconstruction_mse"], ".4g"))
-    oracle = report.get("oracle_analysis") or {}
+    table.add_row("mIoU retention", "", _fmt(report.miou_retention))
+    table.add_row("pixel accuracy retention", "", _fmt(report.pixel_accuracy_retention))
+    table.add_row("speedup (latency / fps)", "", f"{_fmt(report.speedup_latency, '.3f')} / "
+                  f"{_fmt(report.speedups.get('speedup_fps'), '.3f')}" + (NOISY if report.speed_noisy else ""))
+    table.add_row("channels removed", "", f"{ratios.channels_removed} ({_fmt(ratios.channel_prune_ratio, '.1%')})")
+    table.add_row("reconstruction MSE", "", _fmt(report.reconstruction_mse, ".4g"))
+    oracle = report.oracle_analysis or {}
     for name, m in oracle.get("methods", {}).items():
         value = m["error"] or (f"ρ {_fmt(m['spearman'], '.3f')}  τ {_fmt(m['kendall'], '.3f')}  "
                                f"bottom-20% {_fmt(m['overlap'], '.2f')}")
@@ -62,12 +63,13 @@ def summary_table(report: dict) -> Table:
 
 
 def eval_cmd(
-    baseline: Baseline, candidate: Candidate, report: Report = None, batch_size: EvalBatch = 4,
-    input_size: o.InputSize = None, oracle_samples: o.OracleSamples = 0, oracle_layers: OracleLayers = 4,
-    oracle_methods: OracleMethods = "candidate", dtype: o.TimingDtype = "fp32", channels_last: ChannelsLast = False,
+    baseline: Baseline, candidate: Candidate, report: Report = None, batch_size: o.EvalBatch = E["batch_size"],
+    input_size: o.InputSize = None, oracle_samples: o.OracleSamples = E["oracle_samples"],
+    oracle_layers: o.OracleLayers = E["oracle_layers"], oracle_methods: o.OracleMethods = E["oracle_methods"],
+    dtype: o.TimingDtype = E["dtype"], channels_last: o.ChannelsLast = E["channels_last"],
     device: o.Device = "auto", dataset: o.Dataset = None, data_root: o.DataRoot = None,
-    speed_iters: o.SpeedIters = 50, warmup: o.WarmupIters = 10, split: Split = "val", num_workers: o.NumWorkers = 0,
-    model: o.Model = None,
+    speed_iters: o.SpeedIters = E["speed_iters"], warmup: o.WarmupIters = E["warmup"], split: o.Split = E["split"],
+    num_workers: o.NumWorkers = E["num_workers"], model: o.Model = None,
 ) -> None:
     """Compare a candidate with its baseline: metrics, retention, speed, MACs, channels, oracle agreement."""
     from vss_cli.workflows.evaluate import EvalOptions, eval_run

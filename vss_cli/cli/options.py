@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from vss_cli.workflows.options import EvalOptions, PruneOptions, TrainOptions, default_of
+
 
 def parse_size(value: str | None) -> tuple[int, int] | None:
     """Parse 'H,W' (or a single 'S' for a square) into a (H, W) tuple."""
@@ -39,6 +41,42 @@ def parse_list(value: str | None, cast=str) -> list:
     return out
 
 
+def _option_value(text: str):
+    """A method option's value: int, float, or the string as given."""
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text
+
+
+def parse_method_options(pairs: list[str] | None, *, methods: list[str] | None = None) -> dict[str | None, dict]:
+    """`--option` values: `KEY=VALUE` (key None) or, method-qualified, `METHOD:KEY=VALUE`; keys use `_`.
+
+    With `methods` (bench) every option must be qualified with one of them."""
+    out: dict[str | None, dict] = {}
+    for pair in pairs or []:
+        head, eq, value = pair.partition("=")
+        method, colon, key = head.rpartition(":") if ":" in head else (None, "", head)
+        key = key.strip().replace("-", "_")
+        if not eq or not key:
+            raise typer.BadParameter(f"--option '{pair}' is not KEY=VALUE or METHOD:KEY=VALUE (e.g. fgp:share=0.8)")
+        if methods is not None and method not in methods:
+            raise typer.BadParameter(f"--option '{pair}' must name one of the grid's methods "
+                                     f"({', '.join(methods)}) as METHOD:KEY=VALUE, e.g. fgp:share=0.8")
+        out.setdefault(method.strip() if method else None, {})[key] = _option_value(value.strip())
+    return out
+
+
+PRUNE = {name: default_of(PruneOptions, name) for name in (
+    "method", "global_ratio", "round_to", "samples", "batch_size", "seed")}
+EVAL = {name: default_of(EvalOptions, name) for name in (
+    "batch_size", "dtype", "channels_last", "speed_iters", "warmup", "oracle_samples", "oracle_layers",
+    "oracle_methods", "split", "num_workers")}
+TRAIN = {name: default_of(TrainOptions, name) for name in (
+    "weight_decay", "scheduler", "warmup_epochs", "slimming_lambda", "seed", "num_workers")}
+
 Dataset = Annotated[str | None, typer.Option("--dataset", help="synthetic (default), cityscapes or camvid")]
 DataRoot = Annotated[Path | None, typer.Option("--data-root", help="dataset root folder (not needed for synthetic)")]
 Model = Annotated[str | None, typer.Option("--model", help="model name (see `vss models`); default depends on the dataset")]
@@ -57,5 +95,12 @@ TimingDtype = Annotated[str, typer.Option("--dtype", help="timing precision: fp3
                                           "accuracy is measured in fp32")]
 SpeedIters = Annotated[int, typer.Option("--speed-iters", help="timed iterations per model in each eval")]
 WarmupIters = Annotated[int, typer.Option("--warmup", help="untimed warm-up iterations per model in each eval")]
+OracleLayers = Annotated[int, typer.Option("--oracle-layers", help="layers (groups) the oracle analyses, "
+                                           "spread evenly over the network")]
+OracleMethods = Annotated[str, typer.Option("--oracle-methods", help="candidate (its pruning criterion) or all")]
+ChannelsLast = Annotated[bool, typer.Option("--channels-last", help="time with channels-last memory format")]
+Split = Annotated[str, typer.Option("--split", help="split the metrics are measured on")]
+EvalBatch = Annotated[int, typer.Option("--batch-size", help="evaluation and timing batch size")]
+MethodOption = Annotated[list[str] | None, typer.Option("--option", help="method option KEY=VALUE (repeatable)")]
 MaxIters = Annotated[int | None, typer.Option("--max-iters-per-epoch", help="cap iterations per training epoch "
                                               "(smoke runs)")]

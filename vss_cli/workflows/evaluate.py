@@ -11,7 +11,6 @@ accuracy is always measured in fp32.
 from __future__ import annotations
 
 import copy
-import math
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -26,6 +25,7 @@ from vss_cli.engine.checkpoint import LoadedCheckpoint, load_checkpoint
 from vss_cli.engine.progress import log
 from vss_cli.errors import ConfigError
 from vss_cli.fileio import write_json
+from vss_cli.report.schema import EvalReport, PruningRatios, ratio
 from vss_cli.workflows.common import (
     CheckpointRef,
     check_model_name,
@@ -35,33 +35,10 @@ from vss_cli.workflows.common import (
     resolve_device,
     versions,
 )
+from vss_cli.workflows.options import EvalOptions, PruneOptions
 
 ORACLE_METHOD_CHOICES = ("candidate", "all")
 REPORT_NAME = "evaluation_report.json"
-
-
-@dataclass
-class EvalOptions:
-    baseline: str
-    candidate: str
-    report: str | None = None  # default: <out_dir>/evaluation_report.json
-    batch_size: int = 4
-    input_size: tuple[int, int] | None = None  # default: the dataset's
-    dataset: str | None = None  # default: the candidate checkpoint's dataset
-    data_root: str | None = None
-    device: str = "auto"
-    dtype: str = "fp32"  # speed measurement only
-    channels_last: bool = False
-    speed_iters: int = 50
-    warmup: int = 10
-    oracle_samples: int = 0  # 0 = no oracle analysis
-    oracle_layers: int = 4
-    oracle_methods: str = "candidate"  # candidate | all
-    reconstruction_batches: int = 4
-    split: str = "val"
-    num_workers: int = 0
-    out_dir: str | None = None  # default: runs/eval/<run id>
-    model: str | None = None  # optional check: both checkpoints must hold this model
 
 
 @dataclass
@@ -87,7 +64,7 @@ class EvalOutcome:
     run_id: str
     out_dir: Path
     report_path: Path
-    report: dict
+    report: EvalReport
     metrics: dict[str, float]
 
 
@@ -181,10 +158,6 @@ def resolve(opts: EvalOptions, store) -> EvalSetting:
 # the measurements
 
 
-def _ratio(new: float, old: float) -> float:
-    return new / old if old and math.isfinite(old) and math.isfinite(new) else float("nan")
-
-
 def flops_params(model: nn.Module, input_size: tuple[int, int]) -> dict:
     """The seed's `FLOPs`/`Params` strings (FLOPs string = MACs) plus exact numbers."""
     from vss_cli.engine.complexity import count_complexity
@@ -194,14 +167,14 @@ def flops_params(model: nn.Module, input_size: tuple[int, int]) -> dict:
             "flops": c.flops, "params": c.params, "backend": c.backend, "input_size": list(input_size)}
 
 
-def pruning_ratios(baseline: LoadedCheckpoint, candidate: LoadedCheckpoint) -> dict:
+def pruning_ratios(baseline: LoadedCheckpoint, candidate: LoadedCheckpoint) -> PruningRatios:
     """Share of the baseline's prunable conv output channels that the candidate no longer has."""
     from vss_cli.pruning.surgery import output_layers_of, prunable_channels
 
     before = prunable_channels(baseline.model, output_layers_of(baseline.model, baseline.spec.name))
     after = prunable_channels(candidate.model, output_layers_of(candidate.model, candidate.spec.name))
-    return {"channel_prune_ratio": 1.0 - after / before if before else float("nan"),
-            "channels_before": before, "channels_after": after}
+    return PruningRatios(channel_prune_ratio=1.0 - after / before if before else float("nan"),
+                         channels_before=before, channels_after=after)
 
 
 @torch.no_grad()
@@ -242,11 +215,11 @@ def method_scores(model: nn.Module, model_name: str, method_name: str, setting: 
     """
     from vss_cli.pruning.base import PruningMethod, get_method
     from vss_cli.pruning.surgery import output_layers_of
-    from vss_cli.workflows.prune import PruneOptions, make_fit, prune_context, sample_source
+    from vss_cli.workflows.prune import make_fit, prune_context, sample_source
 
     method = get_method(method_name)
     work = copy.deepcopy(model)
-    popts = PruneOptions(ckpt="", method=method_name, samples=opts.oracle_samples, batch_size=opts.batch_size)
+    popts = PruneOptions(method=method_name, samples=opts.oracle_samples, batch_size=opts.batch_size)  # how it scores
     source = sample_source(setting.dataset, setting.data_root, setting.input_size, popts.samples,
                            popts.batch_size, popts.seed)
     fit = make_fit(setting.dataset, setting.data_root, setting.input_size, popts.seed, setting.device,
@@ -293,8 +266,8 @@ def oracle_section(setting: EvalSetting, opts: EvalOptions) -> dict:
                               note=setting.oracle_note).to_report()
 
 
-def compare(setting: EvalSetting, opts: EvalOptions) -> tuple[dict, dict[str, np.ndarray]]:
-    """Every measurement of the report; returns (report dict, confusion matrices by side)."""
+def compare(setting: EvalSetting, opts: EvalOptions) -> tuple[EvalReport, dict[str, np.ndarray]]:
+    """Every measurement of the report; returns (the report, confusion matrices by side)."""
     from vss_cli.data import build_loader
     from vss_cli.engine.speed import measure_speed_pair, speedups
     from vss_cli.engine.train import evaluate
@@ -308,54 +281,22 @@ def compare(setting: EvalSetting, opts: EvalOptions) -> tuple[dict, dict[str, np
         base, cand, input_size=setting.input_size, batch=opts.batch_size, device=device, dtype=opts.dtype,
         channels_last=opts.channels_last, warmup=opts.warmup, iters=opts.speed_iters,
     )
-    report = {
-        "baseline": str(setting.baseline_ref.path), "candidate": str(setting.candidate_ref.path),
-        "dataset": setting.dataset, "split": opts.split, "input_size": list(setting.input_size),
-        "baseline_results": base_metrics.to_report(spec.class_names),
-        "candidate_results": cand_metrics.to_report(spec.class_names),
-        "miou_retention": _ratio(cand_metrics.miou, base_metrics.miou),
-        "pixel_accuracy_retention": _ratio(cand_metrics.pixel_accuracy, base_metrics.pixel_accuracy),
-        "baseline_speed": base_speed.to_report(),
-        "candidate_speed": cand_speed.to_report(),
-        **speedups(base_speed, cand_speed),
-        "baseline_flops_params": flops_params(base, setting.input_size),
-        "candidate_flops_params": flops_params(cand, setting.input_size),
-        "pruning_ratios": pruning_ratios(setting.baseline, setting.candidate),
-        "oracle_analysis": oracle_section(setting, opts) if opts.oracle_samples > 0 else None,
-        "reconstruction_mse": reconstruction_mse(base, cand, loader, opts.reconstruction_batches, device),
-    }
+    report = EvalReport(
+        baseline=str(setting.baseline_ref.path), candidate=str(setting.candidate_ref.path),
+        dataset=setting.dataset, split=opts.split, input_size=list(setting.input_size),
+        baseline_results=base_metrics.to_report(spec.class_names),
+        candidate_results=cand_metrics.to_report(spec.class_names),
+        miou_retention=ratio(cand_metrics.miou, base_metrics.miou),
+        pixel_accuracy_retention=ratio(cand_metrics.pixel_accuracy, base_metrics.pixel_accuracy),
+        baseline_speed=base_speed.to_report(), candidate_speed=cand_speed.to_report(),
+        speedups=speedups(base_speed, cand_speed),
+        baseline_flops_params=flops_params(base, setting.input_size),
+        candidate_flops_params=flops_params(cand, setting.input_size),
+        pruning_ratios=pruning_ratios(setting.baseline, setting.candidate),
+        oracle_analysis=oracle_section(setting, opts) if opts.oracle_samples > 0 else None,
+        reconstruction_mse=reconstruction_mse(base, cand, loader, opts.reconstruction_batches, device),
+    )
     return report, {"baseline": base_cm.numpy(), "candidate": cand_cm.numpy()}
-
-
-def flat_metrics(report: dict) -> dict[str, float]:
-    """The report's numbers as flat metric keys for the store (`candidate_miou`, `speedup_latency`, ...)."""
-    rows: dict[str, float] = {}
-    for side in ("baseline", "candidate"):
-        res, speed, cx = report[f"{side}_results"], report[f"{side}_speed"], report[f"{side}_flops_params"]
-        rows.update({f"{side}_miou": res["mIoU"], f"{side}_pixel_accuracy": res["Pixel_Accuracy"],
-                     f"{side}_mean_accuracy": res["Mean_Accuracy"], f"{side}_fw_iou": res["Frequency_Weighted_IoU"],
-                     f"{side}_latency_ms": speed["median_ms"], f"{side}_latency_min_ms": speed["min_ms"],
-                     f"{side}_latency_max_ms": speed["max_ms"], f"{side}_fps": speed["fps"],
-                     f"{side}_macs": cx["macs"], f"{side}_params": cx["params"]})
-    base_cx, cand_cx = report["baseline_flops_params"], report["candidate_flops_params"]
-    rows.update({
-        "miou_retention": report["miou_retention"],
-        "pixel_accuracy_retention": report["pixel_accuracy_retention"],
-        "speedup_latency": report["speedup_latency"], "speedup_fps": report["speedup_fps"],
-        "speedup_of_medians": report["speedup_of_medians"],
-        "macs_reduction": 1.0 - _ratio(cand_cx["macs"], base_cx["macs"]),
-        "params_reduction": 1.0 - _ratio(cand_cx["params"], base_cx["params"]),
-        **report["pruning_ratios"],
-    })
-    if report["reconstruction_mse"] is not None:
-        rows["reconstruction_mse"] = report["reconstruction_mse"]
-    oracle = report["oracle_analysis"]
-    if oracle:
-        rows.update({"oracle_seconds": oracle["seconds"], "oracle_forward_passes": oracle["forward_passes"],
-                     "oracle_base_loss": oracle["base_loss"]})
-        for name, m in oracle["methods"].items():
-            rows.update({f"oracle_{name}_{k}": m[k] for k in ("spearman", "kendall", "overlap")})
-    return {k: float(v) for k, v in rows.items() if v is not None}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -385,16 +326,17 @@ def eval_run(opts: EvalOptions, store) -> EvalOutcome:
     store.update_run(run.id, out_dir=str(out_dir))
     with recorded(store, run.id):
         report, confusions = compare(setting, opts)
-        report["run_id"] = run.id
+        report.run_id = run.id
         for side, mat in confusions.items():
             path = write_json(out_dir / f"{side}_confusion.json", {
                 "class_names": list(setting.spec.class_names), "ignore_index": setting.spec.ignore_index,
                 "rows": "ground truth", "columns": "prediction", "matrix": mat.astype(np.int64).tolist()})
             store.add_artifact(run.id, kind="confusion", path=path)
-        report_path = write_json(Path(opts.report).resolve() if opts.report else out_dir / REPORT_NAME, report)
+        report_path = write_json(Path(opts.report).resolve() if opts.report else out_dir / REPORT_NAME,
+                                 report.to_json())
         store.add_artifact(run.id, kind="report", path=report_path)
-        metrics = flat_metrics(report)
+        metrics = report.flat_metrics()
         store.add_metrics(run.id, metrics)
-    log(f"eval run {run.id}: mIoU {report['baseline_results']['mIoU']:.4f} -> {report['candidate_results']['mIoU']:.4f}"
-        f", latency x{report['speedup_latency']:.2f} -> {report_path}")
+    log(f"eval run {run.id}: mIoU {report.baseline_results['mIoU']:.4f} -> {report.candidate_results['mIoU']:.4f}"
+        f", latency x{report.speedup_latency:.2f} -> {report_path}")
     return EvalOutcome(run_id=run.id, out_dir=out_dir, report_path=report_path, report=report, metrics=metrics)

@@ -28,24 +28,9 @@ from vss_cli.workflows.common import (
     resolve_device,
     versions,
 )
+from vss_cli.workflows.options import PruneOptions
 
-
-@dataclass
-class PruneOptions:
-    ckpt: str
-    method: str = "l1"
-    global_ratio: float = 0.3
-    round_to: int = 8
-    input_size: tuple[int, int] | None = None
-    samples: int = 64
-    seed: int = 0
-    device: str = "auto"
-    dataset: str | None = None
-    data_root: str | None = None
-    method_options: dict = field(default_factory=dict)
-    batch_size: int = 8
-    save: str | None = None
-    model: str | None = None  # optional check: the checkpoint must hold this model
+__all__ = ["PruneOptions", "PruneOutcome", "PruneReport", "prune_run", "validate"]
 
 
 @dataclass
@@ -81,12 +66,18 @@ class PruneOutcome:
 
 
 def validate(opts: PruneOptions) -> None:
+    """Every check that needs no checkpoint: ranges, the method and its options (bench checks each cell)."""
     if not 0.0 < opts.global_ratio < 1.0:
         raise ConfigError(f"--global-ratio {opts.global_ratio} is outside (0, 1): pass a fraction such as 0.3")
     if opts.round_to < 1:
         raise ConfigError(f"--round-to {opts.round_to} must be 1 or more")
     if opts.samples < 0:
         raise ConfigError(f"--samples {opts.samples} must be 0 or more")
+    if opts.batch_size < 1:
+        raise ConfigError(f"--batch-size {opts.batch_size} must be at least 1")
+    method = get_method(opts.method, **opts.method_options)  # unknown methods and options fail here
+    if method.needs_data and opts.samples == 0:
+        raise ConfigError(f"method '{method.name}' scores channels on data: pass --samples N with N > 0")
 
 
 def sample_source(dataset: str, data_root: str | None, input_size, samples: int, batch_size: int, seed: int):
@@ -138,8 +129,6 @@ def prune_run(opts: PruneOptions, store) -> PruneOutcome:
     dspec = get_spec(dataset)
     data_root = opts.data_root or ds.get("data_root")
     input_size = tuple(opts.input_size or dspec.default_input_size)
-    if method.needs_data and opts.samples == 0:
-        raise ConfigError(f"method '{method.name}' scores channels on data: pass --samples N with N > 0")
     if method.needs_data and dspec.needs_root and not data_root:
         raise ConfigError(f"method '{method.name}' needs {dataset} images: pass --data-root DIR")
     loaded = load_checkpoint(ref.path, device)
