@@ -70,6 +70,7 @@ def eval_cmd(
     device: o.Device = "auto", dataset: o.Dataset = None, data_root: o.DataRoot = None,
     speed_iters: o.SpeedIters = E["speed_iters"], warmup: o.WarmupIters = E["warmup"], split: o.Split = E["split"],
     num_workers: o.NumWorkers = E["num_workers"], model: o.Model = None,
+    reconstruction_batches: o.ReconBatches = E["reconstruction_batches"],
 ) -> None:
     """Compare a candidate with its baseline: metrics, retention, speed, MACs, channels, oracle agreement."""
     from vss_cli.workflows.evaluate import EvalOptions, eval_run
@@ -79,7 +80,7 @@ def eval_cmd(
         input_size=o.parse_size(input_size), dataset=dataset, data_root=str(data_root) if data_root else None,
         device=device, dtype=dtype, channels_last=channels_last, speed_iters=speed_iters, warmup=warmup,
         oracle_samples=oracle_samples, oracle_layers=oracle_layers, oracle_methods=oracle_methods, split=split,
-        num_workers=num_workers, model=model,
+        num_workers=num_workers, model=model, reconstruction_batches=reconstruction_batches,
     )
     outcome = eval_run(opts, STATE.store())
     console.print(summary_table(outcome.report))

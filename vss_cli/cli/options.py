@@ -73,7 +73,7 @@ PRUNE = {name: default_of(PruneOptions, name) for name in (
     "method", "global_ratio", "round_to", "samples", "batch_size", "seed")}
 EVAL = {name: default_of(EvalOptions, name) for name in (
     "batch_size", "dtype", "channels_last", "speed_iters", "warmup", "oracle_samples", "oracle_layers",
-    "oracle_methods", "split", "num_workers")}
+    "oracle_methods", "reconstruction_batches", "split", "num_workers")}
 TRAIN = {name: default_of(TrainOptions, name) for name in (
     "weight_decay", "scheduler", "warmup_epochs", "slimming_lambda", "seed", "num_workers")}
 
@@ -99,6 +99,8 @@ OracleLayers = Annotated[int, typer.Option("--oracle-layers", help="layers (grou
                                            "spread evenly over the network")]
 OracleMethods = Annotated[str, typer.Option("--oracle-methods", help="candidate (its pruning criterion) or all")]
 ChannelsLast = Annotated[bool, typer.Option("--channels-last", help="time with channels-last memory format")]
+ReconBatches = Annotated[int, typer.Option("--reconstruction-batches", help="validation batches the logits' "
+                                           "reconstruction MSE is measured on (0 = off)")]
 Split = Annotated[str, typer.Option("--split", help="split the metrics are measured on")]
 EvalBatch = Annotated[int, typer.Option("--batch-size", help="evaluation and timing batch size")]
 MethodOption = Annotated[list[str] | None, typer.Option("--option", help="method option KEY=VALUE (repeatable)")]

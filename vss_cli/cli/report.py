@@ -21,8 +21,8 @@ Plot = Annotated[Path | None, typer.Option("--plot", help="also draw retention v
 
 def report(bench: BenchRef = "latest", fmt: Format = "table", plot: Plot = None) -> None:
     """Aggregate a bench's cells over seeds: mIoU, retention, MACs/params reduction, latency speedup."""
-    from vss_cli.report import aggregate, baseline_point, cell_rows, display_rows, resolve_bench
-    from vss_cli.report.tables import Grid
+    from vss_cli.report import aggregate, baseline_point, cell_rows, display_rows
+    from vss_cli.store.grid import Grid, resolve_bench
 
     if fmt not in FORMATS:
         raise ConfigError(f"--format {fmt} is not supported: use one of {', '.join(FORMATS)}")
