@@ -151,6 +151,8 @@ def work_through(work: CellWork, cells: Sequence[Run], retry: dict[str, int], on
                 continue
             if cell.status == "running" or cell.attempt > 0:
                 log(f"cell {cell.name}: attempt {cell.attempt + 1} (was {cell.status}, worker {cell.worker})")
+            if cell.status == "running":  # its worker died or stopped heartbeating: keep a trace of that attempt
+                store.add_metrics(cell.id, {"lost_attempt": cell.attempt}, step=cell.attempt)
             update(advance=0, info=cell.name or "")
             run_cell(work, store.get_run(cell.id))
             ran.append(cell.id)
