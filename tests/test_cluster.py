@@ -144,3 +144,22 @@ def test_join_without_the_artifact_folder_fails_with_one_line_and_writes_nothing
     assert _snapshot(Path(db)) == before
     assert sorted(p for p in tmp_path.rglob("*") if not p.name.startswith("vss.db")) == \
         [p for p in files if not p.name.startswith("vss.db")]
+
+
+def test_nproc_per_cell_fine_tunes_each_cell_once_under_torchrun(tmp_path):
+    db = str(tmp_path / "vss.db")
+    base = _ckpt(tmp_path / "base.pt")
+    grid = [a if a not in ("l1,random", "0.2,0.3,0.5") else {"l1,random": "l1", "0.2,0.3,0.5": "0.3,0.5"}[a]
+            for a in GRID]
+    grid[grid.index("--finetune-epochs") + 1] = "1"
+    result = runner.invoke(app, ["--db", db, "bench", "--baseline", str(base), *grid, "--max-iters-per-epoch", "1",
+                                 "--nproc-per-cell", "2", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    with Store(db) as store:
+        cells = store.list_runs(kind="cell")
+        assert len(cells) == 2 and {c.status for c in cells} == {"completed"}
+        for cell in cells:
+            tunes = [r for rel, r in store.children(cell.id) if rel == "step-of" and r.kind == "finetune"]
+            assert len(tunes) == 1 and tunes[0].status == "completed" and tunes[0].config["world_size"] == 2
+            assert cell.config["finetune"]["nproc_per_cell"] == 2
+        assert len(store.list_runs(kind="finetune")) == 2

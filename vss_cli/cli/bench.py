@@ -44,6 +44,8 @@ Join = Annotated[str | None, typer.Option("--join", help="BENCH_ID or latest: ta
                                           "with exactly its options (other grid options are ignored)")]
 PrepareOnly = Annotated[bool, typer.Option("--prepare-only", help="record the grid, its baseline and its cells, "
                                            "then stop (workers take the cells with --join)")]
+NprocPerCell = Annotated[int, typer.Option("--nproc-per-cell", help="run each cell's fine-tune under torchrun "
+                                           "on N processes (gloo on CPU, nccl on CUDA; global batch = N x batch)")]
 PruneBatch = Annotated[int, typer.Option("--prune-batch-size", help="minibatch size while scoring channels")]
 BenchOption = Annotated[list[str] | None, typer.Option("--option", help="method option METHOD:KEY=VALUE for that "
                                                        "method's cells, e.g. fgp:share=0.8 (repeatable)")]
@@ -83,6 +85,7 @@ def build_options(given: dict[str, Any]) -> BenchOptions:
         eval=EvalOptions(**_pick(given, EVAL_FIELDS)), method_options=method_options, baseline=given["baseline"],
         baseline_train=baseline_train, out_dir=str(given["out_dir"]) if given["out_dir"] else None,
         skip_existing=given["skip_existing"], force_new=given["force_new"], worker_grace=given["worker_grace"],
+        nproc_per_cell=given["nproc_per_cell"],
     )
 
 
@@ -130,6 +133,7 @@ def bench(
     reconstruction_batches: o.ReconBatches = E["reconstruction_batches"], split: o.Split = E["split"],
     num_workers: o.NumWorkers = E["num_workers"], device: o.Device = "auto",
     worker_grace: Grace = default_of(BenchOptions, "worker_grace"),
+    nproc_per_cell: NprocPerCell = default_of(BenchOptions, "nproc_per_cell"),
 ) -> None:
     """Prune → fine-tune → evaluate every method × ratio × seed against one baseline.
 

@@ -91,6 +91,7 @@ def validate(opts: BenchOptions, device) -> BenchOptions:
         _check(s >= 0, f"--seeds {s} is negative: pass seeds such as 0,1,2")
     stray = sorted(set(opts.method_options) - set(opts.methods))
     _check(not stray, f"--option {stray[0] if stray else ''}:... names a method not in --methods")
+    _check(opts.nproc_per_cell >= 1, f"--nproc-per-cell {opts.nproc_per_cell} must be 1 or more")
     _check(opts.worker_grace > 0, f"--worker-grace {opts.worker_grace} must be a positive number of seconds")
     _check(opts.baseline_train.epochs is None or opts.baseline_train.epochs >= 1,
            f"--baseline-epochs {opts.baseline_train.epochs} must be at least 1")

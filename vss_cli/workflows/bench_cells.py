@@ -71,6 +71,13 @@ def _finetune_step(work: CellWork, cell: Run, steps: StepStore, pruned: Run, pri
     resume = same_parent and prior.status != "completed" and (Path(prior.out_dir or "") / "last.pt").is_file()
     topts = work.opts.cell_finetune(cell.config["seed"], model_from=pruned.id, resume=resume,
                                     save=str(cell_dir(work.out_dir, cell) / "finetune"))
+    if work.opts.nproc_per_cell > 1:
+        from vss_cli.workflows.bench_ddp import finetune_under_torchrun
+
+        run_id = finetune_under_torchrun(topts, db_url=work.store.engine.url.render_as_string(hide_password=False),
+                                         cell_id=cell.id, nproc=work.opts.nproc_per_cell,
+                                         job_dir=cell_dir(work.out_dir, cell) / "ddp")
+        return work.store.get_run(run_id)
     return work.store.get_run(train_run(topts, steps, kind="finetune").run_id)
 
 

@@ -44,6 +44,7 @@ class BenchOptions:
     skip_existing: bool = False
     force_new: bool = False  # start a new grid in an --out-dir another grid's summary is in
     worker_grace: float = 300.0
+    nproc_per_cell: int = 1  # > 1: each cell's fine-tune runs under torchrun on this many processes
 
     @property
     def finetune_epochs(self) -> int:
@@ -74,6 +75,7 @@ class BenchOptions:
         """Everything besides the baseline and the axes that changes a cell's result."""
         out = {step: _result_fields(getattr(self, step), step) for step in TEMPLATES}
         out["eval"]["device"] = device_type
+        out["finetune"]["nproc_per_cell"] = self.nproc_per_cell  # DDP multiplies the global batch
         out["method_options"] = self.method_options
         return out
 
