@@ -229,7 +229,7 @@ def bench_run(opts: BenchOptions, store: Store, *, join: str | None = None, prep
             store.set_status(bench.id, "running")
         if skipped:
             log(f"{len(skipped)} of {len(cells)} cells are already done and are reused")
-        work = CellWork(store=store, opts=opts, baseline=baseline, out_dir=out_dir, beat=beat)
+        work = CellWork(store=store, opts=opts, baseline=baseline, out_dir=out_dir, beat=beat, bench_id=bench.id)
         ran = _work(work, bench, cells, retry, skipped)
     store.set_status(bench.id, "completed")
     summary = write_summary(store, bench, out_dir, skipped, baseline.sha256)

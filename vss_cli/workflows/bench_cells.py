@@ -29,6 +29,18 @@ class CellWork:
     baseline: Baseline
     out_dir: Path
     beat: Heartbeat
+    bench_id: str | None = None  # set: the cells' states are read in one query over the bench's edges
+
+
+SUMMARY_EVERY_S = 10.0  # a live summary is rewritten at most this often (and always at the end)
+
+
+def _current(work: CellWork, cells: Sequence[Run]) -> list[Run]:
+    """The cells as the store has them now."""
+    if work.bench_id is None:
+        return [work.store.get_run(c.id) for c in cells]
+    now = {run.id: run for relation, run in work.store.children(work.bench_id) if relation == "cell-of"}
+    return [now.get(c.id) or work.store.get_run(c.id) for c in cells]
 
 
 def _intact(store: Store, run: Run | None) -> bool:
@@ -142,10 +154,11 @@ def work_through(work: CellWork, cells: Sequence[Run], retry: dict[str, int], on
     """Claim and run cells until every one is settled; returns the ids of the cells run here."""
     store, grace = work.store, work.opts.worker_grace
     ran: list[str] = []
+    saved = time.monotonic()
     with progress_bar("bench cells", total=len(cells)) as update:
         shown = 0
         while True:
-            current = [store.get_run(c.id) for c in cells]
+            current = _current(work, cells)
             settled = sum(_settled(r, retry) for r in current)
             update(advance=settled - shown)
             shown = settled
@@ -163,4 +176,6 @@ def work_through(work: CellWork, cells: Sequence[Run], retry: dict[str, int], on
             update(advance=0, info=cell.name or "")
             run_cell(work, store.get_run(cell.id))
             ran.append(cell.id)
-            on_done()
+            if time.monotonic() - saved >= SUMMARY_EVERY_S:
+                on_done()
+                saved = time.monotonic()
