@@ -48,10 +48,23 @@ def _step(kind: str, n_metrics: int, n_files: int):
     return run
 
 
-def measure(url: str, cells: int, root: Path) -> float:
+def _counting(store: Store) -> list[int]:
+    """Count the store's transactions (reads and writes): the machine-independent part of the cost."""
+    count, inner = [0], store._transaction
+
+    def counted(fn, *, write):
+        count[0] += 1
+        return inner(fn, write=write)
+
+    store._transaction = counted
+    return count
+
+
+def measure(url: str, cells: int, root: Path) -> tuple[float, float]:
     bench_cells.prune_run = _step("prune", 11, 2)
     bench_cells.eval_run = _step("eval", 45, 3)
-    opts = BenchOptions(methods=[f"m{i}" for i in range(cells)], ratios=[0.3], seeds=[0],
+    fresh = int.from_bytes(os.urandom(3), "big")  # a new grid each time, even on a database used before
+    opts = BenchOptions(methods=[f"m{i}" for i in range(cells)], ratios=[0.3], seeds=[fresh],
                         finetune=BenchOptions().finetune.__class__(epochs=0), worker_grace=30.0)
     with Store(url) as store:
         base = Baseline(root / "base.pt", "0" * 64)
@@ -59,13 +72,14 @@ def measure(url: str, cells: int, root: Path) -> float:
         config, key = bench_identity(opts, BaselineSource(checkpoint=base), settings)
         bench, _ = store.create_run_once(kind="bench", config=config, config_key=key, status="running")
         rows = ensure_cells(store, bench, opts, base, settings)
+        count = _counting(store)
         with Heartbeat(store, interval_s=5.0) as beat:
             work = bench_cells.CellWork(store=store, opts=opts, baseline=base, out_dir=root, beat=beat,
                                         bench_id=bench.id)
             t0 = time.perf_counter()
             bench_cells.work_through(work, rows, {}, on_done=lambda: write_summary(store, bench, root, [], base.sha256))
             write_summary(store, bench, root, [], base.sha256)  # the final one every grid writes
-            return (time.perf_counter() - t0) / cells
+            return (time.perf_counter() - t0) / cells, count[0] / cells
 
 
 def main() -> None:
@@ -74,13 +88,14 @@ def main() -> None:
     parser.add_argument("--pg", default=os.environ.get("VSS_TEST_PG_URL"))
     args = parser.parse_args()
     os.environ.setdefault("VSS_QUIET", "1")
-    print(f"{'back-end':<12} {'cells':>6} {'ms / cell':>10}")
+    print(f"{'back-end':<12} {'cells':>6} {'ms / cell':>10} {'transactions / cell':>20}")
     with tempfile.TemporaryDirectory() as tmp:
         backends = [("sqlite", str(Path(tmp) / "vss.db"))] + ([("postgresql", args.pg)] if args.pg else [])
         for name, url in backends:
             root = Path(tmp) / name
             root.mkdir()
-            print(f"{name:<12} {args.cells:>6} {measure(url, args.cells, root) * 1e3:>10.1f}")
+            seconds, txns = measure(url, args.cells, root)
+            print(f"{name:<12} {args.cells:>6} {seconds * 1e3:>10.1f} {txns:>20.1f}")
 
 
 if __name__ == "__main__":
