@@ -24,17 +24,22 @@ from vss_cli.store.store import Store
 
 
 class RunStore(Protocol):
-    """What the prune, train and eval workflows call on the store they are given."""
+    """What the prune, train and eval workflows call on the store they are given (`Store`, `StepStore`)."""
 
-    def create_run(self, **kwargs: Any) -> Run: ...
-    def update_run(self, run_id: str, **fields: Any) -> Run: ...
+    def create_run(self, *, kind: str, config: dict, parents: Sequence[tuple[str, str]] = (), status: str = "running",
+                   config_key: str | None = None, name: str | None = None, versions: Mapping[str, Any] | None = None,
+                   out_dir: str | Path | None = None) -> Run: ...
+    def update_run(self, run_id: str, *, name: str | None = None, out_dir: str | Path | None = None,
+                   versions: Mapping[str, Any] | None = None) -> Run: ...
     def set_status(self, run_id: str, status: str, *, error: str | None = None) -> None: ...
-    def claim_run(self, run_id: str, **kwargs: Any) -> bool: ...
+    def claim_run(self, run_id: str, *, worker: str | None = None, stale_after_s: float, also: Sequence[str] = (),
+                  if_attempt: int | None = None) -> bool: ...
     def heartbeat(self, run_id: str) -> None: ...
     def add_artifact(self, run_id: str, *, kind: str, path: str | Path) -> Artifact: ...
     def add_metrics(self, run_id: str, metrics: Mapping[str, Any], *, step: int | None = None) -> int: ...
     def get_run(self, id_or_prefix: str) -> Run: ...
-    def list_runs(self, **filters: Any) -> list[Run]: ...
+    def list_runs(self, *, kind: str | None = None, status: str | None = None, limit: int | None = None,
+                  config_key: str | None = None) -> list[Run]: ...
     def parents(self, run_id: str) -> list[tuple[str, Run]]: ...
     def artifact_path(self, run_id: str, kind: str = "checkpoint") -> Path: ...
     def run_for_artifact(self, path: str | Path, kind: str | None = None) -> Run | None: ...
@@ -86,9 +91,8 @@ class StepStore:
         self._store, self._beat, self._parents = store, beat, list(parents)
         self.touched: list[str] = []
 
-    def create_run(self, **kwargs: Any) -> Run:
-        kwargs["parents"] = [*kwargs.get("parents", ()), *self._parents]
-        run = self._store.create_run(**kwargs)
+    def create_run(self, *, kind: str, config: dict, parents: Sequence[tuple[str, str]] = (), **fields: Any) -> Run:
+        run = self._store.create_run(kind=kind, config=config, parents=[*parents, *self._parents], **fields)
         self._track(run.id)
         return run
 
@@ -102,7 +106,7 @@ class StepStore:
         self.touched.append(run_id)
         self._beat.add(run_id)
 
-    def update_run(self, run_id: str, **fields: Any) -> Run:
+    def update_run(self, run_id: str, **fields: Any) -> Run:  # name, out_dir, versions
         return self._store.update_run(run_id, **fields)
 
     def set_status(self, run_id: str, status: str, *, error: str | None = None) -> None:
@@ -120,7 +124,7 @@ class StepStore:
     def get_run(self, id_or_prefix: str) -> Run:
         return self._store.get_run(id_or_prefix)
 
-    def list_runs(self, **filters: Any) -> list[Run]:
+    def list_runs(self, **filters: Any) -> list[Run]:  # kind, status, limit, config_key
         return self._store.list_runs(**filters)
 
     def parents(self, run_id: str) -> list[tuple[str, Run]]:

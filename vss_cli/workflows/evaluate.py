@@ -26,6 +26,7 @@ from vss_cli.engine.progress import log
 from vss_cli.errors import ConfigError
 from vss_cli.fileio import write_json
 from vss_cli.report.schema import EvalReport, PruningRatios, ratio
+from vss_cli.store.queue import RunStore
 from vss_cli.workflows.common import (
     CheckpointRef,
     check_model_name,
@@ -120,7 +121,7 @@ def _oracle_methods(opts: EvalOptions, candidate: LoadedCheckpoint, ref: Checkpo
     return [method], ""
 
 
-def resolve(opts: EvalOptions, store) -> EvalSetting:
+def resolve(opts: EvalOptions, store: RunStore) -> EvalSetting:
     """Check options, checkpoints, class counts and the dataset; raises VssError on bad input."""
     from vss_cli.data import build_dataset, get_spec
     from vss_cli.engine.speed import check_dtype
@@ -311,7 +312,7 @@ def _run_config(opts: EvalOptions, setting: EvalSetting) -> dict:
             "oracle_methods_resolved": setting.oracle_methods, "kind": "eval"}
 
 
-def eval_run(opts: EvalOptions, store) -> EvalOutcome:
+def eval_run(opts: EvalOptions, store: RunStore) -> EvalOutcome:
     """Evaluate a candidate against its baseline; records an `eval` run, its report and its metrics."""
     from vss_cli.store import config_key, file_sha256
 

@@ -20,6 +20,7 @@ from vss_cli.pruning.surgery import (
     output_layers_of,
     prunable_channels,
 )
+from vss_cli.store.queue import RunStore
 from vss_cli.workflows.common import (
     check_model_name,
     default_out_dir,
@@ -114,7 +115,7 @@ def make_fit(dataset: str, data_root: str | None, input_size, seed: int, device,
     return run_fit
 
 
-def prune_run(opts: PruneOptions, store) -> PruneOutcome:
+def prune_run(opts: PruneOptions, store: RunStore) -> PruneOutcome:
     """Prune a checkpoint with one method at a global ratio; returns the new run and checkpoint."""
     from vss_cli.data import get_spec
     from vss_cli.engine.complexity import count_complexity

@@ -13,6 +13,7 @@ from vss_cli.engine.checkpoint import ModelSpec, load_checkpoint
 from vss_cli.engine.progress import log
 from vss_cli.engine.train import FitResult, TrainConfig, TrainHooks, fit
 from vss_cli.errors import ConfigError
+from vss_cli.store.queue import RunStore
 from vss_cli.workflows.common import (
     default_out_dir,
     recorded,
@@ -37,7 +38,7 @@ class TrainOutcome:
 RESULT_FREE_FIELDS = ("save", "resume", "num_workers", "device")
 
 
-def inherit_dataset(opts: TrainOptions, store) -> TrainOptions:
+def inherit_dataset(opts: TrainOptions, store: RunStore) -> TrainOptions:
     """Fine-tuning without --dataset uses the dataset (and root) recorded in the checkpoint."""
     if opts.dataset:
         return opts
@@ -143,7 +144,7 @@ def _class_weights(opts: TrainOptions):
     return class_weights(opts.dataset, opts.data_root)
 
 
-def prepare_model(opts: TrainOptions, store):
+def prepare_model(opts: TrainOptions, store: RunStore):
     """Build the model (fresh, or from a pruned checkpoint for finetune); returns (model, spec, history, parent)."""
     from vss_cli.data import get_spec
     from vss_cli.models import build_model
@@ -164,7 +165,7 @@ def prepare_model(opts: TrainOptions, store):
     return model, ModelSpec(opts.model, spec.num_classes, storable), [], None
 
 
-def train_run(opts: TrainOptions, store, *, kind: str = "train", hooks: TrainHooks | None = None) -> TrainOutcome:
+def train_run(opts: TrainOptions, store: RunStore, *, kind: str = "train", hooks: TrainHooks | None = None) -> TrainOutcome:
     """Train (or fine-tune) a model and record the run, its checkpoints and per-epoch metrics."""
     from vss_cli.data import get_spec
 
