@@ -147,6 +147,7 @@ class _PlantedFailure(PruningMethod):
 
 
 def test_a_failing_cell_is_recorded_and_the_grid_goes_on(tmp_path, monkeypatch, baseline_ckpt):
+    pruning_base.list_methods()  # register the built-in methods in the real registry before patching it
     monkeypatch.setattr(pruning_base, "_METHODS", {**pruning_base._METHODS, "planted_failure": _PlantedFailure})
     monkeypatch.setenv("VSS_DB", str(tmp_path / "vss.db"))
     monkeypatch.setenv("VSS_QUIET", "1")
