@@ -11,10 +11,12 @@ import pytest
 import torch
 import torch.nn as nn
 
-from vss_cli.engine.checkpoint import ModelSpec, load_checkpoint, save_checkpoint
+from vss_cli.engine.checkpoint import ModelSpec, save_checkpoint
 from vss_cli.engine.train import TrainConfig, TrainHooks, fit
 from vss_cli.models import build_model
 from vss_cli.pruning.base import get_method
+from vss_cli.pruning.checkpoint import load_checkpoint
+from vss_cli.pruning.methods.slimming import slimming_regularizer
 from vss_cli.workflows.prune import PruneOptions, prune_model
 
 
@@ -31,8 +33,9 @@ def test_slimming_lambda_lowers_gamma_l1(tiny_batches):
     results = []
     for lam in (0.0, 1e-2):
         model = _unet()
-        cfg = TrainConfig(epochs=2, lr=0.05, slimming_lambda=lam, seed=0)
-        fit(model, tiny_batches, None, cfg, num_classes=5, show_progress=False)
+        cfg = TrainConfig(epochs=2, lr=0.05, seed=0)
+        hooks = TrainHooks(regularize=slimming_regularizer(lam)) if lam else None
+        fit(model, tiny_batches, None, cfg, num_classes=5, hooks=hooks, show_progress=False)
         results.append(_gamma_l1(model))
     assert results[1] < results[0]
 
@@ -128,3 +131,13 @@ def test_killed_training_resumes_in_the_same_run(tmp_path):
     assert again.id == run.id and again.status == "completed" and again.attempt == 2
     epochs = sorted({m.step for m in store.metrics(run.id, "train_loss")})
     assert epochs == [0, 1, 2]
+
+
+def test_epoch_seconds_is_per_epoch_and_elapsed_is_cumulative(tiny_batches):
+    result = fit(_unet(), tiny_batches, None, TrainConfig(epochs=3, lr=0.05, seed=0), num_classes=5,
+                 show_progress=False)
+    per_epoch = [h["epoch_seconds"] for h in result.history]
+    elapsed = [h["elapsed_seconds"] for h in result.history]
+    assert elapsed == sorted(elapsed) and elapsed[-1] >= sum(per_epoch) * 0.999
+    assert all(0 < s <= e for s, e in zip(per_epoch, elapsed, strict=True))
+    assert per_epoch[-1] < elapsed[-1]  # not cumulative

@@ -13,11 +13,12 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from vss_cli.engine.checkpoint import ModelSpec, load_checkpoint, save_checkpoint
+from vss_cli.engine.checkpoint import ModelSpec, save_checkpoint
 from vss_cli.engine.complexity import Complexity, count_complexity
 from vss_cli.engine.train import TrainConfig, fit
 from vss_cli.models import build_model, get_model_info, list_models
 from vss_cli.pruning.base import get_method, list_methods
+from vss_cli.pruning.checkpoint import load_checkpoint
 from vss_cli.pruning.surgery import output_layers_of, prunable_channels, replay_history
 from vss_cli.workflows.prune import PruneOptions, prune_model
 
@@ -162,6 +163,9 @@ def test_achieved_channel_ratio_at_full_width(ratio):
 @pytest.mark.parametrize("args, message", [
     (["--global-ratio", "1.5"], "--global-ratio 1.5"),
     (["--method", "nope"], "unknown pruning method 'nope'"),
+    (["--allocation", "even"], "unknown --allocation 'even'"),
+    (["--normalizer", "median"], "unknown --normalizer 'median'"),
+    (["--budget", "watts"], "unknown --budget 'watts'"),
 ])
 def test_cli_rejects_bad_input_without_a_run(args, message, tmp_path, monkeypatch):
     from vss_cli.cli.app import app

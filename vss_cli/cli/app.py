@@ -15,7 +15,7 @@ from vss_cli.cli.state import STATE
 from vss_cli.errors import VssError
 
 # Each module defines `register(app)`; adding a command means adding a module here.
-COMMAND_MODULES = ("train", "prune", "eval", "bench", "report", "runs", "data", "models")
+COMMAND_MODULES = ("train", "prune", "eval", "bench", "report", "predict", "runs", "data", "models")
 
 
 class VssGroup(TyperGroup):

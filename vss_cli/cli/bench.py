@@ -52,7 +52,8 @@ BenchOption = Annotated[list[str] | None, typer.Option("--option", help="method 
 
 # CLI parameter -> field of each step template (every field a cell does not set itself; tests check it)
 PRUNE_FIELDS = {"dataset": "dataset", "data_root": "data_root", "input_size": "input_size", "round_to": "round_to",
-                "samples": "samples", "prune_batch_size": "batch_size", "device": "device", "model": "model"}
+                "allocation": "allocation", "normalizer": "normalizer", "budget": "budget", "samples": "samples",
+                "prune_batch_size": "batch_size", "device": "device", "model": "model"}
 EVAL_FIELDS = {"batch_size": "batch_size", "input_size": "input_size", "dataset": "dataset", "data_root": "data_root",
                "device": "device", "dtype": "dtype", "channels_last": "channels_last", "speed_iters": "speed_iters",
                "warmup": "warmup", "oracle_samples": "oracle_samples", "oracle_layers": "oracle_layers",
@@ -124,7 +125,8 @@ def bench(
     skip_existing: SkipExisting = False, force_new: ForceNew = False, join: Join = None, prepare_only: PrepareOnly = False,
     dataset: o.Dataset = None, data_root: o.DataRoot = None, model: o.Model = None, width: Width = None,
     baseline_epochs: BaselineEpochs = None, input_size: o.InputSize = None, max_iters_per_epoch: o.MaxIters = None,
-    round_to: o.RoundTo = P["round_to"], samples: o.Samples = P["samples"],
+    round_to: o.RoundTo = P["round_to"], allocation: o.Allocation = P["allocation"],
+    normalizer: o.Normalizer = P["normalizer"], budget: o.Budget = P["budget"], samples: o.Samples = P["samples"],
     prune_batch_size: PruneBatch = P["batch_size"], option: BenchOption = None,
     batch_size: o.EvalBatch = E["batch_size"], dtype: o.TimingDtype = E["dtype"],
     channels_last: o.ChannelsLast = E["channels_last"], speed_iters: o.SpeedIters = E["speed_iters"],

@@ -70,7 +70,7 @@ def parse_method_options(pairs: list[str] | None, *, methods: list[str] | None =
 
 
 PRUNE = {name: default_of(PruneOptions, name) for name in (
-    "method", "global_ratio", "round_to", "samples", "batch_size", "seed")}
+    "method", "global_ratio", "round_to", "allocation", "normalizer", "budget", "samples", "batch_size", "seed")}
 EVAL = {name: default_of(EvalOptions, name) for name in (
     "batch_size", "dtype", "channels_last", "speed_iters", "warmup", "oracle_samples", "oracle_layers",
     "oracle_methods", "reconstruction_batches", "split", "num_workers")}
@@ -106,3 +106,11 @@ EvalBatch = Annotated[int, typer.Option("--batch-size", help="evaluation and tim
 MethodOption = Annotated[list[str] | None, typer.Option("--option", help="method option KEY=VALUE (repeatable)")]
 MaxIters = Annotated[int | None, typer.Option("--max-iters-per-epoch", help="cap iterations per training epoch "
                                               "(smoke runs)")]
+Allocation = Annotated[str, typer.Option("--allocation", help="how the cut is spread over layers: paper (each "
+                                         "method's own rule), uniform (same fraction per layer) or global "
+                                         "(one threshold on normalised scores)")]
+Normalizer = Annotated[str, typer.Option("--normalizer", help="per-layer score normalisation of --allocation "
+                                         "global: mean, max or none")]
+Budget = Annotated[str, typer.Option("--budget", help="what --global-ratio counts: channels or macs")]
+TensorBoard = Annotated[Path | None, typer.Option("--tensorboard", help="also write the per-epoch scalars as "
+                                                "TensorBoard event files under DIR/<kind>-<run id>")]

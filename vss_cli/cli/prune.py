@@ -12,7 +12,8 @@ from vss_cli.cli.state import STATE
 
 Ckpt = Annotated[str, typer.Option("--ckpt", help="checkpoint (.pt) or run id to prune")]
 Method = Annotated[str, typer.Option("--method", help="l1, l2, random, fpgm, taylor, slimming, fgp, sirfp or dmcp")]
-Ratio = Annotated[float, typer.Option("--global-ratio", help="fraction of prunable channels removed, in (0, 1)")]
+Ratio = Annotated[float, typer.Option("--global-ratio", help="fraction of the --budget (prunable channels or MACs) "
+                                      "removed, in (0, 1)")]
 SparseEpochs = Annotated[int | None, typer.Option("--sparse-epochs", help="slimming: sparse phase length when "
                                                   "the parent was trained without --slimming-lambda")]
 FgpShare = Annotated[float | None, typer.Option("--fgp-share", help="fgp: keep per layer the top channels whose "
@@ -33,8 +34,10 @@ def _method_options(pairs: list[str] | None, method: str, **named) -> dict:
 
 def prune(
     ckpt: Ckpt, method: Method = o.PRUNE["method"], global_ratio: Ratio = o.PRUNE["global_ratio"],
-    round_to: o.RoundTo = o.PRUNE["round_to"], input_size: o.InputSize = None, samples: o.Samples = o.PRUNE["samples"],
-    seed: o.Seed = o.PRUNE["seed"], device: o.Device = "auto",
+    round_to: o.RoundTo = o.PRUNE["round_to"], allocation: o.Allocation = o.PRUNE["allocation"],
+    normalizer: o.Normalizer = o.PRUNE["normalizer"], budget: o.Budget = o.PRUNE["budget"],
+    input_size: o.InputSize = None, samples: o.Samples = o.PRUNE["samples"], seed: o.Seed = o.PRUNE["seed"],
+    device: o.Device = "auto",
     dataset: o.Dataset = None, data_root: o.DataRoot = None, save: o.Save = None,
     batch_size: ScoreBatch = o.PRUNE["batch_size"],
     sparse_epochs: SparseEpochs = None, fgp_share: FgpShare = None, target_macs: TargetMacs = None,
@@ -44,7 +47,8 @@ def prune(
     from vss_cli.workflows.prune import PruneOptions, prune_run
 
     opts = PruneOptions(
-        ckpt=ckpt, method=method, global_ratio=global_ratio, round_to=round_to, input_size=o.parse_size(input_size),
+        ckpt=ckpt, method=method, global_ratio=global_ratio, round_to=round_to, allocation=allocation,
+        normalizer=normalizer, budget=budget, input_size=o.parse_size(input_size),
         samples=samples, seed=seed, device=device, dataset=dataset, data_root=str(data_root) if data_root else None,
         method_options=_method_options(option, method, sparse_epochs=sparse_epochs, share=fgp_share,
                                        target_macs=target_macs),
@@ -53,8 +57,9 @@ def prune(
     out = prune_run(opts, STATE.store())
     r = out.report
     console.print(
-        f"prune run [bold]{out.run_id}[/]: {r.method} removed {r.achieved_ratio:.1%} of channels "
-        f"({r.channels_before} -> {r.channels_after}); MACs {r.macs_before / 1e9:.3f}G -> {r.macs_after / 1e9:.3f}G; "
+        f"prune run [bold]{out.run_id}[/]: {r.method} removed {r.channel_prune_ratio:.1%} of channels "
+        f"({r.channels_before} -> {r.channels_after}); MACs {r.macs_before / 1e9:.3f}G -> {r.macs_after / 1e9:.3f}G "
+        f"(-{r.macs_reduction:.1%}); "
         f"params {r.params_before / 1e6:.3f}M -> {r.params_after / 1e6:.3f}M -> {out.checkpoint}", highlight=False,
     )
 

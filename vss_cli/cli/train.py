@@ -39,10 +39,11 @@ def _model_kwargs(width: float | None = None, aux_loss: bool = False, pretrained
     return {k: v for k, v in given.items() if v is not None}
 
 
-def _common(data_root, input_size, amp: bool, amp_dtype: str, save) -> dict:
+def _common(data_root, input_size, amp: bool, amp_dtype: str, save, tensorboard) -> dict:
     """The options both commands convert the same way."""
     return {"data_root": str(data_root) if data_root else None, "input_size": o.parse_size(input_size),
-            "amp": amp_dtype if amp else None, "save": str(save) if save else None}
+            "amp": amp_dtype if amp else None, "save": str(save) if save else None,
+            "tensorboard": str(tensorboard) if tensorboard else None}
 
 
 def _print(outcome, kind: str) -> None:
@@ -65,6 +66,7 @@ def train(
     class_weights: ClassWeights = False, sync_bn: SyncBN = False, max_iters_per_epoch: o.MaxIters = None,
     model_from: Annotated[str | None, typer.Option("--model-from", help="start from this (pruned) checkpoint or "
                                                    "run: the same as `vss finetune`")] = None,
+    tensorboard: o.TensorBoard = None,
 ) -> None:
     """Train a baseline (defaults: built-in synthetic data and the small default model)."""
     from vss_cli.workflows.train import TrainOptions, train_run
@@ -75,7 +77,7 @@ def train(
         warmup_epochs=warmup_epochs, slimming_lambda=slimming_lambda, seed=seed, device=device,
         num_workers=num_workers, class_weights=class_weights, sync_bn=sync_bn,
         max_iters_per_epoch=max_iters_per_epoch, model_from=model_from, resume=resume,
-        **_common(data_root, input_size, amp, amp_dtype, save),
+        **_common(data_root, input_size, amp, amp_dtype, save, tensorboard),
     )
     _print(train_run(opts, STATE.store()), "finetune" if model_from else "train")
 
@@ -88,6 +90,7 @@ def finetune(
     amp_dtype: AmpDtype = "bf16", seed: o.Seed = T["seed"], device: o.Device = "auto", save: o.Save = None,
     num_workers: o.NumWorkers = T["num_workers"], resume: Resume = False,
     class_weights: ClassWeights = False, sync_bn: SyncBN = False, max_iters_per_epoch: o.MaxIters = None,
+    tensorboard: o.TensorBoard = None,
 ) -> None:
     """Train starting from a (pruned) checkpoint, keeping its architecture."""
     from vss_cli.workflows.train import TrainOptions, train_run
@@ -97,7 +100,7 @@ def finetune(
         scheduler=scheduler, warmup_epochs=warmup_epochs, slimming_lambda=slimming_lambda, seed=seed,
         device=device, num_workers=num_workers, class_weights=class_weights, sync_bn=sync_bn,
         max_iters_per_epoch=max_iters_per_epoch, model_from=model_from, resume=resume,
-        **_common(data_root, input_size, amp, amp_dtype, save),
+        **_common(data_root, input_size, amp, amp_dtype, save, tensorboard),
     )
     _print(train_run(opts, STATE.store(), kind="finetune"), "finetune")
 

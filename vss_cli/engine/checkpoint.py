@@ -2,8 +2,9 @@
 
 A checkpoint is a plain dict: a format tag, the model spec (name, num_classes, builder kwargs), the
 Torch-Pruning pruning history (empty for an unpruned model), the state_dict, the dataset spec and
-optional training state. Loading builds the model from its spec, replays the history on a fresh
-dependency graph and loads the weights with strict=True. No pickled modules anywhere.
+optional training state. This module writes and reads that dict; rebuilding the model (build from
+spec, replay the history on a fresh dependency graph, strict load) lives beside the replay, in
+`vss_cli.pruning.checkpoint`. No pickled modules anywhere.
 """
 
 from __future__ import annotations
@@ -34,16 +35,6 @@ class ModelSpec:
     @classmethod
     def from_dict(cls, d: dict) -> ModelSpec:
         return cls(name=d["name"], num_classes=int(d["num_classes"]), kwargs=dict(d.get("kwargs", {})))
-
-
-@dataclass
-class LoadedCheckpoint:
-    model: nn.Module
-    spec: ModelSpec
-    history: list
-    dataset: dict
-    extra: dict
-    path: Path
 
 
 def atomic_torch_save(obj, path: Path) -> Path:
@@ -98,44 +89,3 @@ def read_checkpoint(path: Path) -> dict:
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a vss checkpoint ({FORMAT}): pass a checkpoint written by vss")
     return payload
-
-
-def example_input(batch: int = 1, size: tuple[int, int] = (64, 64)) -> torch.Tensor:
-    """A fixed tracing input for dependency graphs (values do not matter, shapes do)."""
-    return torch.zeros(batch, 3, *size)
-
-
-def build_from_spec(spec: ModelSpec, history=()) -> nn.Module:
-    """Build the unpruned architecture and replay a pruning history on it."""
-    from vss_cli.models import build_model
-
-    model = build_model(spec.name, spec.num_classes, **spec.kwargs)
-    if history:
-        from vss_cli.pruning.surgery import replay_history
-
-        replay_history(model, history)
-    return model
-
-
-def load_checkpoint(path: Path, device: str | torch.device = "cpu") -> LoadedCheckpoint:
-    """Rebuild the model of a checkpoint (pruned architectures included) with its exact weights."""
-    payload = read_checkpoint(path)
-    spec = ModelSpec.from_dict(payload["model"])
-    history = payload.get("pruning_history", [])
-    model = build_from_spec(spec, history)
-    try:
-        model.load_state_dict(payload["state_dict"], strict=True)
-    except RuntimeError as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise CheckpointError(
-            f"checkpoint {path} does not match its model spec ({first}): it may come from another vss version"
-        ) from None
-    model.to(device).eval()
-    return LoadedCheckpoint(
-        model=model,
-        spec=spec,
-        history=history,
-        dataset=payload.get("dataset", {}),
-        extra=payload.get("extra", {}),
-        path=Path(path),
-    )

@@ -32,7 +32,6 @@ class TrainConfig:
     warmup_epochs: float = 0.0
     aux_weight: float = 0.5
     amp: str | None = None  # None | bf16 | fp16
-    slimming_lambda: float = 0.0
     seed: int = 0
     device: str = "cpu"
     max_iters_per_epoch: int | None = None
@@ -44,7 +43,8 @@ class TrainHooks:
     """Extension points of `fit`; every one is optional.
 
     loss_fn(model, images, targets) -> loss replaces the default criterion (e.g. DMCP's sandwich rule);
-    regularize(model) runs after backward and before the optimiser step (e.g. slimming's L1 subgradient);
+    regularize(model) runs after backward and before the optimiser step (e.g. slimming's L1
+    subgradient, `pruning.methods.slimming.slimming_regularizer`);
     after_step(model, images, targets, iteration) runs after the optimiser step (e.g. DMCP's α update);
     on_epoch_end(epoch, scalars) receives the epoch's metrics (the store records them);
     on_fit_start(total_iterations) is told how many optimiser steps the run will take (e.g. DMCP's warm-up).
@@ -119,17 +119,6 @@ def build_scheduler(optimizer, cfg: TrainConfig, iters_per_epoch: int):
     return torch.optim.lr_scheduler.LambdaLR(
         optimizer, _scheduler_lambda(cfg.scheduler, total, warmup, iters_per_epoch)
     )
-
-
-def slimming_regularizer(lam: float) -> Callable[[nn.Module], None]:
-    """Network Slimming (Liu et al., ICCV 2017): add λ·sign(γ) to every BN γ gradient (L1 subgradient)."""
-
-    def regularize(model: nn.Module) -> None:
-        for m in model.modules():
-            if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.weight is not None and m.weight.grad is not None:
-                m.weight.grad.add_(torch.sign(m.weight.detach()), alpha=lam)
-
-    return regularize
 
 
 def autocast_context(device: torch.device, amp: str | None):
@@ -269,6 +258,78 @@ def _resume_state(path: Path, model, optimizer, scheduler, scaler) -> tuple[int,
     return int(ts["epoch"]) + 1, float(ts["best_miou"]), int(ts["best_epoch"]), list(ts.get("history", []))
 
 
+@dataclass
+class _Loop:
+    """The state `fit` threads through its steps."""
+
+    net: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler | None
+    iters_per_epoch: int
+
+
+def _wrap_distributed(model: nn.Module, device: torch.device) -> nn.Module:
+    """DDP around the model when torch.distributed is initialised (torchrun), else the model itself."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    return model
+
+
+def _build_loop(model: nn.Module, train_loader, cfg: TrainConfig, optimizer=None) -> _Loop:
+    device = torch.device(cfg.device)
+    iters = len(train_loader) if cfg.max_iters_per_epoch is None else min(len(train_loader), cfg.max_iters_per_epoch)
+    optimizer = optimizer or build_optimizer(model, cfg)
+    scaler = torch.amp.GradScaler(device.type) if cfg.amp == "fp16" and device.type == "cuda" else None
+    return _Loop(net=_wrap_distributed(model, device), optimizer=optimizer,
+                 scheduler=build_scheduler(optimizer, cfg, max(1, iters)), scaler=scaler, iters_per_epoch=iters)
+
+
+def reseed_epoch(train_loader, seed: int, epoch: int) -> None:
+    """Per-epoch reseeding: a resumed run draws the same batches and augmentations as an uninterrupted one."""
+    torch.manual_seed(seed * 1000 + epoch)
+    random.seed(seed * 1000 + epoch)
+    if hasattr(train_loader, "sampler") and hasattr(train_loader.sampler, "set_epoch"):
+        train_loader.sampler.set_epoch(epoch)
+    if getattr(train_loader, "generator", None) is not None:
+        train_loader.generator.manual_seed(seed * 1000 + epoch)
+
+
+def _due_for_validation(cfg: TrainConfig, epoch: int) -> bool:
+    return (epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs
+
+
+@dataclass
+class CheckpointTarget:
+    """Where and what `fit` saves: nothing unless an out_dir and a model spec are given (rank 0 only)."""
+
+    out_dir: Path | None
+    spec: ModelSpec | None
+    history: tuple | list = ()
+    dataset: dict | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.out_dir is not None and self.spec is not None and is_main_process()
+
+    def save(self, name: str, model: nn.Module, extra: dict) -> Path:
+        return save_checkpoint(Path(self.out_dir) / name, model=model, spec=self.spec, history=self.history,
+                               dataset=self.dataset, extra=extra)
+
+
+def save_last(target: CheckpointTarget, model: nn.Module, loop: _Loop, epoch: int, best: float, best_epoch: int,
+              epoch_log: list) -> Path | None:
+    """last.pt with the optimiser, scheduler, scaler and RNG state, so --resume continues exactly."""
+    if not target.active:
+        return None
+    train_state = {
+        "epoch": epoch, "best_miou": best, "best_epoch": best_epoch, "history": epoch_log,
+        "optimizer": loop.optimizer.state_dict(), "scheduler": loop.scheduler.state_dict(),
+        "scaler": loop.scaler.state_dict() if loop.scaler is not None else {}, "rng": _rng_state(),
+    }
+    return target.save("last.pt", model, {"epoch": epoch, "train_state": train_state})
+
+
 def fit(model: nn.Module, train_loader, val_loader, cfg: TrainConfig, *, num_classes: int,
         ignore_index: int = 255, spec: ModelSpec | None = None, history=(), dataset: dict | None = None,
         out_dir: Path | None = None, hooks: TrainHooks | None = None, resume_from: Path | None = None,
@@ -278,77 +339,59 @@ def fit(model: nn.Module, train_loader, val_loader, cfg: TrainConfig, *, num_cla
 
     `last.pt` carries the optimiser, scheduler, scaler and RNG state so `resume_from` continues at the
     next epoch with the same learning rate. Under torch.distributed only rank 0 writes files.
+    Per epoch the scalars are `train_loss`, `lr`, the `val_*` metrics, `epoch_seconds` (that epoch)
+    and `elapsed_seconds` (since this fit started).
     """
     hooks = hooks or TrainHooks()
     device = torch.device(cfg.device)
     seed_everything(cfg.seed)
     model.to(device)
-    if cfg.slimming_lambda and hooks.regularize is None:
-        hooks.regularize = slimming_regularizer(cfg.slimming_lambda)
-    distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
-    net = model
-    if distributed:
-        net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    iters = len(train_loader) if cfg.max_iters_per_epoch is None else min(len(train_loader), cfg.max_iters_per_epoch)
-    optimizer = optimizer or build_optimizer(model, cfg)
-    scheduler = build_scheduler(optimizer, cfg, max(1, iters))
-    scaler = torch.amp.GradScaler(device.type) if cfg.amp == "fp16" and device.type == "cuda" else None
-
+    loop = _build_loop(model, train_loader, cfg, optimizer)
+    target = CheckpointTarget(out_dir, spec, history, dataset)
     start_epoch, best, best_epoch, epoch_log = 0, -1.0, -1, []
     if resume_from is not None:
-        start_epoch, best, best_epoch, epoch_log = _resume_state(Path(resume_from), model, optimizer, scheduler, scaler)
-    iteration = start_epoch * iters
+        start_epoch, best, best_epoch, epoch_log = _resume_state(Path(resume_from), model, loop.optimizer,
+                                                                 loop.scheduler, loop.scaler)
+    iteration = start_epoch * loop.iters_per_epoch
     if hooks.on_fit_start is not None:
-        hooks.on_fit_start(cfg.epochs * iters)
+        hooks.on_fit_start(cfg.epochs * loop.iters_per_epoch)
     result = FitResult(best_miou=best, best_epoch=best_epoch, last_epoch=start_epoch - 1, history=epoch_log)
     t0 = time.perf_counter()
     with make_progress() as prog:
         for epoch in range(start_epoch, cfg.epochs):
-            # per-epoch reseeding makes a resumed run draw the same batches and augmentations
-            torch.manual_seed(cfg.seed * 1000 + epoch)
-            random.seed(cfg.seed * 1000 + epoch)
-            if hasattr(train_loader, "sampler") and hasattr(train_loader.sampler, "set_epoch"):
-                train_loader.sampler.set_epoch(epoch)
-            if getattr(train_loader, "generator", None) is not None:
-                train_loader.generator.manual_seed(cfg.seed * 1000 + epoch)
+            t_epoch = time.perf_counter()
+            reseed_epoch(train_loader, cfg.seed, epoch)
             loss, iteration = train_one_epoch(
-                net, train_loader, optimizer, scheduler, cfg, ignore_index=ignore_index, hooks=hooks,
-                scaler=scaler, epoch=epoch, iteration=iteration, prog=prog if show_progress else None,
-                class_weights=class_weights,
+                loop.net, train_loader, loop.optimizer, loop.scheduler, cfg, ignore_index=ignore_index,
+                hooks=hooks, scaler=loop.scaler, epoch=epoch, iteration=iteration,
+                prog=prog if show_progress else None, class_weights=class_weights,
             )
-            scalars = {"train_loss": loss, "lr": optimizer.param_groups[0]["lr"]}
-            validate = val_loader is not None and ((epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs)
-            if validate:
+            scalars = {"train_loss": loss, "lr": loop.optimizer.param_groups[0]["lr"]}
+            if val_loader is not None and _due_for_validation(cfg, epoch):
                 metrics, _ = evaluate(model, val_loader, num_classes, ignore_index, device, cfg.amp,
                                       progress=show_progress)
                 scalars.update(metrics.scalars("val_"))
                 if metrics.miou > best:
                     best, best_epoch = metrics.miou, epoch
-                    if out_dir is not None and spec is not None and is_main_process():
-                        result.best_path = save_checkpoint(
-                            Path(out_dir) / "best.pt", model=model, spec=spec, history=history, dataset=dataset,
-                            extra={"epoch": epoch, "val_miou": metrics.miou},
-                        )
-            scalars["epoch_seconds"] = time.perf_counter() - t0
+                    if target.active:
+                        result.best_path = target.save("best.pt", model, {"epoch": epoch, "val_miou": metrics.miou})
+            scalars["epoch_seconds"] = time.perf_counter() - t_epoch
+            scalars["elapsed_seconds"] = time.perf_counter() - t0
             epoch_log.append({"epoch": epoch, **scalars})
-            if out_dir is not None and spec is not None and is_main_process():
-                train_state = {
-                    "epoch": epoch, "best_miou": best, "best_epoch": best_epoch, "history": epoch_log,
-                    "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                    "scaler": scaler.state_dict() if scaler is not None else {}, "rng": _rng_state(),
-                }
-                result.last_path = save_checkpoint(
-                    Path(out_dir) / "last.pt", model=model, spec=spec, history=history, dataset=dataset,
-                    extra={"epoch": epoch, "train_state": train_state},
-                )
+            result.last_path = save_last(target, model, loop, epoch, best, best_epoch, epoch_log) or result.last_path
             if hooks.on_epoch_end is not None and is_main_process():
                 hooks.on_epoch_end(epoch, scalars)
             result.last_epoch = epoch
-    if val_loader is None and out_dir is not None and spec is not None and is_main_process():
-        result.best_path = save_checkpoint(Path(out_dir) / "best.pt", model=model, spec=spec, history=history,
-                                           dataset=dataset, extra={"epoch": result.last_epoch})
-    if out_dir is not None and (Path(out_dir) / "best.pt").exists():
-        result.best_path = Path(out_dir) / "best.pt"
+    return _finish(result, target, model, val_loader, best, best_epoch, epoch_log, time.perf_counter() - t0)
+
+
+def _finish(result: FitResult, target: CheckpointTarget, model, val_loader, best, best_epoch, epoch_log,
+            seconds: float) -> FitResult:
+    """Without validation the final weights are the best; fill the result's summary fields."""
+    if val_loader is None and target.active:
+        result.best_path = target.save("best.pt", model, {"epoch": result.last_epoch})
+    if target.out_dir is not None and (Path(target.out_dir) / "best.pt").exists():
+        result.best_path = Path(target.out_dir) / "best.pt"
     result.best_miou, result.best_epoch, result.history = best, best_epoch, epoch_log
-    result.seconds = time.perf_counter() - t0
+    result.seconds = seconds
     return result

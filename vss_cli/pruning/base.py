@@ -36,6 +36,9 @@ class PruneContext:
     samples: int = 64
     ratio: float = 0.3
     round_to: int = 8
+    allocation: str = "paper"  # paper | uniform | global (planner.USER_ALLOCATIONS)
+    normalizer: str = "mean"  # for the global allocation: mean | max | none
+    budget: str = "channels"  # what `ratio` counts (budget registry)
     options: dict = field(default_factory=dict)
     input_size: tuple[int, int] = (64, 64)
     batch_source: Callable[[], Iterator] | None = None
@@ -55,7 +58,8 @@ class PruningMethod:
 
     name: ClassVar[str] = ""
     needs_data: ClassVar[bool] = False
-    normalize: ClassVar[bool] = True  # per-layer mean normalisation before the global ranking
+    normalize: ClassVar[bool] = True  # informational: False = scores comparable across layers raw (planner rules decide)
+    paper_allocation: ClassVar[str] = "global"  # the allocation rule of the method's paper (planner.ALLOCATIONS)
     options: ClassVar[dict] = {}  # option name -> default (the paper's)
 
     def __init__(self, **options):
@@ -75,10 +79,12 @@ class PruningMethod:
         raise NotImplementedError
 
     def plan(self, ctx: PruneContext, scores: dict[str, torch.Tensor]) -> dict[str, list[int]]:
-        """Channels to remove per group; default: the global threshold of DESIGN §5."""
-        from vss_cli.pruning.planner import global_threshold_plan
+        """Channels to remove per group: the run's allocation under its budget (`planner.plan_channels`).
 
-        return global_threshold_plan(ctx.groups, scores, ctx.ratio, round_to=ctx.round_to, normalize=self.normalize)
+        A method overrides this only to supply widths of its own (the `searched` rule reads them)."""
+        from vss_cli.pruning.planner import plan_channels
+
+        return plan_channels(self, ctx, scores)
 
 
 _METHODS: dict[str, type[PruningMethod]] = {}

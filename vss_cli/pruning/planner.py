@@ -1,113 +1,263 @@
-"""From per-channel scores to a plan: the global threshold of DESIGN §5.
+"""From per-channel scores to a plan (DESIGN §5): allocation rules, rounding, the chosen channels.
 
-Scores are normalised per layer (divided by their mean) and ranked across all groups; channels are
-taken lowest first until the removed conv channels reach `ratio` of all prunable channels (a group
-channel counts once for each conv it removes), with a per-layer cap so no layer is emptied. Kept
-widths are multiples of `round_to`: channels leave a layer in blocks that keep it so, and blocks
-compete globally on their mean score (so rounding never silently halves a narrow layer).
+A plan has three parts. The *allocation* says how many channels each layer keeps; every rule is a
+family of kept widths along one common knob t in [0, 1] (t = 0 keeps everything, widths never grow
+with t), so the *budget* (`budget.py`) can pick the t whose plan removes the asked share of channels,
+MACs or latency. *Rounding* then makes kept widths multiples of `round_to` = K, but only in layers at
+least 4K wide, and always upwards: a rounded layer keeps at least what its allocation gave, a
+narrower layer keeps exactly that, so rounding never cuts a layer further than asked (the budget
+search sees the rounded widths, so the total still matches). Inside a layer the lowest-scored
+channels go.
+
+Rules (`ALLOCATIONS`; `--allocation paper` takes each method's `paper_allocation`):
+  uniform     every layer loses the fraction t of its channels (floor(t·C) of C);
+  global      one threshold across layers on scores normalised per layer (`--normalizer`
+              mean|max|none): channels taken lowest first until t of all group channels went;
+  global_raw  `global` on raw scores (taylor, slimming);
+  regions     `global_raw` run separately in the backbone and in the head, both at t (sirfp);
+  share       fgp's cumulative-share widths when its `share` option is set (fixed widths: the
+              budget is not applied), else `global` on mean-normalised support;
+  searched    the widths the method's own `plan` found (dmcp), all scaled by one factor set by t
+              (fixed, budget not applied, when the method was given its own `target_macs`).
+A per-layer cap keeps at least 1 − MAX_LAYER_RATIO of every layer (sirfp: its `min_keep`).
 """
 
 from __future__ import annotations
 
-import heapq
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 
+from vss_cli.errors import ConfigError
 from vss_cli.pruning.surgery import LayerGroup
 
 MAX_LAYER_RATIO = 0.9  # at most this fraction of one layer's channels goes
+ROUND_SPAN = 4  # rounding to K applies only to layers at least ROUND_SPAN·K wide
+USER_ALLOCATIONS = ("paper", "uniform", "global")
+
+Widths = dict[str, int]
 
 
-def normalise(scores: torch.Tensor) -> torch.Tensor:
-    """Mean normalisation; a layer of all-zero scores stays all zero."""
-    s = scores.detach().float().cpu()
-    mean = s.abs().mean()
-    return s / mean if mean > 0 else s
+def min_keep(size: int, round_to: int = 1, max_layer_ratio: float = MAX_LAYER_RATIO) -> int:
+    """The fewest channels the per-layer cap lets a layer of `size` keep."""
+    return min(size, max(1, math.ceil(size * (1 - max_layer_ratio) - 1e-9)))
 
 
-def min_keep(size: int, round_to: int, max_layer_ratio: float = MAX_LAYER_RATIO) -> int:
-    keep = max(1, math.ceil(size * (1 - max_layer_ratio)))
-    return min(size, keep)
+def round_keep(keep: int, size: int, round_to: int, floor: int = 1) -> int:
+    """A kept width rounded up to a multiple of `round_to` in layers at least 4·round_to wide.
 
-
-def round_keep(keep: int, size: int, round_to: int, floor: int) -> int:
-    """Round a kept width to the nearest multiple of `round_to`, within [floor, size]."""
-    if round_to <= 1 or size <= round_to:
-        return max(keep, floor)
-    rounded = int(round(keep / round_to)) * round_to
-    rounded = max(rounded, math.ceil(floor / round_to) * round_to, round_to)
-    return size if rounded >= size else rounded
-
-
-@dataclass(order=True)
-class _Block:
-    """The next `size` channels a group would lose, ranked by their mean normalised score."""
-
-    score: float
-    group: int
-    size: int = field(compare=False)
-
-
-def _removable_blocks(size: int, floor: int, round_to: int) -> list[int]:
-    """Block sizes a group can lose in order, so that every kept width is a multiple of `round_to`
-    (the first block takes the remainder of a width that is not one), never going below `floor`."""
-    step = max(1, round_to)
-    floor = min(size, max(floor, step) if size > step else size)
-    floor = math.ceil(floor / step) * step if size > step else floor
-    blocks, kept = [], size
-    first = kept % step or step
-    while kept - first >= floor and first > 0:
-        blocks.append(first)
-        kept -= first
-        first = step
-    return blocks
-
-
-def global_threshold_plan(groups: Sequence[LayerGroup], scores: dict[str, torch.Tensor], ratio: float, *,
-                          round_to: int = 8, normalize: bool = True,
-                          max_layer_ratio: float = MAX_LAYER_RATIO) -> dict[str, list[int]]:
-    """Indices to remove per group so that about `ratio` of prunable channels go, ranked globally.
-
-    Channels leave each group in blocks that keep its width a multiple of `round_to` (blocks of one
-    channel with `round_to=1`); blocks are taken across groups in order of their mean normalised
-    score, each only while it brings the removed channel count closer to the target.
+    Narrower layers (and `round_to` 1) keep `keep` exactly; the result is within [floor, size].
     """
-    groups = [g for g in groups if g.name in scores]
-    target = ratio * sum(g.size * g.weight for g in groups)
-    ordered = []
-    for g in groups:
-        s = normalise(scores[g.name]) if normalize else scores[g.name].detach().float().cpu()
-        if s.numel() != g.size:
-            raise ValueError(f"{g.name}: {s.numel()} scores for {g.size} channels")
-        ordered.append(sorted(s.tolist()))
-    plans = [_removable_blocks(g.size, min_keep(g.size, round_to, max_layer_ratio), round_to) for g in groups]
-    taken = [0] * len(groups)  # blocks taken per group
-    removed = [0] * len(groups)  # channels removed per group
+    keep = min(size, max(int(keep), floor, 1))
+    if round_to <= 1 or size < ROUND_SPAN * round_to:
+        return keep
+    return min(size, math.ceil(keep / round_to) * round_to)
 
-    def next_block(gi: int) -> _Block | None:
-        if taken[gi] >= len(plans[gi]):
-            return None
-        size = plans[gi][taken[gi]]
-        chunk = ordered[gi][removed[gi]:removed[gi] + size]
-        return _Block(sum(chunk) / len(chunk), gi, size)
 
-    heap = [b for gi in range(len(groups)) if (b := next_block(gi)) is not None]
-    heapq.heapify(heap)
-    done = 0.0
-    while heap and done < target:
-        block = heapq.heappop(heap)
-        cost = block.size * groups[block.group].weight
-        if done + cost - target > target - done:  # overshoots more than it helps: this group is done
-            continue
-        done += cost
-        taken[block.group] += 1
-        removed[block.group] += block.size
-        if (nxt := next_block(block.group)) is not None:
-            heapq.heappush(heap, nxt)
-    return {g.name: lowest_channels(scores[g.name], removed[gi]) for gi, g in enumerate(groups) if removed[gi]}
+# ---------------------------------------------------------------------------------------------
+# normalisers for the global threshold
+
+
+def _mean(s: torch.Tensor) -> torch.Tensor:
+    m = s.abs().mean()
+    return s / m if m > 0 else s
+
+
+def _max(s: torch.Tensor) -> torch.Tensor:
+    m = s.abs().max()
+    return s / m if m > 0 else s
+
+
+NORMALIZERS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {"mean": _mean, "max": _max, "none": lambda s: s}
+
+
+def normalise(scores: torch.Tensor, normalizer: str = "mean") -> torch.Tensor:
+    """Per-layer normalisation before a global ranking; a layer of all-zero scores stays all zero."""
+    if normalizer not in NORMALIZERS:
+        raise ConfigError(f"unknown --normalizer '{normalizer}': choose from {', '.join(NORMALIZERS)}")
+    return NORMALIZERS[normalizer](scores.detach().float().cpu())
+
+
+# ---------------------------------------------------------------------------------------------
+# allocation rules
+
+
+@dataclass
+class Allocation:
+    """Kept width per group as a function of the common knob t; `fixed`: t is ignored."""
+
+    rule: str
+    keep: Callable[[float], Widths]
+    floor: Widths
+    fixed: bool = False
+
+
+@dataclass
+class AllocationRequest:
+    """What a rule may read: the scored groups, their scores, and the method and context."""
+
+    groups: list[LayerGroup]
+    scores: dict[str, torch.Tensor]
+    normalizer: str = "mean"
+    method: object | None = None
+    ctx: object | None = None
+    max_layer_ratio: float = MAX_LAYER_RATIO
+
+    def floors(self) -> Widths:
+        return {g.name: min_keep(g.size, 1, self.max_layer_ratio) for g in self.groups}
+
+
+class Threshold:
+    """One threshold over several groups: channels in ascending normalised score, lowest first.
+
+    `keep(t)` removes channels in that order (each counted `weight` times, skipping layers at their
+    floor) until t of the groups' weighted channels went; a larger t continues the same walk.
+    """
+
+    def __init__(self, groups: Sequence[LayerGroup], scores: dict[str, torch.Tensor], normalizer: str,
+                 floor: Widths) -> None:
+        self.groups, self.floor = list(groups), floor
+        entries = []
+        for gi, g in enumerate(self.groups):
+            s = normalise(scores[g.name], normalizer)
+            if s.numel() != g.size:
+                raise ValueError(f"{g.name}: {s.numel()} scores for {g.size} channels")
+            entries += [(v, gi, c) for c, v in enumerate(s.tolist())]
+        self.order = [gi for _, gi, _ in sorted(entries)]
+        self.total = sum(g.size * g.weight for g in self.groups)
+
+    def keep(self, t: float) -> Widths:
+        target, done = t * self.total, 0.0
+        kept = [g.size for g in self.groups]
+        for gi in self.order:
+            if done >= target - 1e-9:
+                break
+            g = self.groups[gi]
+            if kept[gi] > self.floor[g.name]:
+                kept[gi] -= 1
+                done += g.weight
+        return {g.name: kept[gi] for gi, g in enumerate(self.groups)}
+
+
+def uniform_rule(req: AllocationRequest) -> Allocation:
+    floor = req.floors()
+
+    def keep(t: float) -> Widths:
+        return {g.name: max(floor[g.name], g.size - math.floor(t * g.size + 1e-9)) for g in req.groups}
+
+    return Allocation("uniform", keep, floor)
+
+
+def global_rule(req: AllocationRequest, rule: str = "global") -> Allocation:
+    floor = req.floors()
+    return Allocation(rule, Threshold(req.groups, req.scores, req.normalizer, floor).keep, floor)
+
+
+def global_raw_rule(req: AllocationRequest) -> Allocation:
+    return global_rule(AllocationRequest(req.groups, req.scores, "none", req.method, req.ctx, req.max_layer_ratio),
+                       "global_raw")
+
+
+def regions_rule(req: AllocationRequest) -> Allocation:
+    """Raw thresholds per region (backbone / head), both at t; the cap is the method's `min_keep`."""
+    opts = getattr(req.method, "opts", {}) or {}
+    keep_share = float(opts.get("min_keep", 1 - req.max_layer_ratio))
+    if not 0 < keep_share < 1:
+        raise ConfigError(f"min_keep {keep_share} must be in (0, 1) (sirfp paper: 0.02)")
+    floor = {g.name: min_keep(g.size, 1, 1 - keep_share) for g in req.groups}
+    parts = [Threshold([g for g in req.groups if g.region == r], req.scores, "none", floor)
+             for r in sorted({g.region for g in req.groups})]
+    return Allocation("regions", lambda t: {k: v for p in parts for k, v in p.keep(t).items()}, floor)
+
+
+def share_rule(req: AllocationRequest) -> Allocation:
+    """fgp: the top channels whose cumulative share of support reaches `share`, per layer (fixed)."""
+    share = (getattr(req.method, "opts", {}) or {}).get("share")
+    if share is None:
+        return global_rule(AllocationRequest(req.groups, req.scores, "mean", req.method, req.ctx), "share")
+    from vss_cli.pruning.methods.fgp import cumulative_share_width
+
+    share = float(share)
+    if not 0 < share <= 1:
+        raise ConfigError(f"--fgp-share {share} is outside (0, 1]: pass a share such as 0.8")
+    widths = {g.name: cumulative_share_width(req.scores[g.name], share) for g in req.groups}
+    return Allocation("share", lambda t: dict(widths), {g.name: 1 for g in req.groups}, fixed=True)
+
+
+def searched_rule(req: AllocationRequest) -> Allocation:
+    """The method's own widths (its `plan` override), scaled by one factor: t = 0 full, t = 1 floors."""
+    from vss_cli.pruning.base import PruningMethod
+
+    method = req.method
+    if method is None or type(method).plan is PruningMethod.plan:
+        raise ConfigError(f"method '{getattr(method, 'name', '?')}' has no searched widths: use --allocation "
+                          "uniform or global")
+    plan = method.plan(req.ctx, req.scores)
+    base = {g.name: max(1, g.size - len(plan.get(g.name, []))) for g in req.groups}
+    floor = req.floors()
+    if (getattr(method, "opts", {}) or {}).get("target_macs") is not None:  # the user's own target wins
+        return Allocation("searched", lambda t: dict(base), {n: min(k, floor[n]) for n, k in base.items()}, fixed=True)
+    top = max(g.size / base[g.name] for g in req.groups)
+
+    def keep(t: float) -> Widths:
+        return {g.name: min(g.size, max(floor[g.name], int(round(base[g.name] * (1 - t) * top))))
+                for g in req.groups}
+
+    return Allocation("searched", keep, floor)
+
+
+ALLOCATIONS: dict[str, Callable[[AllocationRequest], Allocation]] = {
+    "uniform": uniform_rule, "global": global_rule, "global_raw": global_raw_rule,
+    "regions": regions_rule, "share": share_rule, "searched": searched_rule,
+}
+
+
+def rule_for(allocation: str, method) -> str:
+    """The rule `--allocation` names: `paper` means the method's own `paper_allocation`."""
+    if allocation not in USER_ALLOCATIONS:
+        raise ConfigError(f"unknown --allocation '{allocation}': choose from {', '.join(USER_ALLOCATIONS)}")
+    return getattr(method, "paper_allocation", "global") if allocation == "paper" else allocation
+
+
+def round_widths(widths: Widths, groups: Sequence[LayerGroup], floor: Widths, round_to: int) -> Widths:
+    sizes = {g.name: g.size for g in groups}
+    return {n: round_keep(k, sizes[n], round_to, floor[n]) for n, k in widths.items()}
+
+
+def rounded(allocation: Allocation, groups: Sequence[LayerGroup], round_to: int) -> Callable[[float], Widths]:
+    """The allocation's widths after rounding (what a budget counting the rounded plan evaluates)."""
+    return lambda t: round_widths(allocation.keep(t), groups, allocation.floor, round_to)
+
+
+# ---------------------------------------------------------------------------------------------
+# the plan
+
+
+def plan_channels(method, ctx, scores: dict[str, torch.Tensor]) -> dict[str, list[int]]:
+    """The run's plan: its allocation rule, searched under its budget, rounded; notes what it did."""
+    from vss_cli.pruning.budget import get_budget
+
+    name = rule_for(getattr(ctx, "allocation", "paper"), method)
+    groups = [g for g in ctx.groups if g.name in scores]
+    if not groups:
+        return {}
+    req = AllocationRequest(groups, scores, getattr(ctx, "normalizer", "mean"), method, ctx)
+    allocation = ALLOCATIONS[name](req)
+    round_at = rounded(allocation, groups, ctx.round_to)
+    budget = get_budget(getattr(ctx, "budget", "channels"))
+    if allocation.fixed:
+        widths, knob = round_at(0.0), None
+        ctx.notes["budget_applied"] = False  # the rule fixes the widths; the ratio is not used
+    else:
+        fit = budget.widths(ctx, round_at if budget.after_rounding else allocation.keep, ctx.ratio)
+        knob = fit.knob
+        widths = fit.widths if budget.after_rounding else round_widths(fit.widths, groups, allocation.floor,
+                                                                         ctx.round_to)
+        ctx.notes["planned_reduction"] = fit.cost
+    ctx.notes.update(allocation_rule=allocation.rule, allocation_knob=knob)
+    return plan_from_widths(groups, scores, widths)
 
 
 def lowest_channels(scores: torch.Tensor, n: int) -> list[int]:
@@ -124,3 +274,17 @@ def plan_from_widths(groups: Sequence[LayerGroup], scores: dict[str, torch.Tenso
     """Remove the lowest-scored channels of each group down to a given kept width."""
     return {g.name: lowest_channels(scores[g.name], g.size - keep[g.name]) for g in groups
             if g.name in keep and keep[g.name] < g.size}
+
+
+def global_threshold_plan(groups: Sequence[LayerGroup], scores: dict[str, torch.Tensor], ratio: float, *,
+                          round_to: int = 8, normalize: bool = True,
+                          max_layer_ratio: float = MAX_LAYER_RATIO) -> dict[str, list[int]]:
+    """One global threshold (mean-normalised, or raw) removing about `ratio` of the groups' weighted
+    channels, rounded as above; asks beyond the per-layer caps take what the caps allow."""
+    from vss_cli.pruning.budget import bisect_knob, group_channel_cost
+
+    groups = [g for g in groups if g.name in scores]
+    req = AllocationRequest(groups, scores, "mean" if normalize else "none", max_layer_ratio=max_layer_ratio)
+    keep_at = rounded(global_rule(req), groups, round_to)
+    fit = bisect_knob(keep_at, group_channel_cost(groups), ratio, strict=False)
+    return plan_from_widths(groups, scores, fit.widths)

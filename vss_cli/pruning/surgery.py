@@ -127,10 +127,36 @@ def replay_history(model: nn.Module, history: Sequence) -> tp.DependencyGraph:
     return dg
 
 
-def prunable_channels(model: nn.Module, ignored: Sequence[nn.Module]) -> int:
-    """Output channels of every Conv2d except the output layers: what `--global-ratio` is a fraction of."""
+def prunable_channels(model: nn.Module, ignored: Sequence[nn.Module], within: set[nn.Module] | None = None) -> int:
+    """Output channels of every Conv2d except the output layers (and, given `within`, only those
+    convs): what `--budget channels` counts."""
     ignored_ids = {id(m) for m in ignored}
-    return sum(m.out_channels for m in model.modules() if isinstance(m, nn.Conv2d) and id(m) not in ignored_ids)
+    return sum(m.out_channels for m in model.modules() if isinstance(m, nn.Conv2d) and id(m) not in ignored_ids
+               and (within is None or m in within))
+
+
+def inference_convs(model: nn.Module, input_size: tuple[int, int]) -> set[nn.Module]:
+    """The convs that run in one inference forward pass (eval mode, aux head detached)."""
+    from vss_cli.engine.complexity import inference_graph
+
+    ran: set[nn.Module] = set()
+    device = next(model.parameters()).device
+    with inference_graph(model) as graph, torch.no_grad():
+        handles = [m.register_forward_hook(lambda mod, _i, _o: ran.add(mod)) for m in graph.modules()
+                   if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
+        try:
+            graph(torch.zeros(1, 3, *input_size, device=device))
+        finally:
+            for h in handles:
+                h.remove()
+    return ran
+
+
+def split_inference_groups(groups: Sequence[LayerGroup], convs: set[nn.Module]) -> tuple[list, list]:
+    """(groups with a conv in the inference graph, groups that only feed an auxiliary head)."""
+    inference = [g for g in groups if any(c in convs for _, c in g.convs)]
+    names = {g.name for g in inference}
+    return inference, [g for g in groups if g.name not in names]
 
 
 def layer_widths(model: nn.Module) -> dict[str, int]:

@@ -21,7 +21,7 @@ DEFAULT_FINETUNE_EPOCHS = 5
 # fields each cell sets itself, and fields that cannot change a cell's result (both left out of its identity)
 PER_CELL = {
     "prune": ("ckpt", "method", "global_ratio", "seed", "save", "device"),
-    "finetune": ("model_from", "seed", "save", "resume", "device", "num_workers"),
+    "finetune": ("model_from", "seed", "save", "resume", "device", "num_workers", "tensorboard"),
     "eval": ("baseline", "candidate", "report", "out_dir", "device", "num_workers"),
 }
 TEMPLATES = {"prune": PruneOptions, "finetune": TrainOptions, "eval": EvalOptions}

@@ -21,10 +21,10 @@ import torch.nn as nn
 from torch.utils.data import Dataset
 
 from vss_cli.data.specs import DatasetSpec
-from vss_cli.engine.checkpoint import LoadedCheckpoint, load_checkpoint
 from vss_cli.engine.progress import log
 from vss_cli.errors import ConfigError
 from vss_cli.fileio import write_json
+from vss_cli.pruning.checkpoint import LoadedCheckpoint, load_checkpoint
 from vss_cli.report.schema import EvalReport, PruningRatios, ratio
 from vss_cli.store.queue import RunStore
 from vss_cli.workflows.common import (

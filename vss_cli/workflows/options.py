@@ -18,6 +18,9 @@ class PruneOptions:
     method: str = "l1"
     global_ratio: float = 0.3
     round_to: int = 8
+    allocation: str = "paper"  # how the cut is spread over layers (planner.USER_ALLOCATIONS)
+    normalizer: str = "mean"  # score normalisation of the global allocation (planner.NORMALIZERS)
+    budget: str = "channels"  # what --global-ratio counts (budget registry)
     input_size: tuple[int, int] | None = None
     samples: int = 64
     seed: int = 0
@@ -56,6 +59,7 @@ class TrainOptions:
     model_from: str | None = None  # finetune: a pruned checkpoint or run
     save: str | None = None
     resume: bool = False
+    tensorboard: str | None = None  # also write the per-epoch scalars as event files under DIR/<kind>-<run id>
 
 
 @dataclass

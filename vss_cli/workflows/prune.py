@@ -8,17 +8,21 @@ from pathlib import Path
 
 import torch
 
-from vss_cli.engine.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
+from vss_cli.engine.checkpoint import read_checkpoint, save_checkpoint
 from vss_cli.errors import ConfigError
 from vss_cli.fileio import write_json
 from vss_cli.pruning.base import PruneContext, get_method
+from vss_cli.pruning.checkpoint import load_checkpoint
+from vss_cli.pruning.planner import plan_channels
 from vss_cli.pruning.surgery import (
     apply_plan,
     build_graph,
     collect_groups,
+    inference_convs,
     layer_widths,
     output_layers_of,
     prunable_channels,
+    split_inference_groups,
 )
 from vss_cli.store.queue import RunStore
 from vss_cli.workflows.common import (
@@ -40,7 +44,8 @@ class PruneReport:
 
     method: str
     requested_ratio: float
-    achieved_ratio: float
+    channel_prune_ratio: float  # share of inference-graph prunable channels removed
+    macs_reduction: float  # share of inference MACs removed (ptflops)
     channels_before: int
     channels_after: int
     macs_before: int
@@ -50,6 +55,10 @@ class PruneReport:
     score_seconds: float
     prune_seconds: float
     notes: dict = field(default_factory=dict)
+
+    @property
+    def achieved_ratio(self) -> float:
+        return self.channel_prune_ratio
 
     def scalars(self) -> dict[str, float]:
         d = asdict(self)
@@ -68,6 +77,14 @@ class PruneOutcome:
 
 def validate(opts: PruneOptions) -> None:
     """Every check that needs no checkpoint: ranges, the method and its options (bench checks each cell)."""
+    from vss_cli.pruning.budget import list_budgets
+    from vss_cli.pruning.planner import NORMALIZERS, USER_ALLOCATIONS
+
+    choices = (("--allocation", opts.allocation, USER_ALLOCATIONS), ("--normalizer", opts.normalizer, NORMALIZERS),
+               ("--budget", opts.budget, list_budgets()))
+    for flag, value, allowed in choices:
+        if value not in allowed:
+            raise ConfigError(f"unknown {flag} '{value}': choose from {', '.join(allowed)}")
     if not 0.0 < opts.global_ratio < 1.0:
         raise ConfigError(f"--global-ratio {opts.global_ratio} is outside (0, 1): pass a fraction such as 0.3")
     if opts.round_to < 1:
@@ -168,12 +185,16 @@ def prune_context(model, ignored, opts: PruneOptions, *, input_size, device, bat
     """The dependency graph, groups and PruneContext a method scores with (prune, and eval's oracle)."""
     torch.manual_seed(opts.seed)
     dg = build_graph(model, ignored)
-    groups = collect_groups(model, dg, ignored)
+    groups, aux_only = split_inference_groups(collect_groups(model, dg, ignored),
+                                              inference_convs(model, tuple(input_size)))
     ctx = PruneContext(model=model, groups=groups, device=torch.device(device), num_classes=num_classes,
                        ignore_index=ignore_index, seed=opts.seed, samples=opts.samples, ratio=opts.global_ratio,
-                       round_to=opts.round_to, options=dict(opts.method_options), input_size=tuple(input_size),
+                       round_to=opts.round_to, allocation=opts.allocation, normalizer=opts.normalizer,
+                       budget=opts.budget, options=dict(opts.method_options), input_size=tuple(input_size),
                        batch_source=batch_source, parent_config=dict(parent_config or {}),
                        fit=(lambda hooks, epochs, **kw: fit(model, hooks, epochs, **kw)) if fit else None)
+    if aux_only:  # outside the inference graph: neither scored, counted nor pruned
+        ctx.notes["aux_only_groups"] = [g.name for g in aux_only]
     return dg, groups, ctx
 
 
@@ -184,22 +205,23 @@ def prune_model(model, model_name: str, method, opts: PruneOptions, *, input_siz
     model.to(device).eval()
     ignored = output_layers_of(model, model_name)
     before = count(model)
-    ch_before = prunable_channels(model, ignored)
+    ch_before = prunable_channels(model, ignored, inference_convs(model, tuple(input_size)))
     dg, groups, ctx = prune_context(model, ignored, opts, input_size=input_size, device=device,
                                     batch_source=batch_source, fit=fit, num_classes=num_classes,
                                     ignore_index=ignore_index, parent_config=parent_config)
     t0 = time.perf_counter()
     method.prepare(ctx)
     scores = method.score(ctx)
-    plan = method.plan(ctx, scores)
+    plan = plan_channels(method, ctx, scores)
     t1 = time.perf_counter()
     apply_plan(dg, groups, plan)
     t2 = time.perf_counter()
     model.eval()
     after = count(model)
-    ch_after = prunable_channels(model, ignored)
+    ch_after = prunable_channels(model, ignored, inference_convs(model, tuple(input_size)))
     report = PruneReport(
-        method=method.name, requested_ratio=opts.global_ratio, achieved_ratio=1 - ch_after / ch_before,
+        method=method.name, requested_ratio=opts.global_ratio, channel_prune_ratio=1 - ch_after / ch_before,
+        macs_reduction=1 - after.macs / before.macs if before.macs else 0.0,
         channels_before=ch_before, channels_after=ch_after, macs_before=before.macs, macs_after=after.macs,
         params_before=before.params, params_after=after.params, score_seconds=t1 - t0, prune_seconds=t2 - t1,
         notes=dict(ctx.notes),

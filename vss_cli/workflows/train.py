@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import contextlib
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
 
-from vss_cli.engine.checkpoint import ModelSpec, load_checkpoint
+from vss_cli.engine.checkpoint import ModelSpec
 from vss_cli.engine.progress import log
 from vss_cli.engine.train import FitResult, TrainConfig, TrainHooks, fit
 from vss_cli.errors import ConfigError
+from vss_cli.pruning.checkpoint import load_checkpoint
 from vss_cli.store.queue import RunStore
 from vss_cli.workflows.common import (
     default_out_dir,
@@ -35,7 +36,7 @@ class TrainOutcome:
     fit: FitResult
 
 
-RESULT_FREE_FIELDS = ("save", "resume", "num_workers", "device")
+RESULT_FREE_FIELDS = ("save", "resume", "num_workers", "device", "tensorboard")
 
 
 def inherit_dataset(opts: TrainOptions, store: RunStore) -> TrainOptions:
@@ -174,12 +175,16 @@ def train_run(opts: TrainOptions, store: RunStore, *, kind: str = "train", hooks
         kind = "finetune"
     opts = inherit_dataset(opts, store)
     opts = resolve_options(opts)
+    if opts.tensorboard:
+        from vss_cli.engine.tensorboard import require_tensorboard
+
+        require_tensorboard()
     distributed, rank, world = _distributed_setup(device)
     if distributed and device.type == "cuda":
         device = torch.device("cuda", torch.cuda.current_device())
     model, mspec, history, parent = prepare_model(opts, store)
     if opts.model_from:
-        opts.model = mspec.name
+        opts = replace(opts, model=mspec.name)
     if opts.sync_bn and distributed:
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     train_loader, val_loader = _loaders(opts, distributed)
@@ -191,22 +196,13 @@ def train_run(opts: TrainOptions, store: RunStore, *, kind: str = "train", hooks
     dspec = get_spec(opts.dataset).to_dict()
     cfg = TrainConfig(
         epochs=opts.epochs, lr=opts.lr, weight_decay=opts.weight_decay, scheduler=opts.scheduler,
-        warmup_epochs=opts.warmup_epochs, amp=opts.amp, slimming_lambda=opts.slimming_lambda,
+        warmup_epochs=opts.warmup_epochs, amp=opts.amp,
         seed=opts.seed, device=str(device), max_iters_per_epoch=opts.max_iters_per_epoch,
     )
-    hooks = hooks or TrainHooks()
-    if main:
-        user_hook = hooks.on_epoch_end
-
-        def on_epoch_end(epoch: int, scalars: dict) -> None:
-            store.add_metrics(run_id, scalars, step=epoch)
-            store.heartbeat(run_id)
-            if user_hook is not None:
-                user_hook(epoch, scalars)
-
-        hooks.on_epoch_end = on_epoch_end
+    board = _tensorboard(opts, kind, run_id) if main else None
+    hooks = _run_hooks(hooks or TrainHooks(), opts, store, run_id if main else None, board)
     ctx = recorded(store, run_id) if main else contextlib.nullcontext()
-    with ctx:
+    with ctx, board or contextlib.nullcontext():
         result = fit(model, train_loader, val_loader, cfg, num_classes=mspec.num_classes,
                      ignore_index=get_spec(opts.dataset).ignore_index, spec=mspec, history=history,
                      dataset={**dspec, "data_root": opts.data_root}, out_dir=out_dir, hooks=hooks,
@@ -220,6 +216,39 @@ def train_run(opts: TrainOptions, store: RunStore, *, kind: str = "train", hooks
         torch.distributed.barrier()
     return TrainOutcome(run_id=run_id, out_dir=out_dir, checkpoint=result.best_path, best_miou=result.best_miou,
                         fit=result)
+
+
+def _run_hooks(hooks: TrainHooks, opts: TrainOptions, store, run_id: str | None, board=None) -> TrainHooks:
+    """The caller's hooks (left untouched) plus this run's: slimming's L1 subgradient when
+    `--slimming-lambda` is set, and recording each epoch's scalars on the run row (rank 0) and,
+    with `--tensorboard`, in `board`'s event file."""
+    extra = {}
+    if opts.slimming_lambda and hooks.regularize is None:
+        from vss_cli.pruning.methods.slimming import slimming_regularizer
+
+        extra["regularize"] = slimming_regularizer(opts.slimming_lambda)
+    if run_id is not None:
+        user_hook = hooks.on_epoch_end
+
+        def on_epoch_end(epoch: int, scalars: dict) -> None:
+            store.add_metrics(run_id, scalars, step=epoch)
+            store.heartbeat(run_id)
+            if board is not None:
+                board(epoch, scalars)
+            if user_hook is not None:
+                user_hook(epoch, scalars)
+
+        extra["on_epoch_end"] = on_epoch_end
+    return replace(hooks, **extra)
+
+
+def _tensorboard(opts: TrainOptions, kind: str, run_id: str):
+    """The event-file hook of `--tensorboard DIR` (None without it)."""
+    if not opts.tensorboard:
+        return None
+    from vss_cli.engine.tensorboard import TensorBoardHook, run_log_dir
+
+    return TensorBoardHook(run_log_dir(opts.tensorboard, kind, run_id))
 
 
 def _open_run(store, kind, config, key, opts: TrainOptions, parent, device, world):

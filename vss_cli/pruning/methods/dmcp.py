@@ -382,6 +382,7 @@ class DMCP(PruningMethod):
     """Differentiable Markov channel search of per-layer widths under a MACs target (Guo et al., 2020)."""
 
     name = "dmcp"
+    paper_allocation = "searched"  # the widths its search finds
     options = {"target_macs": None, "search_epochs": 1, "warmup_fraction": 0.3, "max_iters": None,
                "flops_weight": 0.1, "arch_lr": 0.1, "keep_search_weights": False}
 

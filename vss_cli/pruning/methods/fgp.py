@@ -107,6 +107,7 @@ class FGP(PruningMethod):
     """Class-normalised Grad-CAM support of each channel (Lv et al., 2024)."""
 
     name = "fgp"
+    paper_allocation = "share"  # cumulative share T per layer with --fgp-share, else global on S
     needs_data = True
     options = {"share": None}
 

@@ -28,6 +28,7 @@ class FPGM(PruningMethod):
     """Sum of distances to the layer's other filters (He et al., CVPR 2019); small = redundant."""
 
     name = "fpgm"
+    paper_allocation = "uniform"  # the official `distance_rate`: one rate per layer
     options = {"p": 2.0}
 
     def score(self, ctx: PruneContext) -> dict[str, torch.Tensor]:

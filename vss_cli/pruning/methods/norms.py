@@ -21,6 +21,7 @@ class L1(PruningMethod):
     """Sum of absolute filter weights (Li et al., ICLR 2017)."""
 
     name = "l1"
+    paper_allocation = "uniform"  # Li et al.: the same fraction per layer (plain form)
 
     def score(self, ctx: PruneContext) -> dict[str, torch.Tensor]:
         return {g.name: mean_over_members([filter_matrix(c).abs().sum(1) for _, c in g.convs]) for g in ctx.groups}
@@ -31,6 +32,7 @@ class L2(PruningMethod):
     """L2 norm of each filter."""
 
     name = "l2"
+    paper_allocation = "uniform"  # as l1
 
     def score(self, ctx: PruneContext) -> dict[str, torch.Tensor]:
         return {g.name: mean_over_members([filter_matrix(c).norm(dim=1) for _, c in g.convs]) for g in ctx.groups}

@@ -16,6 +16,7 @@ class RandomScores(PruningMethod):
     """Uniform random scores in [0, 1) per channel, deterministic per `ctx.seed`; no options."""
 
     name = "random"
+    paper_allocation = "uniform"  # isolates which channels from how many per layer
 
     def score(self, ctx: PruneContext) -> dict[str, torch.Tensor]:
         generator = torch.Generator().manual_seed(int(ctx.seed))

@@ -151,6 +151,7 @@ class SIRFP(PruningMethod):
     """Greedy max-edge-weight clique on spatial-map similarity, plus backbone spatial detail (Wu et al., 2025)."""
 
     name = "sirfp"
+    paper_allocation = "regions"  # raw thresholds, backbone and head separately (official code)
     needs_data = True
     normalize = False  # both terms are already on [0, 1] per layer
     options = {"detail_weight": 0.4, "min_keep": 0.02}

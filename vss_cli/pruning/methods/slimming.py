@@ -20,11 +20,26 @@ Options:
 
 from __future__ import annotations
 
-import torch
+from collections.abc import Callable
 
-from vss_cli.engine.train import TrainHooks, slimming_regularizer
+import torch
+import torch.nn as nn
+
+from vss_cli.engine.train import TrainHooks
 from vss_cli.errors import ConfigError
 from vss_cli.pruning.base import PruneContext, PruningMethod, mean_over_members, register_method
+
+
+def bn_l1_subgradient(model: nn.Module, lam: float) -> None:
+    """Add λ·sign(γ) to every BatchNorm γ gradient: the subgradient of λ·Σ|γ| (Liu et al., 2017)."""
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.weight is not None and m.weight.grad is not None:
+            m.weight.grad.add_(torch.sign(m.weight.detach()), alpha=lam)
+
+
+def slimming_regularizer(lam: float) -> Callable[[nn.Module], None]:
+    """A `TrainHooks.regularize` hook applying `bn_l1_subgradient` with λ = `lam`."""
+    return lambda model: bn_l1_subgradient(model, lam)
 
 
 def parent_lambda(ctx: PruneContext) -> float:
@@ -37,6 +52,7 @@ class Slimming(PruningMethod):
     """|γ| of the group's BatchNorm channels, ranked globally without normalisation (Liu et al., 2017)."""
 
     name = "slimming"
+    paper_allocation = "global_raw"  # one global threshold on raw |γ| (resprune.py)
     normalize = False
     options = {"slimming_lambda": 1e-4, "sparse_epochs": 2}
 

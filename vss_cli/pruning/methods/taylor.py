@@ -94,6 +94,7 @@ class Taylor(PruningMethod):
     """(γ·∂L/∂γ + β·∂L/∂β)² averaged over minibatches (Molchanov et al., CVPR 2019)."""
 
     name = "taylor"
+    paper_allocation = "global_raw"  # Molchanov 2019 ranks the raw criterion across layers
     needs_data = True
 
     def score(self, ctx: PruneContext) -> dict[str, torch.Tensor]:
