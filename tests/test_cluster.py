@@ -40,7 +40,7 @@ if "pg_url" not in globals():  # the shared fixture lives in conftest.py once th
 
 
 @pytest.fixture
-def pg_db(pg_url) -> str:
+def pg_db(pg_url):
     """A fresh database on the test server for this test."""
     import sqlalchemy as sa
 
@@ -48,8 +48,10 @@ def pg_db(pg_url) -> str:
     admin = sa.create_engine(pg_url, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(sa.text(f"CREATE DATABASE {name}"))
+    yield pg_url.rsplit("/", 1)[0] + f"/{name}"
+    with admin.connect() as conn:
+        conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
     admin.dispose()
-    return pg_url.rsplit("/", 1)[0] + f"/{name}"
 
 
 def _ckpt(path: Path) -> Path:
@@ -93,12 +95,17 @@ def test_three_join_workers_one_killed_complete_every_cell_once(tmp_path, pg_db)
                                    "--prepare-only"])
     assert prepared.exit_code == 0 and "--join" in prepared.output, prepared.output
     join = ["bench", "--join", "latest", "--worker-grace", "5"]
-    workers = [_vss(join, pg_db, tmp_path) for _ in range(3)]
-    victim, deadline, cut = workers[0], time.monotonic() + 240, None
+    victim, deadline, cut = _vss(join, pg_db, tmp_path), time.monotonic() + 240, None
+    workers = [victim]
     while cut is None and victim.poll() is None and time.monotonic() < deadline:
         cut = _holding(pg_db, victim.pid)
+        if len(workers) == 1 and cut is None:
+            with Store(pg_db) as store:  # the others start once the first is at work, so it surely gets a cell
+                if store.list_runs(kind="cell", status="running"):
+                    workers += [_vss(join, pg_db, tmp_path) for _ in range(2)]
         time.sleep(0.05)
-    assert cut is not None, "the first worker never held a cell"
+    assert cut is not None, "the first worker never held a cell with a step started"
+    workers += [_vss(join, pg_db, tmp_path) for _ in range(3 - len(workers))]
     victim.send_signal(signal.SIGKILL)
     victim.wait()
     outputs = [w.communicate(timeout=300)[0] for w in workers[1:]]
