@@ -54,10 +54,13 @@ class BenchOptions:
     def device(self) -> str:
         return self.eval.device
 
+    def options_of(self, method: str) -> dict:
+        """The method options a cell of `method` prunes with."""
+        return {**self.prune.method_options, **self.method_options.get(method, {})}
+
     def cell_prune(self, method: str, ratio: float, seed: int, *, ckpt: str = "", save: str | None = None) -> PruneOptions:
-        options = {**self.prune.method_options, **self.method_options.get(method, {})}
         return replace(self.prune, ckpt=ckpt, method=method, global_ratio=ratio, seed=seed, save=save,
-                       method_options=options)
+                       method_options=self.options_of(method))
 
     def cell_finetune(self, seed: int, *, model_from: str, save: str, resume: bool) -> TrainOptions:
         return replace(self.finetune, seed=seed, model_from=model_from, save=save, resume=resume)
@@ -81,7 +84,7 @@ class BenchOptions:
 
     def cell_settings(self, settings: dict[str, Any], method: str) -> dict[str, Any]:
         """A cell's share of the settings: its method's options folded into the prune settings."""
-        prune = {**settings["prune"], "method_options": self.cell_prune(method, 0.5, 0).method_options}
+        prune = {**settings["prune"], "method_options": self.options_of(method)}
         return {**{k: v for k, v in settings.items() if k != "method_options"}, "prune": prune}
 
     def to_plain(self) -> dict[str, Any]:
