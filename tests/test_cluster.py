@@ -146,6 +146,8 @@ def test_join_without_the_artifact_folder_fails_with_one_line_and_writes_nothing
     before, files = _snapshot(Path(db)), sorted(tmp_path.rglob("*"))
     code, text = _run(["bench", "--join", "latest"], db, tmp_path)
     assert code == 2, text
+    mixed = runner.invoke(app, ["--db", db, "bench", "--join", "latest", "--ratios", "0.9"])
+    assert mixed.exit_code == 2 and "--ratios" in mixed.output, mixed.output
     lines = text.strip().splitlines()
     assert len(lines) == 1 and str(base) in lines[0] and "shared" in lines[0], text
     assert _snapshot(Path(db)) == before

@@ -41,7 +41,7 @@ ForceNew = Annotated[bool, typer.Option("--force-new", help="start this grid in 
 Grace = Annotated[float, typer.Option("--worker-grace", help="seconds without a heartbeat after which another "
                                       "process takes over a running cell")]
 Join = Annotated[str | None, typer.Option("--join", help="BENCH_ID or latest: take cells of that recorded grid "
-                                          "with exactly its options (other grid options are ignored)")]
+                                          "with exactly its options (only --device and --worker-grace may be given)")]
 PrepareOnly = Annotated[bool, typer.Option("--prepare-only", help="record the grid, its baseline and its cells, "
                                            "then stop (workers take the cells with --join)")]
 NprocPerCell = Annotated[int, typer.Option("--nproc-per-cell", help="run each cell's fine-tune under torchrun "
@@ -88,6 +88,23 @@ def build_options(given: dict[str, Any]) -> BenchOptions:
         skip_existing=given["skip_existing"], force_new=given["force_new"], worker_grace=given["worker_grace"],
         nproc_per_cell=given["nproc_per_cell"],
     )
+
+
+JOIN_OWN = ("join", "device", "worker_grace")  # what a joining worker sets for itself
+
+
+def _check_join(given: dict[str, Any]) -> None:
+    """`--join` takes the grid's recorded options: refuse grid options given beside it instead of ignoring them."""
+    import inspect
+
+    from vss_cli.errors import ConfigError
+
+    defaults = {n: p.default for n, p in inspect.signature(bench).parameters.items()}
+    extra = [n for n, v in given.items() if n not in JOIN_OWN and v != defaults.get(n)]
+    if extra:
+        flags = ", ".join("--" + n.replace("_", "-") for n in extra)
+        raise ConfigError(f"--join runs the grid with its recorded options: drop {flags} (only --device and "
+                          "--worker-grace apply to a joining worker)")
 
 
 def _pct(value: float | None) -> str:
@@ -143,9 +160,12 @@ def bench(
     retried); several processes on one database share its cells, and `--join BENCH_ID` adds a worker
     to a recorded grid without repeating its options. Writes benchmark_summary.json.
     """
+    given = dict(locals())  # the parameters, by name (build_options maps them onto the templates)
     from vss_cli.workflows.bench import bench_run
 
-    opts = build_options(dict(locals()))
+    if join is not None:
+        _check_join(given)
+    opts = build_options(given)
     outcome = bench_run(opts, STATE.store(), join=join, prepare_only=prepare_only)
     stats = outcome.stats
     if outcome.prepared_only:
