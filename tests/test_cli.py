@@ -119,8 +119,13 @@ def test_seed_guide_command_shapes(trained, tmp_path):
     result = vss("prune", "--ckpt", train.id, "--model", "unet", "--method", "fpgm", "--global-ratio", "0.3",
                  "--input-size", "32,48", "--device", "cpu", "--save", str(tmp_path / "pruned_fpgm_30"))
     assert result.exit_code == 0, result.output
-    assert (tmp_path / "pruned_fpgm_30" / "pruned.pt").is_file()
-    result = vss("train", "--model-from", str(tmp_path / "pruned_fpgm_30" / "pruned.pt"), "--epochs", "1",
+    (prune,) = store.list_runs(kind="prune")
+    pruned = tmp_path / "pruned_fpgm_30" / prune.id / "pruned.pt"  # --save DIR holds one folder per run
+    assert pruned.is_file()
+    seed_name = vss("train", "--model-from", str(tmp_path / "pruned_fpgm_30" / "pruned_model.pt"), "--epochs", "1")
+    assert seed_name.exit_code == 2
+    assert "vss writes" in seed_name.output and f"did you mean {pruned}?" in seed_name.output.replace("\n", "")
+    result = vss("train", "--model-from", str(pruned), "--epochs", "1",
                  "--input-size", "32,48", "--batch-size", "8", "--max-iters-per-epoch", "2", "--device", "cpu")
     assert result.exit_code == 0, result.output
     (ft,) = store.list_runs(kind="finetune")
@@ -128,3 +133,49 @@ def test_seed_guide_command_shapes(trained, tmp_path):
     wrong = vss("eval", "--model", "deeplabv3_resnet50", "--baseline", train.id, "--candidate", ft.id)
     assert wrong.exit_code == 2 and "deeplabv3_resnet50" in wrong.output
     assert store.list_runs(kind="eval") == []
+
+
+def test_version_and_flags_shown_as_flags():
+    version = vss("--version")
+    assert version.exit_code == 0 and version.stdout.strip().startswith("vss 0.")
+    shown = vss("train", "--help")
+    assert shown.exit_code == 0 and "<bool>" not in shown.stdout and "--no-amp" in shown.stdout
+    assert "<bool>" not in vss("runs", "list", "--help").stdout
+
+
+@pytest.mark.parametrize("command", [("prune",), ("eval",), ("finetune",)])
+def test_dataset_help_names_the_real_default(command):
+    text = " ".join(vss(*command, "--help").stdout.replace("│", " ").split())
+    assert "synthetic (default)" not in text and "recorded in the checkpoint" in text
+
+
+def test_cuda_out_of_memory_gets_a_one_line_hint(monkeypatch):
+    import torch
+
+    import vss_cli.workflows.train as train_workflow
+
+    def oom(*_a, **_k):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(train_workflow, "train_run", oom)
+    result = vss("train", "--epochs", "1")
+    assert result.exit_code == 1
+    hints = [line for line in result.output.splitlines() if line.startswith("hint:")]
+    assert len(hints) == 1 and "--batch-size" in hints[0] and "--amp" in hints[0]
+
+
+def test_quiet_is_a_progress_setting_not_an_environment_variable(monkeypatch):
+    import os
+
+    from vss_cli.engine import progress
+
+    monkeypatch.delenv("VSS_QUIET", raising=False)
+    assert vss("--quiet", "runs", "list").exit_code == 0
+    assert progress.SETTINGS.quiet and progress.quiet() and "VSS_QUIET" not in os.environ
+    assert vss("runs", "list").exit_code == 0
+    assert not progress.quiet()
+
+
+def test_a_value_after_a_flag_says_flags_take_none():
+    result = vss("train", "--amp", "true")
+    assert result.exit_code == 2 and "take no value" in " ".join(result.output.replace("│", " ").split())

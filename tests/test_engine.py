@@ -101,8 +101,8 @@ def test_torchrun_two_cpu_processes_give_one_run(tmp_path):
     runs = Store(tmp_path / "ddp.db").list_runs(kind="train")
     assert len(runs) == 1 and runs[0].status == "completed"
     assert runs[0].config.get("world_size") == 2
-    assert (tmp_path / "ddp" / "best.pt").is_file()
-    assert sorted(p.name for p in (tmp_path / "ddp").iterdir()) == ["best.pt", "last.pt"]
+    run_dir = tmp_path / "ddp" / runs[0].id  # --save DIR holds one folder per run
+    assert sorted(p.name for p in run_dir.iterdir()) == ["best.pt", "last.pt"]
     assert sys.executable
 
 

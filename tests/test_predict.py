@@ -62,6 +62,7 @@ def test_predict_with_candidate_draws_palette_panels_and_records_the_run(ckpts, 
     result = runner.invoke(app, ["--threads", "1", "predict", "--ckpt", runs["base"].id, "--candidate",
                                  runs["pruned"].id, "--n", "3", "--input-size", "32,48", "--out", str(out)])
     assert result.exit_code == 0, result.output
+    (out,) = out.iterdir()  # --out DIR holds one folder per run
     spec = get_spec("synthetic")
     palette = {tuple(c) for c in spec.palette}
     panels = sorted(out.glob("*_panel.png"))
@@ -99,7 +100,7 @@ def test_predict_on_a_folder_of_images_without_candidate(ckpts, tmp_path):
     result = runner.invoke(app, ["predict", "--ckpt", str(ckpts["base"]), "--images", str(folder),
                                  "--input-size", "32,48", "--out", str(tmp_path / "o")])
     assert result.exit_code == 0, result.output
-    with Image.open(tmp_path / "o" / "p0_panel.png") as picture:
+    with Image.open(next((tmp_path / "o").iterdir()) / "p0_panel.png") as picture:
         assert picture.size == pn.panel_size(*SIZE, tiles=2)  # image · prediction
         assert _colours(picture, pn.tile_boxes(*SIZE, tiles=2)[1]) <= {tuple(c) for c in get_spec("synthetic").palette}
 
@@ -130,7 +131,7 @@ def test_predict_panels_is_the_workflow_bench_calls(ckpts, tmp_path):
         outcome = predict_panels(ckpts["base"], ckpts["pruned"], 2, tmp_path / "cell", store, input_size=SIZE,
                                  device="cpu")
         assert [p.name for p in outcome.panels] == ["val_000_panel.png", "val_001_panel.png"]
-        assert outcome.contact_sheet == (tmp_path / "cell" / "contact_sheet.png").resolve()
+        assert outcome.contact_sheet == (tmp_path / "cell" / outcome.run_id / "contact_sheet.png").resolve()
         assert store.get_run(outcome.run_id).config["n"] == 2
 
 
@@ -150,7 +151,7 @@ def test_predict_on_camvid_uses_the_segnet_palette(tmp_path):
     result = runner.invoke(app, ["predict", "--ckpt", str(ckpt), "--n", "1", "--input-size", "32,48",
                                  "--out", str(out)])
     assert result.exit_code == 0, result.output
-    (panel,) = out.glob("*_panel.png")
+    (panel,) = out.glob("*/*_panel.png")
     with Image.open(panel) as picture:
         assert _colours(picture, pn.tile_boxes(*SIZE, tiles=3)[2]) == {(192, 192, 128)}  # SegNet's Pole colour
         assert _colours(picture, pn.tile_boxes(*SIZE, tiles=3)[1]) <= {tuple(c) for c in spec.palette} | {

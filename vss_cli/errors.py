@@ -21,3 +21,12 @@ class RunNotFound(VssError):
 
 class ConfigError(VssError):
     """An option value is out of range or inconsistent."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM or SIGHUP (what schedulers send), handled like Ctrl-C; exits 128 + the signal number."""
+
+    def __init__(self, signum: int, name: str) -> None:
+        super().__init__(f"{name} received")
+        self.signum, self.signal_name = signum, name
+        self.exit_code = 128 + signum

@@ -3,23 +3,53 @@
 from __future__ import annotations
 
 import importlib
-import os
+import re
 import sys
 from typing import Annotated
 
 import typer
 from typer.core import TyperGroup
 
+try:  # typer >= 0.26 vendors click; older typer raises click's own
+    from typer._click.exceptions import UsageError
+except ImportError:  # pragma: no cover
+    from click.exceptions import UsageError
+
 from vss_cli.cli.output import err_console
 from vss_cli.cli.state import STATE
-from vss_cli.errors import VssError
+from vss_cli.engine.progress import configure as configure_progress
+from vss_cli.errors import Interrupted, VssError
 
 # Each module defines `register(app)`; adding a command means adding a module here.
-COMMAND_MODULES = ("train", "prune", "eval", "bench", "report", "predict", "runs", "data", "models")
+COMMAND_MODULES = ("train", "prune", "eval", "bench", "report", "predict", "runs", "data", "models",
+                   "import_ckpt")
+
+BOOL_WORDS = {"true", "false", "yes", "no", "on", "off", "1", "0"}
+OOM_HINT = ("the GPU ran out of memory: lower --batch-size or --input-size, add --amp (CUDA), or free the GPU; "
+            "see docs/guide.md#out-of-memory")
+
+
+def _is_oom(exc: BaseException) -> bool:
+    import torch
+
+    return isinstance(exc, torch.cuda.OutOfMemoryError) or "cuda out of memory" in str(exc).lower()
+
+
+def _flags_as_flags(cmd, ctx) -> None:
+    """Show boolean flags as `--amp` (with their `--no-amp`), not as options taking a `<bool>`."""
+    for param in [*cmd.params, cmd.get_help_option(ctx)]:
+        if param is not None and getattr(param, "is_flag", False) and param.metavar is None:
+            param.metavar = ""
+    for sub in getattr(cmd, "commands", {}).values():
+        _flags_as_flags(sub, ctx)
 
 
 class VssGroup(TyperGroup):
     """Maps a `VssError` to one line on stderr and exit code 2; anything else to exit 1."""
+
+    def parse_args(self, ctx, args):
+        _flags_as_flags(self, ctx)
+        return super().parse_args(ctx, args)
 
     def invoke(self, ctx):
         try:
@@ -29,7 +59,14 @@ class VssGroup(TyperGroup):
                 raise
             err_console.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False, soft_wrap=True)
             ctx.exit(exc.exit_code)
-        except (typer.Exit, typer.Abort, KeyboardInterrupt):
+        except KeyboardInterrupt as exc:  # Ctrl-C, and SIGTERM / SIGHUP as errors.Interrupted
+            err_console.print(f"interrupted{f' ({exc})' if isinstance(exc, Interrupted) else ''}")
+            ctx.exit(getattr(exc, "exit_code", 130))
+        except (typer.Exit, typer.Abort):
+            raise
+        except UsageError as exc:
+            if BOOL_WORDS & set(re.findall(r"\w+", exc.message.partition("unexpected extra argument")[2])):
+                exc.message += " (boolean options are flags and take no value: write --amp, or --no-amp)"
             raise
         except Exception as exc:  # noqa: BLE001 - the top of the program
             if STATE.debug or getattr(exc, "__module__", "").startswith(("click", "typer")):
@@ -39,6 +76,8 @@ class VssGroup(TyperGroup):
                 highlight=False,
                 soft_wrap=True,
             )
+            if _is_oom(exc):
+                err_console.print(f"hint: {OOM_HINT}", highlight=False, soft_wrap=True)
             ctx.exit(1)
 
 
@@ -51,6 +90,14 @@ app = typer.Typer(
 )
 
 
+def _version(value: bool) -> None:
+    if value:
+        import vss_cli
+
+        typer.echo(f"vss {vss_cli.__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
 def _global(
     db: Annotated[str | None, typer.Option("--db", envvar="VSS_DB", help="database path or URL (default runs/vss.db)")] = None,
@@ -58,10 +105,11 @@ def _global(
     debug: Annotated[bool, typer.Option("--debug", help="show tracebacks")] = False,
     threads: Annotated[int | None, typer.Option("--threads", envvar="VSS_THREADS",
                                                 help="CPU threads for torch (default: torch's choice)")] = None,
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="print the vss version and exit")] = False,
 ) -> None:
     STATE.db, STATE.quiet, STATE.debug = db, quiet, debug
-    if quiet:
-        os.environ["VSS_QUIET"] = "1"
+    configure_progress(quiet=quiet)
     if threads:
         import torch
 
@@ -74,6 +122,9 @@ for _name in COMMAND_MODULES:
 
 
 def main() -> None:
+    from vss_cli.workflows.common import install_signal_handlers
+
+    install_signal_handlers()
     try:
         app()
     except KeyboardInterrupt:

@@ -67,7 +67,7 @@ def eval_cmd(
     input_size: o.InputSize = None, oracle_samples: o.OracleSamples = E["oracle_samples"],
     oracle_layers: o.OracleLayers = E["oracle_layers"], oracle_methods: o.OracleMethods = E["oracle_methods"],
     dtype: o.TimingDtype = E["dtype"], channels_last: o.ChannelsLast = E["channels_last"],
-    device: o.Device = "auto", dataset: o.Dataset = None, data_root: o.DataRoot = None,
+    device: o.Device = "auto", dataset: o.CkptDataset = None, data_root: o.DataRoot = None,
     speed_iters: o.SpeedIters = E["speed_iters"], warmup: o.WarmupIters = E["warmup"], split: o.Split = E["split"],
     num_workers: o.NumWorkers = E["num_workers"], model: o.Model = None,
     reconstruction_batches: o.ReconBatches = E["reconstruction_batches"],

@@ -77,13 +77,17 @@ EVAL = {name: default_of(EvalOptions, name) for name in (
 TRAIN = {name: default_of(TrainOptions, name) for name in (
     "weight_decay", "scheduler", "warmup_epochs", "slimming_lambda", "seed", "num_workers")}
 
-Dataset = Annotated[str | None, typer.Option("--dataset", help="synthetic (default), cityscapes or camvid")]
+Dataset = Annotated[str | None, typer.Option("--dataset", help="synthetic, cityscapes or camvid (default: what "
+                                             "the --data-root layout shows, else synthetic)")]
+CkptDataset = Annotated[str | None, typer.Option("--dataset", help="synthetic, cityscapes or camvid (default: the "
+                                                 "dataset recorded in the checkpoint)")]
 DataRoot = Annotated[Path | None, typer.Option("--data-root", help="dataset root folder (not needed for synthetic)")]
 Model = Annotated[str | None, typer.Option("--model", help="model name (see `vss models`); default depends on the dataset")]
 InputSize = Annotated[str | None, typer.Option("--input-size", help="H,W crop/evaluation size; default depends on the dataset")]
 Seed = Annotated[int, typer.Option("--seed", help="random seed")]
 Device = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N")]
-Save = Annotated[Path | None, typer.Option("--save", help="output folder (default runs/<kind>/<run id>)")]
+Save = Annotated[Path | None, typer.Option("--save", help="parent folder: the run writes into DIR/<run id> "
+                                          "(default runs/<kind>/<run id>)")]
 NumWorkers = Annotated[int, typer.Option("--num-workers", help="data-loader worker processes")]
 BatchSize = Annotated[int | None, typer.Option("--batch-size", help="batch size; default depends on the dataset")]
 OutFormat = Annotated[str, typer.Option("--format", help="table, csv or json")]

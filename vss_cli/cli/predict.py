@@ -19,7 +19,8 @@ Split = Annotated[str | None, typer.Option("--split", help="val (default) or tes
 Images = Annotated[Path | None, typer.Option("--images", help="a folder of pictures instead of a split "
                                              "(no ground truth)")]
 Count = Annotated[int, typer.Option("--n", help="how many images")]
-OutDir = Annotated[Path | None, typer.Option("--out", help="output folder (default runs/predict/<run id>)")]
+OutDir = Annotated[Path | None, typer.Option("--out", help="parent folder: the run writes into DIR/<run id> "
+                                                        "(default runs/predict/<run id>)")]
 
 
 def predict(ckpt: Ckpt, candidate: Candidate = None, split: Split = None, images: Images = None, n: Count = 8,

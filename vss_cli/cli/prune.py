@@ -38,7 +38,7 @@ def prune(
     normalizer: o.Normalizer = o.PRUNE["normalizer"], budget: o.Budget = o.PRUNE["budget"],
     input_size: o.InputSize = None, samples: o.Samples = o.PRUNE["samples"], seed: o.Seed = o.PRUNE["seed"],
     device: o.Device = "auto",
-    dataset: o.Dataset = None, data_root: o.DataRoot = None, save: o.Save = None,
+    dataset: o.CkptDataset = None, data_root: o.DataRoot = None, save: o.Save = None,
     batch_size: ScoreBatch = o.PRUNE["batch_size"],
     sparse_epochs: SparseEpochs = None, fgp_share: FgpShare = None, target_macs: TargetMacs = None,
     option: o.MethodOption = None, model: o.Model = None,

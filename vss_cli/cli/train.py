@@ -16,7 +16,7 @@ WeightDecay = Annotated[float, typer.Option("--weight-decay", help="SGD weight d
 Scheduler = Annotated[str, typer.Option("--scheduler", help="poly (per iteration, power 0.9), cosine or step")]
 Warmup = Annotated[float, typer.Option("--warmup-epochs", help="linear warm-up length in epochs")]
 SlimLambda = Annotated[float, typer.Option("--slimming-lambda", help="L1 penalty on BN γ (network slimming)")]
-Amp = Annotated[bool, typer.Option("--amp", help="mixed precision autocast (CUDA; bf16 unless --amp-dtype)")]
+Amp = Annotated[bool, typer.Option("--amp/--no-amp", help="mixed precision autocast (CUDA; bf16 unless --amp-dtype)")]
 AmpDtype = Annotated[str, typer.Option("--amp-dtype", help="bf16 or fp16 (fp16 uses a grad scaler)")]
 Width = Annotated[float | None, typer.Option("--width", help="channel multiplier of the model (1.0 = published)")]
 AuxLoss = Annotated[bool, typer.Option("--aux-loss", help="train the auxiliary head (weight 0.5)")]
@@ -51,7 +51,7 @@ def _print(outcome, kind: str) -> None:
         return
     console.print(
         f"{kind} run [bold]{outcome.run_id}[/]: best val mIoU {outcome.best_miou:.4f} "
-        f"in {outcome.fit.seconds:.1f}s -> {outcome.checkpoint}", highlight=False,
+        f"in {outcome.fit.seconds:.1f}s -> {outcome.checkpoint}", highlight=False, soft_wrap=True,
     )
 
 
@@ -83,7 +83,7 @@ def train(
 
 
 def finetune(
-    model_from: ModelFrom, dataset: o.Dataset = None, data_root: o.DataRoot = None, epochs: Epochs = None,
+    model_from: ModelFrom, dataset: o.CkptDataset = None, data_root: o.DataRoot = None, epochs: Epochs = None,
     batch_size: o.BatchSize = None, lr: Lr = None, weight_decay: WeightDecay = T["weight_decay"],
     scheduler: Scheduler = T["scheduler"], warmup_epochs: Warmup = T["warmup_epochs"],
     slimming_lambda: SlimLambda = T["slimming_lambda"], input_size: o.InputSize = None, amp: Amp = False,

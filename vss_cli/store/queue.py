@@ -41,6 +41,7 @@ class RunStore(Protocol):
     def list_runs(self, *, kind: str | None = None, status: str | None = None, limit: int | None = None,
                   config_key: str | None = None) -> list[Run]: ...
     def parents(self, run_id: str) -> list[tuple[str, Run]]: ...
+    def artifacts(self, run_id: str, kind: str | None = None) -> list[Artifact]: ...
     def artifact_path(self, run_id: str, kind: str = "checkpoint") -> Path: ...
     def run_for_artifact(self, path: str | Path, kind: str | None = None) -> Run | None: ...
 
@@ -49,9 +50,9 @@ class Heartbeat:
     """A daemon thread heartbeating the runs this process works on, so however long an epoch or a
     timing run takes, only a dead (or hung) worker's runs go stale."""
 
-    def __init__(self, store: Store, interval_s: float) -> None:
+    def __init__(self, store: Store, interval_s: float, run_ids: Sequence[str] = ()) -> None:
         self.store, self.interval_s = store, interval_s
-        self._ids: set[str] = set()
+        self._ids: set[str] = set(run_ids)
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="vss-heartbeat", daemon=True)
@@ -129,6 +130,9 @@ class StepStore:
 
     def parents(self, run_id: str) -> list[tuple[str, Run]]:
         return self._store.parents(run_id)
+
+    def artifacts(self, run_id: str, kind: str | None = None) -> list[Artifact]:
+        return self._store.artifacts(run_id, kind)
 
     def artifact_path(self, run_id: str, kind: str = "checkpoint") -> Path:
         return self._store.artifact_path(run_id, kind)

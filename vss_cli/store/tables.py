@@ -5,7 +5,7 @@ from datetime import datetime
 from sqlalchemy import BigInteger, DateTime, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
-KINDS = ("train", "finetune", "prune", "eval", "bench", "cell", "sparse", "search", "predict")
+KINDS = ("train", "finetune", "prune", "eval", "bench", "cell", "sparse", "search", "predict", "import")
 STATUSES = ("pending", "running", "completed", "failed", "interrupted")
 TERMINAL_STATUSES = ("completed", "failed", "interrupted")
 RELATIONS = ("pruned-from", "finetuned-from", "evaluates", "baseline-of", "cell-of", "sparse-from", "step-of")

@@ -1,18 +1,23 @@
-"""Pieces every workflow shares: device choice, checkpoint references, run recording."""
+"""Pieces every workflow shares: device choice, checkpoint references (sha256-verified), run folders,
+artifact writes that never overwrite another run's file, and run recording (signals, heartbeat)."""
 
 from __future__ import annotations
 
 import contextlib
+import difflib
 import os
 import platform
-from collections.abc import Iterator
+import signal
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 import vss_cli
-from vss_cli.errors import CheckpointError, ConfigError, RunNotFound
+from vss_cli.engine.progress import log
+from vss_cli.errors import CheckpointError, ConfigError, Interrupted, RunNotFound
+from vss_cli.store.queue import Heartbeat
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -51,26 +56,70 @@ class CheckpointRef:
 
 
 def resolve_checkpoint(store, ref: str | Path, *, option: str = "--ckpt") -> CheckpointRef:
-    """A path to an existing file, or a run id / unique prefix whose checkpoint artifact is used."""
+    """A path to an existing file, or a run id / unique prefix whose checkpoint artifact is used.
+
+    A file the store knows must still have the sha256 its run recorded (see `verify_artifact`)."""
     if ref is None or str(ref) == "":
         raise ConfigError(f"{option} is required: pass a checkpoint path or a run id (see `vss runs list`)")
     path = Path(ref)
     if path.is_file():
         run = store.run_for_artifact(path)
+        if run is not None:
+            verify_artifact(store, run, path)
         return CheckpointRef(path=path, run=run)
     looks_like_path = path.suffix in (".pt", ".pth") or os.sep in str(ref)
     try:
         run = store.get_run(str(ref))
     except RunNotFound:
         if looks_like_path:
-            raise CheckpointError(f"checkpoint {ref} does not exist: pass an existing .pt file or a run id") from None
+            raise CheckpointError(f"checkpoint {ref} does not exist: {missing_hint(path)}") from None
         raise RunNotFound(
             f"'{ref}' is neither a checkpoint file nor a run id: pass a .pt path or a run id from `vss runs list`"
         ) from None
     ckpt = store.artifact_path(run.id, kind="checkpoint")
     if not Path(ckpt).is_file():
         raise CheckpointError(f"run {run.id}'s checkpoint {ckpt} is missing on disk: rerun it or pass a file")
+    verify_artifact(store, run, Path(ckpt))
     return CheckpointRef(path=Path(ckpt), run=run)
+
+
+VSS_CHECKPOINT_NAMES = ("best.pt", "last.pt", "pruned.pt")
+
+
+def missing_hint(path: Path) -> str:
+    """What to pass instead of a missing checkpoint: the nearest existing `.pt` in (or one folder
+    below) its folder, by name, newest first among equals."""
+    folder = path.parent
+    found = [p for p in (*folder.glob("*.pt"), *folder.glob("*/*.pt"))] if folder.is_dir() else []
+    if not found:
+        return "pass an existing .pt file or a run id (see `vss runs list`)"
+    names = sorted({p.name for p in found})
+    best_name = (difflib.get_close_matches(path.name, names, n=1, cutoff=0.0) or names)[0]
+    best = max((p for p in found if p.name == best_name), key=lambda p: p.stat().st_mtime)
+    writes = "" if path.name in VSS_CHECKPOINT_NAMES else \
+        "vss writes best.pt/last.pt (train) and pruned.pt (prune); "
+    return f"{writes}did you mean {best}?"
+
+
+def verify_artifact(store, run, path: Path) -> None:
+    """Refuse a file whose sha256 differs from what `run` recorded for it, naming the run that wrote
+    it last when that is another one."""
+    from vss_cli.store import file_sha256
+
+    resolved = Path(path).resolve()
+    rows = [a for a in store.artifacts(run.id) if Path(a.path) == resolved]
+    if not rows:
+        return
+    recorded_sha, actual = rows[-1].sha256, file_sha256(resolved)
+    if actual == recorded_sha:
+        return
+    writer = store.run_for_artifact(resolved)
+    by = (f"run {writer.id} ({writer.kind}) wrote it since" if writer is not None and writer.id != run.id
+          else "it was changed outside vss")
+    raise CheckpointError(
+        f"{resolved} is not the file run {run.id} ({run.kind}) recorded: sha256 {actual[:12]} on disk, "
+        f"{recorded_sha[:12]} recorded; {by}: rerun {run.id} or pass the run that owns this file"
+    )
 
 
 def check_model_name(expected: str | None, loaded_name: str, path) -> None:
@@ -80,18 +129,66 @@ def check_model_name(expected: str | None, loaded_name: str, path) -> None:
                           "drop --model or pass the matching checkpoint")
 
 
-def default_out_dir(kind: str, run_id: str, save: Path | None) -> Path:
-    return Path(save) if save else Path("runs") / kind / run_id
+def default_out_dir(kind: str, run_id: str, save: Path | str | None) -> Path:
+    """A run's own folder: `runs/<kind>/<run id>`, or `<save>/<run id>`. A shared `--save` folder
+    therefore holds one subfolder per run, and no run writes into another's."""
+    return (Path(save) if save else Path("runs") / kind) / run_id
+
+
+def check_writable(store, run_id: str | None, path: Path | str | None) -> Path | None:
+    """Refuse (exit 2) to write `path` when a run other than `run_id` recorded it as an artifact.
+
+    Every artifact write goes through this (`save_artifact` calls it); workflows also call it on
+    user-given paths before the run row exists (`run_id=None`; a None path is not checked)."""
+    if path is None:
+        return None
+    path = Path(path)
+    owner = store.run_for_artifact(path)
+    if owner is not None and owner.id != run_id:
+        raise ConfigError(f"{path.resolve()} belongs to run {owner.id} ({owner.kind}) and vss never overwrites "
+                          "another run's file: pass a new path or folder")
+    return path
+
+
+def save_artifact(store, run_id: str, kind: str, path: Path | str, write: Callable[[Path], object]) -> Path:
+    """Check `path` is this run's to write, write it (atomically: `write` uses `vss_cli.fileio`), and
+    record it as the run's artifact of `kind`."""
+    path = check_writable(store, run_id, path)
+    write(path)
+    store.add_artifact(run_id, kind=kind, path=path)
+    return path
+
+
+def infer_dataset(dataset: str | None, data_root: str | Path | None) -> str | None:
+    """`--data-root` without `--dataset`: the dataset its layout shows (as `vss data check` infers it),
+    else DataError naming both layouts. Without either option: None (the caller's default)."""
+    if dataset or not data_root:
+        return dataset
+    from vss_cli.data.checks import infer_dataset as from_layout
+
+    name = from_layout(data_root)
+    log(f"--dataset {name} (inferred from the layout of {data_root})")
+    return name
+
+
+HEARTBEAT_S = 30.0  # how often `recorded` heartbeats its run (store.queue.Heartbeat)
 
 
 @contextlib.contextmanager
-def recorded(store, run_id: str, *, during: str | None = None, complete: bool = True) -> Iterator[None]:
-    """Mark the run interrupted on Ctrl-C, failed (with the error) on any other exception, and
-    completed on success unless `complete` is False (a run that goes on after this step). `during`
-    names the step in the recorded error."""
+def recorded(store, run_id: str, *, during: str | None = None, complete: bool = True,
+             heartbeat_s: float | None = HEARTBEAT_S) -> Iterator[None]:
+    """Heartbeat the run while the block runs; mark it interrupted on Ctrl-C, SIGTERM or SIGHUP
+    (`errors.Interrupted`), failed (with the error) on any other exception, and completed on success
+    unless `complete` is False (a run that goes on after this step). `during` names the step in the
+    recorded error."""
     where = f" while {during}" if during else ""
+    beat = Heartbeat(store, heartbeat_s, (run_id,)) if heartbeat_s else contextlib.nullcontext()
     try:
-        yield
+        with beat:
+            yield
+    except Interrupted as exc:
+        store.set_status(run_id, "interrupted", error=f"interrupted by {exc.signal_name}{where}")
+        raise
     except KeyboardInterrupt:
         store.set_status(run_id, "interrupted", error=f"interrupted{where or ' by the user'}")
         raise
@@ -101,3 +198,21 @@ def recorded(store, run_id: str, *, during: str | None = None, complete: bool = 
     else:
         if complete:
             store.set_status(run_id, "completed")
+
+
+HANDLED_SIGNALS = ("SIGTERM", "SIGHUP")
+
+
+def install_signal_handlers() -> None:
+    """Turn the first SIGTERM / SIGHUP into `errors.Interrupted` in the main thread (what Ctrl-C
+    does with KeyboardInterrupt), so `recorded` marks the run interrupted; later ones are ignored
+    while that cleanup runs."""
+    def handler(signum, _frame):
+        for name in HANDLED_SIGNALS:
+            if hasattr(signal, name):
+                signal.signal(getattr(signal, name), signal.SIG_IGN)
+        raise Interrupted(signum, signal.Signals(signum).name)
+
+    for name in HANDLED_SIGNALS:
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), handler)

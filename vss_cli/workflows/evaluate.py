@@ -30,10 +30,12 @@ from vss_cli.store.queue import RunStore
 from vss_cli.workflows.common import (
     CheckpointRef,
     check_model_name,
+    check_writable,
     default_out_dir,
     recorded,
     resolve_checkpoint,
     resolve_device,
+    save_artifact,
     versions,
 )
 from vss_cli.workflows.options import EvalOptions, PruneOptions
@@ -317,6 +319,7 @@ def eval_run(opts: EvalOptions, store: RunStore) -> EvalOutcome:
     from vss_cli.store import config_key, file_sha256
 
     setting = resolve(opts, store)
+    check_writable(store, None, opts.report)  # before the run row: a refused --report leaves no trace
     config = _run_config(opts, setting)
     key = config_key(config, [file_sha256(setting.baseline_ref.path), file_sha256(setting.candidate_ref.path)])
     parents = [(ref.run_id, relation) for ref, relation in
@@ -329,13 +332,11 @@ def eval_run(opts: EvalOptions, store: RunStore) -> EvalOutcome:
         report, confusions = compare(setting, opts)
         report.run_id = run.id
         for side, mat in confusions.items():
-            path = write_json(out_dir / f"{side}_confusion.json", {
-                "class_names": list(setting.spec.class_names), "ignore_index": setting.spec.ignore_index,
-                "rows": "ground truth", "columns": "prediction", "matrix": mat.astype(np.int64).tolist()})
-            store.add_artifact(run.id, kind="confusion", path=path)
-        report_path = write_json(Path(opts.report).resolve() if opts.report else out_dir / REPORT_NAME,
-                                 report.to_json())
-        store.add_artifact(run.id, kind="report", path=report_path)
+            cm = {"class_names": list(setting.spec.class_names), "ignore_index": setting.spec.ignore_index,
+                  "rows": "ground truth", "columns": "prediction", "matrix": mat.astype(np.int64).tolist()}
+            save_artifact(store, run.id, "confusion", out_dir / f"{side}_confusion.json", lambda p, d=cm: write_json(p, d))
+        report_path = save_artifact(store, run.id, "report", Path(opts.report).resolve() if opts.report
+                                    else out_dir / REPORT_NAME, lambda p: write_json(p, report.to_json()))
         metrics = report.flat_metrics()
         store.add_metrics(run.id, metrics)
     log(f"eval run {run.id}: mIoU {report.baseline_results['mIoU']:.4f} -> {report.candidate_results['mIoU']:.4f}"

@@ -31,6 +31,7 @@ from vss_cli.workflows.common import (
     recorded,
     resolve_checkpoint,
     resolve_device,
+    save_artifact,
     versions,
 )
 from vss_cli.workflows.options import PruneOptions
@@ -170,12 +171,11 @@ def prune_run(opts: PruneOptions, store: RunStore) -> PruneOutcome:
             count=lambda m: count_complexity(m, input_size), old_history=loaded.history,
             parent_config=dict(getattr(ref.run, "config", None) or {}),
         )
-        ckpt = save_checkpoint(out_dir / "pruned.pt", model=model, spec=loaded.spec, history=history,
-                               dataset={**dspec.to_dict(), "data_root": data_root},
-                               extra={"method": opts.method, "global_ratio": opts.global_ratio})
-        widths = write_json(out_dir / "widths.json", {"widths": layer_widths(model), "notes": report.notes})
-        store.add_artifact(run.id, kind="checkpoint", path=ckpt)
-        store.add_artifact(run.id, kind="widths", path=widths)
+        ckpt = save_artifact(store, run.id, "checkpoint", out_dir / "pruned.pt", lambda p: save_checkpoint(
+            p, model=model, spec=loaded.spec, history=history, dataset={**dspec.to_dict(), "data_root": data_root},
+            extra={"method": opts.method, "global_ratio": opts.global_ratio}))
+        save_artifact(store, run.id, "widths", out_dir / "widths.json",
+                      lambda p: write_json(p, {"widths": layer_widths(model), "notes": report.notes}))
         store.add_metrics(run.id, report.scalars())
     return PruneOutcome(run_id=run.id, out_dir=out_dir, checkpoint=ckpt, report=report)
 

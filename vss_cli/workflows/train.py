@@ -10,13 +10,15 @@ from pathlib import Path
 import torch
 
 from vss_cli.engine.checkpoint import ModelSpec
-from vss_cli.engine.progress import log
+from vss_cli.engine.progress import log, log_epoch
 from vss_cli.engine.train import FitResult, TrainConfig, TrainHooks, fit
 from vss_cli.errors import ConfigError
 from vss_cli.pruning.checkpoint import load_checkpoint
 from vss_cli.store.queue import RunStore
 from vss_cli.workflows.common import (
+    check_writable,
     default_out_dir,
+    infer_dataset,
     recorded,
     resolve_checkpoint,
     resolve_device,
@@ -49,7 +51,7 @@ def inherit_dataset(opts: TrainOptions, store: RunStore) -> TrainOptions:
         ds = read_checkpoint(resolve_checkpoint(store, opts.model_from, option="--model-from").path)["dataset"]
         return TrainOptions(**{**asdict(opts), "dataset": ds.get("name", "synthetic"),
                                "data_root": opts.data_root or ds.get("data_root")})
-    return TrainOptions(**{**asdict(opts), "dataset": "synthetic"})
+    return TrainOptions(**{**asdict(opts), "dataset": infer_dataset(None, opts.data_root) or "synthetic"})
 
 
 def resolve_options(opts: TrainOptions, parent_dataset: dict | None = None) -> TrainOptions:
@@ -203,6 +205,8 @@ def train_run(opts: TrainOptions, store: RunStore, *, kind: str = "train", hooks
     hooks = _run_hooks(hooks or TrainHooks(), opts, store, run_id if main else None, board)
     ctx = recorded(store, run_id) if main else contextlib.nullcontext()
     with ctx, board or contextlib.nullcontext():
+        for name in ("best.pt", "last.pt") if main else ():
+            check_writable(store, run_id, out_dir / name)
         result = fit(model, train_loader, val_loader, cfg, num_classes=mspec.num_classes,
                      ignore_index=get_spec(opts.dataset).ignore_index, spec=mspec, history=history,
                      dataset={**dspec, "data_root": opts.data_root}, out_dir=out_dir, hooks=hooks,
@@ -233,6 +237,7 @@ def _run_hooks(hooks: TrainHooks, opts: TrainOptions, store, run_id: str | None,
         def on_epoch_end(epoch: int, scalars: dict) -> None:
             store.add_metrics(run_id, scalars, step=epoch)
             store.heartbeat(run_id)
+            log_epoch(epoch, opts.epochs, scalars)
             if board is not None:
                 board(epoch, scalars)
             if user_hook is not None:
