@@ -1,8 +1,15 @@
-"""Shared fixtures: every test gets its own database and working directory; no progress bars."""
+"""Shared fixtures: every test gets its own database and working directory; no progress bars.
+
+Store back-ends: `pg_url` is a PostgreSQL URL with a fresh schema of its own (from
+`VSS_TEST_PG_URL`, which `.ci/run` always sets; without it the test is skipped, or fails when
+`VSS_REQUIRE_PG=1`), and `store_url` runs a test once on SQLite and once on PostgreSQL.
+"""
 
 from __future__ import annotations
 
 import os
+import secrets
+from urllib.parse import quote
 
 import pytest
 import torch
@@ -12,6 +19,8 @@ import torch
 torch.set_num_threads(1)
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+BACKENDS = ("sqlite", "postgresql")
+
 
 @pytest.fixture(autouse=True)
 def _isolated(tmp_path, monkeypatch):
@@ -19,6 +28,44 @@ def _isolated(tmp_path, monkeypatch):
     monkeypatch.setenv("VSS_QUIET", "1")
     monkeypatch.chdir(tmp_path)
     yield
+
+
+def _with_search_path(url: str, schema: str) -> str:
+    """`url` whose connections use `schema` first (libpq `options`), so tables land in it."""
+    sep = "&" if "?" in url else "?"
+    return f"{url}{sep}options={quote(f'-csearch_path={schema}')}"
+
+
+@pytest.fixture
+def pg_url():
+    """A PostgreSQL URL whose tables live in a fresh schema, dropped after the test."""
+    base = os.environ.get("VSS_TEST_PG_URL")
+    if not base:
+        reason = "no PostgreSQL server: set VSS_TEST_PG_URL (`eval \"$(bash .ci/pg.sh start)\"`)"
+        if os.environ.get("VSS_REQUIRE_PG") == "1":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    from sqlalchemy import create_engine, text
+
+    schema = f"t_{secrets.token_hex(6)}"
+    admin = create_engine(base, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    try:
+        yield _with_search_path(base, schema)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+@pytest.fixture(params=BACKENDS)
+def store_url(request, tmp_path) -> str:
+    """The database of a store test: a SQLite file (in a folder that does not exist yet) or a
+    PostgreSQL schema of its own."""
+    if request.param == "postgresql":
+        return request.getfixturevalue("pg_url")
+    return str(tmp_path / "sub" / "vss.db")
 
 
 @pytest.fixture

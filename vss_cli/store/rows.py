@@ -10,6 +10,9 @@ from typing import Any
 
 from vss_cli.store.tables import TERMINAL_STATUSES, ArtifactRecord, MetricRecord, RunRecord
 
+# A running run whose heartbeat is older than this shows as `stale` (its process likely died).
+STALE_AFTER_S = 300.0
+
 
 def utc(value: datetime | None) -> datetime | None:
     """Attach UTC to the naive datetimes SQLite hands back (everything is stored in UTC)."""
@@ -44,10 +47,13 @@ class Run:
 
     @classmethod
     def from_record(cls, rec: RunRecord) -> Run:
-        values = {f.name: getattr(rec, f.name) for f in fields(cls)}
+        """From an ORM record or a Core row with the run table's columns."""
+        mapping = getattr(rec, "_mapping", None)  # a Core row: look columns up by name
+        values = {name: mapping[name] for name in _RUN_FIELDS} if mapping is not None else \
+            {name: getattr(rec, name) for name in _RUN_FIELDS}
         values["config"] = json.loads(rec.config)
         values["versions"] = json.loads(rec.versions) if rec.versions else None
-        for key in ("created_at", "started_at", "finished_at", "heartbeat_at"):
+        for key in _RUN_TIMES:
             values[key] = utc(values[key])
         return cls(**values)
 
@@ -66,6 +72,18 @@ class Run:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready fields (ISO 8601 times)."""
         return _jsonable(self)
+
+    def display_status(self, now: datetime | None = None, stale_after_s: float = STALE_AFTER_S) -> str:
+        """The status to show: `stale` for a running run whose heartbeat is older than `stale_after_s`
+        (derived for display; the stored status stays `running` until a worker reclaims the run)."""
+        if self.status != "running" or self.heartbeat_at is None:
+            return self.status
+        age = ((now or datetime.now(timezone.utc)) - self.heartbeat_at).total_seconds()
+        return "stale" if age > stale_after_s else self.status
+
+
+_RUN_FIELDS = tuple(f.name for f in fields(Run))
+_RUN_TIMES = ("created_at", "started_at", "finished_at", "heartbeat_at")
 
 
 @dataclass(frozen=True)

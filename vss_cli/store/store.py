@@ -6,27 +6,32 @@ hashed before a write transaction starts, so the write lock is held only for the
 
 from __future__ import annotations
 
-import hashlib
 import math
-import os
-import secrets
-import socket
-import threading
-import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import Engine, func, or_, update
+from sqlalchemy import Connection, Engine, func, or_, update
+from sqlalchemy import insert as insert_row
+from sqlalchemy import select as select_sql
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from vss_cli.errors import CheckpointError, ConfigError, RunNotFound
-from vss_cli.store import keys
+from vss_cli.store import keys, queries
+from vss_cli.store.bulk import BulkStore
 from vss_cli.store.engine import WRITE_OPTION, make_engine, retry_locked
+from vss_cli.store.identity import (  # noqa: F401 - re-exported
+    artifact_intact,
+    file_digest,
+    file_sha256,
+    new_run_id,
+    worker_id,
+)
 from vss_cli.store.migrations import migrate
-from vss_cli.store.rows import Artifact, Lineage, LineageNode, Metric, Run
+from vss_cli.store.queries import EDGE, METRIC, RUN
+from vss_cli.store.rows import Artifact, Lineage, Metric, Run
 from vss_cli.store.tables import (
     KINDS,
     RELATIONS,
@@ -37,67 +42,14 @@ from vss_cli.store.tables import (
     MetricRecord,
     RunRecord,
 )
+from vss_cli.store.tables import check_choice as _check
 
 T = TypeVar("T")
 CLAIMABLE_STATUSES = ("pending", "interrupted")
 
 
-@dataclass
-class _RunIdClock:
-    """Run ids: 12 hex digits of the millisecond clock + 8 hex digits, strictly increasing per process."""
-
-    last_ms: int = 0
-    last_rand: int = 0
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def next(self) -> str:
-        with self.lock:
-            ms = max(time.time_ns() // 1_000_000, self.last_ms)
-            rand = self.last_rand + 1 if ms == self.last_ms else secrets.randbits(31)
-            if rand >= 1 << 32:
-                ms, rand = ms + 1, secrets.randbits(31)
-            self.last_ms, self.last_rand = ms, rand
-        return f"{ms:012x}{rand:08x}"
-
-
-new_run_id = _RunIdClock().next
-
-
-def worker_id() -> str:
-    """`host:pid` of this process, recorded on the runs it works on."""
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
-def file_digest(path: Path) -> tuple[str, int]:
-    """sha256 hex and size in bytes of a file."""
-    digest, size = hashlib.sha256(), 0
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 20):
-            digest.update(chunk)
-            size += len(chunk)
-    return digest.hexdigest(), size
-
-
-def file_sha256(path: str | Path) -> str:
-    """The sha256 of a file (what config keys and artifact rows record)."""
-    return file_digest(Path(path))[0]
-
-
-def artifact_intact(artifact: Artifact) -> bool:
-    """The file still exists with the recorded size and sha256."""
-    path = artifact.path
-    if not path.is_file() or path.stat().st_size != artifact.bytes:
-        return False
-    return file_digest(path)[0] == artifact.sha256
-
-
 def _now() -> datetime:
     return datetime.now(timezone.utc)
-
-
-def _check(value: str, allowed: Sequence[str], what: str) -> None:
-    if value not in allowed:
-        raise ConfigError(f"unknown {what} '{value}': use one of {', '.join(allowed)}")
 
 
 def _finite(value: Any) -> float | None:
@@ -109,6 +61,26 @@ def _finite(value: Any) -> float | None:
     except (TypeError, ValueError):
         return None
     return number if math.isfinite(number) else None
+
+
+def _finite_values(metrics: Mapping[str, Any]) -> dict[str, float]:
+    return {key: v for key, value in metrics.items() if (v := _finite(value)) is not None}
+
+
+def _insert_metrics(session: Session, run_id: str, values: Mapping[str, float], step: int | None, now: datetime) -> None:
+    """One multi-row INSERT of metric rows."""
+    if values:
+        rows = [dict(run_id=run_id, key=k, value=v, step=step, created_at=now) for k, v in values.items()]
+        session.connection().execute(insert_row(METRIC), rows)
+
+
+def _missing_run(session: Session, run_ids: Sequence[str]) -> RunNotFound | None:
+    """RunNotFound naming the first of `run_ids` that is not in the store, or None (one statement)."""
+    if not run_ids:
+        return None
+    found = set(session.connection().execute(select_sql(RUN.c.id).where(RUN.c.id.in_(list(run_ids)))).scalars())
+    missing = [run_id for run_id in run_ids if run_id not in found]
+    return RunNotFound(f"no run has id '{missing[0]}': see `vss runs list`") if missing else None
 
 
 def _require(session: Session, run_id: str) -> RunRecord:
@@ -123,44 +95,7 @@ def _ambiguous(prefix: str, ids: Sequence[str]) -> RunNotFound:
     return RunNotFound(f"'{prefix}' matches several runs ({shown}): give more characters of the id")
 
 
-def _parent_rows(session: Session, run_id: str) -> list[tuple[str, RunRecord]]:
-    query = (
-        select(EdgeRecord.relation, RunRecord)
-        .join(RunRecord, col(RunRecord.id) == EdgeRecord.parent_id)
-        .where(EdgeRecord.child_id == run_id)
-        .order_by(col(EdgeRecord.id))
-    )
-    return list(session.exec(query).all())
-
-
-def _child_rows(session: Session, run_id: str) -> list[tuple[str, RunRecord]]:
-    query = (
-        select(EdgeRecord.relation, RunRecord)
-        .join(RunRecord, col(RunRecord.id) == EdgeRecord.child_id)
-        .where(EdgeRecord.parent_id == run_id)
-        .order_by(col(EdgeRecord.id))
-    )
-    return list(session.exec(query).all())
-
-
-Neighbours = Callable[[Session, str], list[tuple[str, RunRecord]]]
-
-
-def _walk(
-    session: Session, run_id: str, step: Neighbours, depth: int, path: frozenset[str]
-) -> tuple[LineageNode, ...]:
-    """Lineage nodes reachable from `run_id` by `step`, `depth` levels deep, never revisiting `path`."""
-    if depth <= 0:
-        return ()
-    nodes = []
-    for relation, rec in step(session, run_id):
-        if rec.id not in path:
-            below = _walk(session, rec.id, step, depth - 1, path | {rec.id})
-            nodes.append(LineageNode(relation, Run.from_record(rec), below))
-    return tuple(nodes)
-
-
-class Store:
+class Store(BulkStore):
     """The lineage database. Opening it migrates it; options are keyword-only past the run id."""
 
     def __init__(self, url_or_path: str | Path) -> None:
@@ -193,6 +128,15 @@ class Store:
     def _read(self, fn: Callable[[Session], T]) -> T:
         return self._transaction(fn, write=False)
 
+    def _read_core(self, fn: Callable[[Connection], T]) -> T:
+        """A read on a plain connection (no ORM session): the cheap path for batch queries."""
+
+        def attempt() -> T:
+            with self.engine.connect() as conn, conn.begin():
+                return fn(conn)
+
+        return retry_locked(attempt)
+
     def _write(self, fn: Callable[[Session], T]) -> T:
         return self._transaction(fn, write=True)
 
@@ -209,10 +153,31 @@ class Store:
         name: str | None = None,
         versions: Mapping[str, Any] | None = None,
         out_dir: str | Path | None = None,
+        metrics: Mapping[str, Any] | None = None,
+        step: int | None = None,
     ) -> Run:
-        """Record a new run (and its parent edges). A `running` run starts now with this worker."""
+        """Record a new run, its parent edges and (optionally) its first `metrics` at `step`, in one
+        transaction. A `running` run starts now with this worker."""
         insert = self._run_inserter(kind, config, parents, status, config_key, name, versions, out_dir)
-        return self._write(insert)
+        values = _finite_values(metrics or {})
+
+        def txn(session: Session) -> Run:
+            run = insert(session)
+            _insert_metrics(session, run.id, values, step, run.created_at)
+            return run
+
+        return self._write_with_parents(txn, parents)
+
+    def _write_with_parents(self, fn: Callable[[Session], T], parents: Sequence[tuple[str, str]]) -> T:
+        """A write whose parent edges the foreign keys check (no lookup first, one round trip less):
+        a missing parent becomes RunNotFound naming it, and nothing is written."""
+        try:
+            return self._write(fn)
+        except IntegrityError:
+            missing = self._read(lambda session: _missing_run(session, [p for p, _ in parents]))
+            if missing is None:
+                raise
+            raise missing from None
 
     def create_run_once(
         self,
@@ -249,7 +214,7 @@ class Store:
                 return Run.from_record(existing), False
             return insert(session), True
 
-        return self._write(txn)
+        return self._write_with_parents(txn, parents)
 
     def _run_inserter(
         self,
@@ -272,8 +237,6 @@ class Store:
         versions_json = keys.canonical_json(dict(versions)) if versions is not None else None
 
         def insert(session: Session) -> Run:
-            for parent_id, _ in parents:
-                _require(session, parent_id)
             now, started = _now(), status != "pending"
             rec = RunRecord(
                 id=new_run_id(),
@@ -291,12 +254,11 @@ class Store:
                 versions=versions_json,
                 out_dir=str(out_dir) if out_dir is not None else None,
             )
-            session.add(rec)
-            session.flush()
-            for parent_id, relation in parents:
-                session.add(
-                    EdgeRecord(parent_id=parent_id, child_id=rec.id, relation=relation, created_at=now)
-                )
+            conn = session.connection()
+            conn.execute(insert_row(RUN), [rec.model_dump()])
+            if parents:
+                edges = [dict(parent_id=p, child_id=rec.id, relation=r, created_at=now) for p, r in parents]
+                conn.execute(insert_row(EDGE), edges)
             return Run.from_record(rec)
 
         return insert
@@ -396,13 +358,11 @@ class Store:
 
         Returns how many were written.
         """
-        values = {key: v for key, value in metrics.items() if (v := _finite(value)) is not None}
+        values = _finite_values(metrics)
 
         def txn(session: Session) -> int:
             _require(session, run_id)
-            now = _now()
-            for key, value in values.items():
-                session.add(MetricRecord(run_id=run_id, key=key, value=value, step=step, created_at=now))
+            _insert_metrics(session, run_id, values, step, _now())
             return len(values)
 
         return self._write(txn)
@@ -496,10 +456,6 @@ class Store:
         query = query.order_by(col(RunRecord.created_at).desc(), col(RunRecord.id).desc()).limit(limit)
         return self._read(lambda session: [Run.from_record(r) for r in session.exec(query).all()])
 
-    def find_runs_by_key(self, config_key: str, kind: str | None = None) -> list[Run]:
-        """Every run with this config_key (any status), newest first."""
-        return self.list_runs(config_key=config_key, kind=kind)
-
     def find_completed(self, *, config_key: str, kind: str | None = None) -> Run | None:
         """A completed run with this key whose artifacts all still exist with their sha256, else None."""
         for run in self.list_runs(config_key=config_key, kind=kind, status="completed"):
@@ -509,22 +465,25 @@ class Store:
 
     def parents(self, run_id: str) -> list[tuple[str, Run]]:
         """(relation, parent run) pairs, in the order the edges were added."""
-        return self._read(lambda s: [(rel, Run.from_record(rec)) for rel, rec in _parent_rows(s, run_id)])
+        return self.parents_many([run_id])[run_id]
 
     def children(self, run_id: str) -> list[tuple[str, Run]]:
         """(relation, child run) pairs, in the order the edges were added."""
-        return self._read(lambda s: [(rel, Run.from_record(rec)) for rel, rec in _child_rows(s, run_id)])
+        return self.children_many([run_id])[run_id]
 
     def lineage(self, run_id: str, *, max_depth: int = 16) -> Lineage:
-        """The run with its ancestor and descendant trees, up to `max_depth` edges each way."""
+        """The run with its ancestor and descendant trees, up to `max_depth` edges each way (one
+        statement per level)."""
 
         def txn(session: Session) -> Lineage:
             rec = _require(session, run_id)
             seen = frozenset({rec.id})
+            up = queries.reachable(session, rec.id, upward=True, max_depth=max_depth)
+            down = queries.reachable(session, rec.id, upward=False, max_depth=max_depth)
             return Lineage(
                 run=Run.from_record(rec),
-                ancestors=_walk(session, rec.id, _parent_rows, max_depth, seen),
-                descendants=_walk(session, rec.id, _child_rows, max_depth, seen),
+                ancestors=queries.tree(up, rec.id, max_depth, seen),
+                descendants=queries.tree(down, rec.id, max_depth, seen),
             )
 
         return self._read(txn)
@@ -579,5 +538,5 @@ class Store:
         return self._read(lambda session: [Metric.from_record(r) for r in session.exec(query).all()])
 
     def latest_metrics(self, run_id: str) -> dict[str, float]:
-        """The last appended value of each metric key."""
-        return {m.key: m.value for m in self.metrics(run_id)}
+        """The last appended value of each metric key (keys in the order of their last append)."""
+        return self.latest_metrics_many([run_id])[run_id]

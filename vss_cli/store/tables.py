@@ -15,6 +15,14 @@ ARTIFACT_KINDS = ("checkpoint", "last-checkpoint", "report", "plot", "confusion"
 UTC_DATETIME = DateTime(timezone=True)
 
 
+def check_choice(value: str, allowed: tuple[str, ...] | list[str], what: str) -> None:
+    """ConfigError naming the allowed values unless `value` is one of them."""
+    if value not in allowed:
+        from vss_cli.errors import ConfigError
+
+        raise ConfigError(f"unknown {what} '{value}': use one of {', '.join(allowed)}")
+
+
 class RunRecord(SQLModel, table=True):
     """One unit of work. `config` is canonical JSON and never changes once written."""
 

@@ -7,7 +7,6 @@ import contextlib
 import difflib
 import os
 import platform
-import signal
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +16,7 @@ import torch
 import vss_cli
 from vss_cli.engine.progress import log
 from vss_cli.errors import CheckpointError, ConfigError, Interrupted, RunNotFound
+from vss_cli.signals import HANDLED_SIGNALS, install_signal_handlers  # noqa: F401 - moved there (torch-free)
 from vss_cli.store.queue import Heartbeat
 
 
@@ -198,21 +198,3 @@ def recorded(store, run_id: str, *, during: str | None = None, complete: bool = 
     else:
         if complete:
             store.set_status(run_id, "completed")
-
-
-HANDLED_SIGNALS = ("SIGTERM", "SIGHUP")
-
-
-def install_signal_handlers() -> None:
-    """Turn the first SIGTERM / SIGHUP into `errors.Interrupted` in the main thread (what Ctrl-C
-    does with KeyboardInterrupt), so `recorded` marks the run interrupted; later ones are ignored
-    while that cleanup runs."""
-    def handler(signum, _frame):
-        for name in HANDLED_SIGNALS:
-            if hasattr(signal, name):
-                signal.signal(getattr(signal, name), signal.SIG_IGN)
-        raise Interrupted(signum, signal.Signals(signum).name)
-
-    for name in HANDLED_SIGNALS:
-        if hasattr(signal, name):
-            signal.signal(getattr(signal, name), handler)

@@ -1,0 +1,24 @@
+"""SIGTERM and SIGHUP handled like Ctrl-C (no torch imports: `vss` installs them before any command)."""
+
+from __future__ import annotations
+
+import signal
+
+from vss_cli.errors import Interrupted
+
+HANDLED_SIGNALS = ("SIGTERM", "SIGHUP")
+
+
+def install_signal_handlers() -> None:
+    """Turn the first SIGTERM / SIGHUP into `errors.Interrupted` in the main thread (what Ctrl-C
+    does with KeyboardInterrupt), so `recorded` marks the run interrupted; later ones are ignored
+    while that cleanup runs."""
+    def handler(signum, _frame):
+        for name in HANDLED_SIGNALS:
+            if hasattr(signal, name):
+                signal.signal(getattr(signal, name), signal.SIG_IGN)
+        raise Interrupted(signum, signal.Signals(signum).name)
+
+    for name in HANDLED_SIGNALS:
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), handler)
