@@ -23,7 +23,7 @@ from vss_cli.errors import Interrupted, VssError
 
 # Each module defines `register(app)`; adding a command means adding a module here.
 COMMAND_MODULES = ("train", "prune", "eval", "bench", "report", "predict", "runs", "data", "models",
-                   "import_ckpt")
+                   "import_ckpt", "export")
 
 BOOL_WORDS = {"true", "false", "yes", "no", "on", "off", "1", "0"}
 OOM_HINT = ("the GPU ran out of memory: lower --batch-size or --input-size, add --amp (CUDA), or free the GPU; "

@@ -53,12 +53,14 @@ BenchOption = Annotated[list[str] | None, typer.Option("--option", help="method 
 # CLI parameter -> field of each step template (every field a cell does not set itself; tests check it)
 PRUNE_FIELDS = {"dataset": "dataset", "data_root": "data_root", "input_size": "input_size", "round_to": "round_to",
                 "allocation": "allocation", "normalizer": "normalizer", "budget": "budget", "samples": "samples",
-                "prune_batch_size": "batch_size", "device": "device", "model": "model"}
+                "prune_batch_size": "batch_size", "device": "device", "model": "model", "dtype": "dtype",
+                "speed_check_iters": "speed_check_iters", "require_speedup": "require_speedup"}
 EVAL_FIELDS = {"batch_size": "batch_size", "input_size": "input_size", "dataset": "dataset", "data_root": "data_root",
                "device": "device", "dtype": "dtype", "channels_last": "channels_last", "speed_iters": "speed_iters",
                "warmup": "warmup", "oracle_samples": "oracle_samples", "oracle_layers": "oracle_layers",
                "oracle_methods": "oracle_methods", "reconstruction_batches": "reconstruction_batches",
-               "split": "split", "num_workers": "num_workers", "model": "model"}
+               "split": "split", "num_workers": "num_workers", "model": "model", "fuse_bn": "fuse_bn",
+               "compile": "compile", "cuda_graphs": "cuda_graphs"}
 FINETUNE_FIELDS = {"dataset": "dataset", "data_root": "data_root", "input_size": "input_size",
                    "finetune_epochs": "epochs", "finetune_lr": "lr", "max_iters_per_epoch": "max_iters_per_epoch",
                    "device": "device", "num_workers": "num_workers"}
@@ -75,7 +77,7 @@ def _pick(given: dict[str, Any], mapping: dict[str, str]) -> dict[str, Any]:
 def build_options(given: dict[str, Any]) -> BenchOptions:
     """BenchOptions from the command's parameters (by the field tables above)."""
     given = {**given, "data_root": str(given["data_root"]) if given["data_root"] else None,
-             "input_size": o.parse_size(given["input_size"])}
+             "input_size": o.parse_size(given["input_size"]), "round_to": o.parse_round_to(given["round_to"])}
     methods = o.parse_list(given["methods"])
     method_options = {m: kv for m, kv in o.parse_method_options(given["option"], methods=methods).items() if m}
     baseline_train = TrainOptions(**_pick(given, BASELINE_FIELDS),
@@ -142,9 +144,11 @@ def bench(
     skip_existing: SkipExisting = False, force_new: ForceNew = False, join: Join = None, prepare_only: PrepareOnly = False,
     dataset: o.Dataset = None, data_root: o.DataRoot = None, model: o.Model = None, width: Width = None,
     baseline_epochs: BaselineEpochs = None, input_size: o.InputSize = None, max_iters_per_epoch: o.MaxIters = None,
-    round_to: o.RoundTo = P["round_to"], allocation: o.Allocation = P["allocation"],
+    round_to: o.RoundToAuto = str(P["round_to"]), allocation: o.Allocation = P["allocation"],
     normalizer: o.Normalizer = P["normalizer"], budget: o.Budget = P["budget"], samples: o.Samples = P["samples"],
     prune_batch_size: PruneBatch = P["batch_size"], option: BenchOption = None,
+    speed_check_iters: o.SpeedCheckIters = P["speed_check_iters"], require_speedup: o.RequireSpeedup = P["require_speedup"],
+    fuse_bn: o.FuseBn = E["fuse_bn"], compile: o.Compile = E["compile"], cuda_graphs: o.CudaGraphs = E["cuda_graphs"],
     batch_size: o.EvalBatch = E["batch_size"], dtype: o.TimingDtype = E["dtype"],
     channels_last: o.ChannelsLast = E["channels_last"], speed_iters: o.SpeedIters = E["speed_iters"],
     warmup: o.WarmupIters = E["warmup"], oracle_samples: o.OracleSamples = E["oracle_samples"],

@@ -33,8 +33,12 @@ def _side_rows(table: Table, report) -> None:
     table.add_row("MACs", bx["FLOPs"], cx["FLOPs"])
     table.add_row("params", bx["Params"], cx["Params"])
     table.add_row("prunable channels", str(ratios.channels_before), str(ratios.channels_after))
-    table.add_row(f"latency ms (median, batch {bs['batch']}, {bs['dtype']})", _fmt(bs["median_ms"], ".2f"),
-                  _fmt(cs["median_ms"], ".2f"))
+
+    def ms(speed: dict) -> str:
+        noisy = f" (noisy: IQR/median {speed['spread']:.2f})" if speed.get("noisy") else ""
+        return _fmt(speed["median_ms"], ".2f") + noisy
+
+    table.add_row(f"latency ms (median, batch {bs['batch']}, {bs['dtype']})", ms(bs), ms(cs))
     table.add_row("images/s", _fmt(bs["fps"], ".1f"), _fmt(cs["fps"], ".1f"))
 
 
@@ -48,8 +52,13 @@ def summary_table(report) -> Table:
     table.add_section()
     table.add_row("mIoU retention", "", _fmt(report.miou_retention))
     table.add_row("pixel accuracy retention", "", _fmt(report.pixel_accuracy_retention))
+    iqr = report.speedups.get("speedup_iqr")
+    noisy = (f" [noisy: IQR/median {iqr:.2f}]" if iqr is not None else NOISY) if report.speed_noisy else ""
     table.add_row("speedup (latency / fps)", "", f"{_fmt(report.speedup_latency, '.3f')} / "
-                  f"{_fmt(report.speedups.get('speedup_fps'), '.3f')}" + (NOISY if report.speed_noisy else ""))
+                  f"{_fmt(report.speedups.get('speedup_fps'), '.3f')}{noisy}")
+    timed = report.candidate_speed
+    table.add_row("timed as", "", ", ".join(k for k in ("fuse_bn", "channels_last", "compiled", "cuda_graphs")
+                                             if timed.get(k)) or "as stored")
     table.add_row("channels removed", "", f"{ratios.channels_removed} ({_fmt(ratios.channel_prune_ratio, '.1%')})")
     table.add_row("reconstruction MSE", "", _fmt(report.reconstruction_mse, ".4g"))
     oracle = report.oracle_analysis or {}
@@ -70,7 +79,8 @@ def eval_cmd(
     device: o.Device = "auto", dataset: o.CkptDataset = None, data_root: o.DataRoot = None,
     speed_iters: o.SpeedIters = E["speed_iters"], warmup: o.WarmupIters = E["warmup"], split: o.Split = E["split"],
     num_workers: o.NumWorkers = E["num_workers"], model: o.Model = None,
-    reconstruction_batches: o.ReconBatches = E["reconstruction_batches"],
+    reconstruction_batches: o.ReconBatches = E["reconstruction_batches"], fuse_bn: o.FuseBn = E["fuse_bn"],
+    compile: o.Compile = E["compile"], cuda_graphs: o.CudaGraphs = E["cuda_graphs"],
 ) -> None:
     """Compare a candidate with its baseline: metrics, retention, speed, MACs, channels, oracle agreement."""
     from vss_cli.workflows.evaluate import EvalOptions, eval_run
@@ -80,7 +90,8 @@ def eval_cmd(
         input_size=o.parse_size(input_size), dataset=dataset, data_root=str(data_root) if data_root else None,
         device=device, dtype=dtype, channels_last=channels_last, speed_iters=speed_iters, warmup=warmup,
         oracle_samples=oracle_samples, oracle_layers=oracle_layers, oracle_methods=oracle_methods, split=split,
-        num_workers=num_workers, model=model, reconstruction_batches=reconstruction_batches,
+        num_workers=num_workers, model=model, reconstruction_batches=reconstruction_batches, fuse_bn=fuse_bn,
+        compile=compile, cuda_graphs=cuda_graphs,
     )
     outcome = eval_run(opts, STATE.store())
     console.print(summary_table(outcome.report))

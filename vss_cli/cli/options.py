@@ -26,6 +26,16 @@ def parse_size(value: str | None) -> tuple[int, int] | None:
     return nums[0], nums[1]
 
 
+def parse_round_to(value: str) -> int | str:
+    """`--round-to`: a positive integer or `auto`."""
+    if str(value).strip().lower() == "auto":
+        return "auto"
+    try:
+        return int(value)
+    except ValueError:
+        raise typer.BadParameter(f"'{value}' is not a number or auto") from None
+
+
 def parse_list(value: str | None, cast=str) -> list:
     if value is None:
         return []
@@ -70,10 +80,11 @@ def parse_method_options(pairs: list[str] | None, *, methods: list[str] | None =
 
 
 PRUNE = {name: default_of(PruneOptions, name) for name in (
-    "method", "global_ratio", "round_to", "allocation", "normalizer", "budget", "samples", "batch_size", "seed")}
+    "method", "global_ratio", "round_to", "allocation", "normalizer", "budget", "samples", "batch_size", "seed",
+    "speed_check_iters", "require_speedup", "dtype")}
 EVAL = {name: default_of(EvalOptions, name) for name in (
     "batch_size", "dtype", "channels_last", "speed_iters", "warmup", "oracle_samples", "oracle_layers",
-    "oracle_methods", "reconstruction_batches", "split", "num_workers")}
+    "oracle_methods", "reconstruction_batches", "split", "num_workers", "fuse_bn", "compile", "cuda_graphs")}
 TRAIN = {name: default_of(TrainOptions, name) for name in (
     "weight_decay", "scheduler", "warmup_epochs", "slimming_lambda", "seed", "num_workers")}
 
@@ -93,6 +104,10 @@ BatchSize = Annotated[int | None, typer.Option("--batch-size", help="batch size;
 OutFormat = Annotated[str, typer.Option("--format", help="table, csv or json")]
 RoundTo = Annotated[int, typer.Option("--round-to", help="kept widths rounded up to multiples of K in layers at least "
                                       "4K wide (1 = exact widths)")]
+FuseBn = Annotated[bool, typer.Option("--fuse-bn/--no-fuse-bn", help="fold conv-BN pairs into the convs, as "
+                                     "deployed (timing and export; accuracy always uses the model as stored)")]
+RoundToAuto = Annotated[str, typer.Option("--round-to", help="kept widths rounded up to multiples of K in layers "
+                                          "at least 4K wide (1 = exact widths), or auto: the widths the latency table shows are fast (--budget latency)")]
 Samples = Annotated[int, typer.Option("--samples", help="training images scored by data-driven methods")]
 OracleSamples = Annotated[int, typer.Option("--oracle-samples", help="validation images for the oracle "
                                             "channel-importance analysis (0 = off)")]
@@ -107,6 +122,12 @@ ChannelsLast = Annotated[bool, typer.Option("--channels-last", help="time with c
 ReconBatches = Annotated[int, typer.Option("--reconstruction-batches", help="validation batches the logits' "
                                            "reconstruction MSE is measured on (0 = off)")]
 Split = Annotated[str, typer.Option("--split", help="split the metrics are measured on")]
+SpeedCheckIters = Annotated[int, typer.Option("--speed-check-iters", help="paired iterations timing the pruned "
+                                              "model against its parent, as deployed (0 = off)")]
+RequireSpeedup = Annotated[bool, typer.Option("--require-speedup", help="fail the run (exit 1, no checkpoint) "
+                                             "when the pruned model is not faster than its parent")]
+Compile = Annotated[bool, typer.Option("--compile", help="time the torch.compile'd models")]
+CudaGraphs = Annotated[bool, typer.Option("--cuda-graphs", help="time CUDA-graph replays (CUDA only)")]
 EvalBatch = Annotated[int, typer.Option("--batch-size", help="evaluation and timing batch size")]
 MethodOption = Annotated[list[str] | None, typer.Option("--option", help="method option KEY=VALUE (repeatable)")]
 MaxIters = Annotated[int | None, typer.Option("--max-iters-per-epoch", help="cap iterations per training epoch "
@@ -116,6 +137,7 @@ Allocation = Annotated[str, typer.Option("--allocation", help="how the cut is sp
                                          "(one threshold on normalised scores)")]
 Normalizer = Annotated[str, typer.Option("--normalizer", help="per-layer score normalisation of --allocation "
                                          "global: mean, max or none")]
-Budget = Annotated[str, typer.Option("--budget", help="what --global-ratio counts: channels or macs")]
+Budget = Annotated[str, typer.Option("--budget", help="what --global-ratio counts: channels, macs, or latency "
+                                     "(measured on --device/--dtype/--batch-size/--input-size)")]
 TensorBoard = Annotated[Path | None, typer.Option("--tensorboard", help="also write the per-epoch scalars as "
                                                 "TensorBoard event files under DIR/<kind>-<run id>")]

@@ -12,14 +12,13 @@ from vss_cli.cli.state import STATE
 
 Ckpt = Annotated[str, typer.Option("--ckpt", help="checkpoint (.pt) or run id to prune")]
 Method = Annotated[str, typer.Option("--method", help="l1, l2, random, fpgm, taylor, slimming, fgp, sirfp or dmcp")]
-Ratio = Annotated[float, typer.Option("--global-ratio", help="fraction of the --budget (prunable channels or MACs) "
-                                      "removed, in (0, 1)")]
+Ratio = Annotated[float, typer.Option("--global-ratio", help="fraction of the --budget (prunable channels, MACs "
+                                      "or measured latency) removed, in (0, 1)")]
 SparseEpochs = Annotated[int | None, typer.Option("--sparse-epochs", help="slimming: sparse phase length when "
                                                   "the parent was trained without --slimming-lambda")]
 FgpShare = Annotated[float | None, typer.Option("--fgp-share", help="fgp: keep per layer the top channels whose "
                                                 "cumulative share reaches T (the paper's rule, T=0.8)")]
 TargetMacs = Annotated[float | None, typer.Option("--target-macs", help="dmcp: MACs target (G) instead of the ratio")]
-
 ScoreBatch = Annotated[int, typer.Option("--batch-size", help="minibatch size while scoring")]
 
 
@@ -34,7 +33,7 @@ def _method_options(pairs: list[str] | None, method: str, **named) -> dict:
 
 def prune(
     ckpt: Ckpt, method: Method = o.PRUNE["method"], global_ratio: Ratio = o.PRUNE["global_ratio"],
-    round_to: o.RoundTo = o.PRUNE["round_to"], allocation: o.Allocation = o.PRUNE["allocation"],
+    round_to: o.RoundToAuto = str(o.PRUNE["round_to"]), allocation: o.Allocation = o.PRUNE["allocation"],
     normalizer: o.Normalizer = o.PRUNE["normalizer"], budget: o.Budget = o.PRUNE["budget"],
     input_size: o.InputSize = None, samples: o.Samples = o.PRUNE["samples"], seed: o.Seed = o.PRUNE["seed"],
     device: o.Device = "auto",
@@ -42,17 +41,20 @@ def prune(
     batch_size: ScoreBatch = o.PRUNE["batch_size"],
     sparse_epochs: SparseEpochs = None, fgp_share: FgpShare = None, target_macs: TargetMacs = None,
     option: o.MethodOption = None, model: o.Model = None,
+    speed_check_iters: o.SpeedCheckIters = o.PRUNE["speed_check_iters"],
+    require_speedup: o.RequireSpeedup = o.PRUNE["require_speedup"], dtype: o.TimingDtype = o.PRUNE["dtype"],
 ) -> None:
     """Remove channels physically with one criterion; records MACs, params and widths before/after."""
     from vss_cli.workflows.prune import PruneOptions, prune_run
 
     opts = PruneOptions(
-        ckpt=ckpt, method=method, global_ratio=global_ratio, round_to=round_to, allocation=allocation,
-        normalizer=normalizer, budget=budget, input_size=o.parse_size(input_size),
+        ckpt=ckpt, method=method, global_ratio=global_ratio, round_to=o.parse_round_to(round_to),
+        allocation=allocation, normalizer=normalizer, budget=budget, input_size=o.parse_size(input_size),
         samples=samples, seed=seed, device=device, dataset=dataset, data_root=str(data_root) if data_root else None,
         method_options=_method_options(option, method, sparse_epochs=sparse_epochs, share=fgp_share,
                                        target_macs=target_macs),
-        batch_size=batch_size, save=str(save) if save else None, model=model,
+        batch_size=batch_size, save=str(save) if save else None, model=model, speed_check_iters=speed_check_iters,
+        require_speedup=require_speedup, dtype=dtype,
     )
     out = prune_run(opts, STATE.store())
     r = out.report

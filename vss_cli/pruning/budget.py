@@ -16,6 +16,8 @@ narrower width, the closest plan kept). A budget may instead replace the plan by
             macs × out'/out × in'/in (depthwise: × out'/out), where out' is its group's kept width
             and in' drops by what the groups it consumes lose; calibrated against ptflops by
             keeping whatever ptflops counts beyond the convs as a constant.
+  latency   removed share of the parent's measured latency on the run's device; replaces the plan
+            (a knapsack over a cached per-layer latency table, `pruning.latency`).
 """
 
 from __future__ import annotations
@@ -83,6 +85,7 @@ class Budget:
 
     name: ClassVar[str] = ""
     after_rounding: ClassVar[bool] = True
+    replaces_plan: ClassVar[bool] = False  # planned by the workflow from measurements (latency), not `widths`
 
     def cost(self, ctx) -> Cost:
         raise NotImplementedError
@@ -184,3 +187,18 @@ class MacsBudget(Budget):
 
     def cost(self, ctx) -> Cost:
         return MacsModel(ctx.model, ctx.groups, tuple(ctx.input_size)).reduction
+
+
+@register_budget
+class LatencyBudget(Budget):
+    """`--global-ratio` = share of the parent's measured latency removed on the run's device, dtype,
+    batch and input size. It replaces the plan instead of searching an allocation: the prune workflow
+    reads (or measures and caches) a per-layer latency table and runs the knapsack of
+    `pruning.latency`, calibrated on measured speedups (`workflows.latency_budget.latency_planner`)."""
+
+    name = "latency"
+    replaces_plan = True
+
+    def widths(self, ctx, keep_at: Callable[[float], Widths], ratio: float) -> BudgetFit:
+        raise ConfigError("--budget latency is planned from timings on the device: run it through `vss prune` "
+                          "(workflows.latency_budget.latency_planner), not the allocation search")

@@ -40,7 +40,7 @@ USER_ALLOCATIONS = ("paper", "uniform", "global")
 Widths = dict[str, int]
 
 
-def min_keep(size: int, round_to: int = 1, max_layer_ratio: float = MAX_LAYER_RATIO) -> int:
+def min_keep(size: int, max_layer_ratio: float = MAX_LAYER_RATIO) -> int:
     """The fewest channels the per-layer cap lets a layer of `size` keep."""
     return min(size, max(1, math.ceil(size * (1 - max_layer_ratio) - 1e-9)))
 
@@ -106,7 +106,7 @@ class AllocationRequest:
     max_layer_ratio: float = MAX_LAYER_RATIO
 
     def floors(self) -> Widths:
-        return {g.name: min_keep(g.size, 1, self.max_layer_ratio) for g in self.groups}
+        return {g.name: min_keep(g.size, self.max_layer_ratio) for g in self.groups}
 
 
 class Threshold:
@@ -166,7 +166,7 @@ def regions_rule(req: AllocationRequest) -> Allocation:
     keep_share = float(opts.get("min_keep", 1 - req.max_layer_ratio))
     if not 0 < keep_share < 1:
         raise ConfigError(f"min_keep {keep_share} must be in (0, 1) (sirfp paper: 0.02)")
-    floor = {g.name: min_keep(g.size, 1, 1 - keep_share) for g in req.groups}
+    floor = {g.name: min_keep(g.size, 1 - keep_share) for g in req.groups}
     parts = [Threshold([g for g in req.groups if g.region == r], req.scores, "none", floor)
              for r in sorted({g.region for g in req.groups})]
     return Allocation("regions", lambda t: {k: v for p in parts for k, v in p.keep(t).items()}, floor)

@@ -5,12 +5,15 @@ from datetime import datetime
 from sqlalchemy import BigInteger, DateTime, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
-KINDS = ("train", "finetune", "prune", "eval", "bench", "cell", "sparse", "search", "predict", "import")
+KINDS = ("train", "finetune", "prune", "eval", "bench", "cell", "predict", "import", "export",
+         "profile")
 STATUSES = ("pending", "running", "completed", "failed", "interrupted")
 TERMINAL_STATUSES = ("completed", "failed", "interrupted")
-RELATIONS = ("pruned-from", "finetuned-from", "evaluates", "baseline-of", "cell-of", "sparse-from", "step-of")
+RELATIONS = ("pruned-from", "finetuned-from", "evaluates", "baseline-of", "cell-of", "step-of",
+             "exported-from")
 # Artifact kinds are free text; these are the ones the workflows write.
-ARTIFACT_KINDS = ("checkpoint", "last-checkpoint", "report", "plot", "confusion", "widths", "summary")
+ARTIFACT_KINDS = ("checkpoint", "last-checkpoint", "report", "plot", "confusion", "widths", "summary",
+                  "export", "latency-table")
 
 UTC_DATETIME = DateTime(timezone=True)
 

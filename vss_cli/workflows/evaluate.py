@@ -126,11 +126,11 @@ def _oracle_methods(opts: EvalOptions, candidate: LoadedCheckpoint, ref: Checkpo
 def resolve(opts: EvalOptions, store: RunStore) -> EvalSetting:
     """Check options, checkpoints, class counts and the dataset; raises VssError on bad input."""
     from vss_cli.data import build_dataset, get_spec
-    from vss_cli.engine.speed import check_dtype
+    from vss_cli.engine.speed import check_setup, timing_setup
 
     validate(opts)
     device = resolve_device(opts.device)
-    check_dtype(opts.dtype, device)
+    check_setup(timing_setup(opts), device)
     base_ref = resolve_checkpoint(store, opts.baseline, option="--baseline")
     cand_ref = resolve_checkpoint(store, opts.candidate, option="--candidate")
     base, cand = load_checkpoint(base_ref.path, device), load_checkpoint(cand_ref.path, device)
@@ -272,7 +272,7 @@ def oracle_section(setting: EvalSetting, opts: EvalOptions) -> dict:
 def compare(setting: EvalSetting, opts: EvalOptions) -> tuple[EvalReport, dict[str, np.ndarray]]:
     """Every measurement of the report; returns (the report, confusion matrices by side)."""
     from vss_cli.data import build_loader
-    from vss_cli.engine.speed import measure_speed_pair, speedups
+    from vss_cli.engine.speed import measure_speed_pair, speedups, timing_setup
     from vss_cli.engine.train import evaluate
 
     spec, device = setting.spec, setting.device
@@ -280,10 +280,8 @@ def compare(setting: EvalSetting, opts: EvalOptions) -> tuple[EvalReport, dict[s
     loader = build_loader(setting.val, batch_size=opts.batch_size, train=False, num_workers=opts.num_workers)
     base_metrics, base_cm = evaluate(base, loader, spec.num_classes, spec.ignore_index, device)
     cand_metrics, cand_cm = evaluate(cand, loader, spec.num_classes, spec.ignore_index, device)
-    base_speed, cand_speed = measure_speed_pair(
-        base, cand, input_size=setting.input_size, batch=opts.batch_size, device=device, dtype=opts.dtype,
-        channels_last=opts.channels_last, warmup=opts.warmup, iters=opts.speed_iters,
-    )
+    base_speed, cand_speed = measure_speed_pair(base, cand, input_size=setting.input_size, batch=opts.batch_size,
+                                                device=device, setup=timing_setup(opts))
     report = EvalReport(
         baseline=str(setting.baseline_ref.path), candidate=str(setting.candidate_ref.path),
         dataset=setting.dataset, split=opts.split, input_size=list(setting.input_size),

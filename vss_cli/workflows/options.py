@@ -17,10 +17,10 @@ class PruneOptions:
     ckpt: str = ""  # checkpoint path or run id (required by `prune_run`)
     method: str = "l1"
     global_ratio: float = 0.3
-    round_to: int = 8
+    round_to: int | str = 8  # "auto" with --budget latency: the widths the latency table shows are fast
     allocation: str = "paper"  # how the cut is spread over layers (planner.USER_ALLOCATIONS)
     normalizer: str = "mean"  # score normalisation of the global allocation (planner.NORMALIZERS)
-    budget: str = "channels"  # what --global-ratio counts (budget registry)
+    budget: str = "channels"  # what --global-ratio counts (budget registry: channels, macs, latency)
     input_size: tuple[int, int] | None = None
     samples: int = 64
     seed: int = 0
@@ -31,6 +31,9 @@ class PruneOptions:
     batch_size: int = 8
     save: str | None = None
     model: str | None = None  # optional check: the checkpoint must hold this model
+    speed_check_iters: int = 20  # paired iterations timing the pruned model against its parent (0 = off)
+    dtype: str = "fp32"  # timing precision of that check
+    require_speedup: bool = False  # a pruned model not faster than its parent fails the run (exit 1)
 
 
 @dataclass
@@ -74,6 +77,9 @@ class EvalOptions:
     device: str = "auto"
     dtype: str = "fp32"  # speed measurement only
     channels_last: bool = False
+    fuse_bn: bool = True  # time the conv-BN folded model (accuracy always uses the model as stored)
+    compile: bool = False  # time the torch.compile'd model
+    cuda_graphs: bool = False  # time CUDA-graph replays (CUDA only)
     speed_iters: int = 50
     warmup: int = 10
     oracle_samples: int = 0  # 0 = no oracle analysis

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 import torch
 
 from vss_cli.engine.checkpoint import read_checkpoint, save_checkpoint
+from vss_cli.engine.progress import log
 from vss_cli.errors import ConfigError
 from vss_cli.fileio import write_json
 from vss_cli.pruning.base import PruneContext, get_method
@@ -88,8 +90,10 @@ def validate(opts: PruneOptions) -> None:
             raise ConfigError(f"unknown {flag} '{value}': choose from {', '.join(allowed)}")
     if not 0.0 < opts.global_ratio < 1.0:
         raise ConfigError(f"--global-ratio {opts.global_ratio} is outside (0, 1): pass a fraction such as 0.3")
-    if opts.round_to < 1:
-        raise ConfigError(f"--round-to {opts.round_to} must be 1 or more")
+    if opts.round_to == "auto" and opts.budget != "latency":
+        raise ConfigError("--round-to auto reads the latency table: pass --budget latency or a number")
+    if opts.round_to != "auto" and (not isinstance(opts.round_to, int) or opts.round_to < 1):
+        raise ConfigError(f"--round-to {opts.round_to} must be 1 or more (or auto with --budget latency)")
     if opts.samples < 0:
         raise ConfigError(f"--samples {opts.samples} must be 0 or more")
     if opts.batch_size < 1:
@@ -97,6 +101,10 @@ def validate(opts: PruneOptions) -> None:
     method = get_method(opts.method, **opts.method_options)  # unknown methods and options fail here
     if method.needs_data and opts.samples == 0:
         raise ConfigError(f"method '{method.name}' scores channels on data: pass --samples N with N > 0")
+    if opts.speed_check_iters < 0:
+        raise ConfigError(f"--speed-check-iters {opts.speed_check_iters} must be 0 (off) or more")
+    if opts.require_speedup and not opts.speed_check_iters:
+        raise ConfigError("--require-speedup needs the parent timing: pass --speed-check-iters N with N > 0")
 
 
 def sample_source(dataset: str, data_root: str | None, input_size, samples: int, batch_size: int, seed: int):
@@ -137,11 +145,13 @@ def prune_run(opts: PruneOptions, store: RunStore) -> PruneOutcome:
     """Prune a checkpoint with one method at a global ratio; returns the new run and checkpoint."""
     from vss_cli.data import get_spec
     from vss_cli.engine.complexity import count_complexity
+    from vss_cli.engine.speed import check_dtype
     from vss_cli.store import config_key, file_sha256
 
     validate(opts)
     method = get_method(opts.method, **opts.method_options)
     device = resolve_device(opts.device)
+    check_dtype(opts.dtype, device)
     ref = resolve_checkpoint(store, opts.ckpt)
     ds = read_checkpoint(ref.path).get("dataset", {})
     dataset = opts.dataset or ds.get("name") or "synthetic"
@@ -162,6 +172,8 @@ def prune_run(opts: PruneOptions, store: RunStore) -> PruneOutcome:
     store.update_run(run.id, out_dir=str(out_dir.resolve()))
     with recorded(store, run.id):
         model = loaded.model
+        parent = copy.deepcopy(model) if opts.speed_check_iters else None
+        plan_fn, latency = latency_plan(store, opts, input_size, device)
         report, history = prune_model(
             model, loaded.spec.name, method, opts, input_size=input_size, device=device,
             batch_source=sample_source(dataset, data_root, input_size, opts.samples, opts.batch_size, opts.seed)
@@ -169,8 +181,12 @@ def prune_run(opts: PruneOptions, store: RunStore) -> PruneOutcome:
             fit=make_fit(dataset, data_root, input_size, opts.seed, device, ds),
             num_classes=loaded.spec.num_classes, ignore_index=dspec.ignore_index,
             count=lambda m: count_complexity(m, input_size), old_history=loaded.history,
-            parent_config=dict(getattr(ref.run, "config", None) or {}),
+            parent_config=dict(getattr(ref.run, "config", None) or {}), plan_fn=plan_fn,
         )
+        if latency is not None:
+            store.add_metrics(run.id, latency.metrics())
+        if parent is not None:
+            store.add_metrics(run.id, check_parent_speed(parent, model, opts, input_size, device))
         ckpt = save_artifact(store, run.id, "checkpoint", out_dir / "pruned.pt", lambda p: save_checkpoint(
             p, model=model, spec=loaded.spec, history=history, dataset={**dspec.to_dict(), "data_root": data_root},
             extra={"method": opts.method, "global_ratio": opts.global_ratio}))
@@ -178,6 +194,31 @@ def prune_run(opts: PruneOptions, store: RunStore) -> PruneOutcome:
                       lambda p: write_json(p, {"widths": layer_widths(model), "notes": report.notes}))
         store.add_metrics(run.id, report.scalars())
     return PruneOutcome(run_id=run.id, out_dir=out_dir, checkpoint=ckpt, report=report)
+
+
+def latency_plan(store, opts: PruneOptions, input_size, device) -> tuple:
+    """(plan function, outcome) for --budget latency, else (None, None)."""
+    from vss_cli.pruning.budget import get_budget
+
+    if not get_budget(opts.budget).replaces_plan:
+        return None, None
+    from vss_cli.workflows.latency_budget import LatencySetting, latency_planner
+
+    return latency_planner(store, LatencySetting(ratio=opts.global_ratio, round_to=opts.round_to, device=device,
+                                                 dtype=opts.dtype, batch=opts.batch_size, input_size=tuple(input_size),
+                                                 iters=max(opts.speed_check_iters, 10)))
+
+
+def check_parent_speed(parent, model, opts: PruneOptions, input_size, device) -> dict[str, float]:
+    """Time the pruned model against its parent; warn when it is not faster, fail under --require-speedup."""
+    from vss_cli.engine.speed import SlowerThanParent, TimingSetup, compare_to_parent
+
+    setup = TimingSetup(dtype=opts.dtype, warmup=max(2, opts.speed_check_iters // 5), iters=opts.speed_check_iters)
+    cmp = compare_to_parent(parent, model, input_size=input_size, batch=opts.batch_size, device=device, setup=setup)
+    if cmp.slower_than_parent and opts.require_speedup:
+        raise SlowerThanParent(f"{cmp.message()}: --require-speedup refuses it (try a larger --round-to or ratio)")
+    log(f"{'warning: ' if cmp.slower_than_parent else ''}{cmp.message()}")
+    return cmp.metrics()
 
 
 def prune_context(model, ignored, opts: PruneOptions, *, input_size, device, batch_source, fit, num_classes: int,
@@ -189,8 +230,9 @@ def prune_context(model, ignored, opts: PruneOptions, *, input_size, device, bat
                                               inference_convs(model, tuple(input_size)))
     ctx = PruneContext(model=model, groups=groups, device=torch.device(device), num_classes=num_classes,
                        ignore_index=ignore_index, seed=opts.seed, samples=opts.samples, ratio=opts.global_ratio,
-                       round_to=opts.round_to, allocation=opts.allocation, normalizer=opts.normalizer,
-                       budget=opts.budget, options=dict(opts.method_options), input_size=tuple(input_size),
+                       round_to=8 if opts.round_to == "auto" else opts.round_to, allocation=opts.allocation,
+                       normalizer=opts.normalizer, budget=opts.budget, options=dict(opts.method_options),
+                       input_size=tuple(input_size),
                        batch_source=batch_source, parent_config=dict(parent_config or {}),
                        fit=(lambda hooks, epochs, **kw: fit(model, hooks, epochs, **kw)) if fit else None)
     if aux_only:  # outside the inference graph: neither scored, counted nor pruned
@@ -200,7 +242,7 @@ def prune_context(model, ignored, opts: PruneOptions, *, input_size, device, bat
 
 def prune_model(model, model_name: str, method, opts: PruneOptions, *, input_size, device, batch_source, fit,
                 num_classes: int, ignore_index: int, count, old_history=(),
-                parent_config: dict | None = None) -> tuple[PruneReport, list]:
+                parent_config: dict | None = None, plan_fn=None) -> tuple[PruneReport, list]:
     """Score, plan and apply on an in-memory model; returns the report and the full pruning history."""
     model.to(device).eval()
     ignored = output_layers_of(model, model_name)
@@ -212,7 +254,7 @@ def prune_model(model, model_name: str, method, opts: PruneOptions, *, input_siz
     t0 = time.perf_counter()
     method.prepare(ctx)
     scores = method.score(ctx)
-    plan = plan_channels(method, ctx, scores)
+    plan = plan_fn(ctx, scores) if plan_fn else plan_channels(method, ctx, scores)  # latency replaces the plan
     t1 = time.perf_counter()
     apply_plan(dg, groups, plan)
     t2 = time.perf_counter()
