@@ -35,7 +35,8 @@ def _side_rows(table: Table, report) -> None:
     table.add_row("prunable channels", str(ratios.channels_before), str(ratios.channels_after))
 
     def ms(speed: dict) -> str:
-        noisy = f" (noisy: IQR/median {speed['spread']:.2f})" if speed.get("noisy") else ""
+        spread = speed.get("spread")
+        noisy = (f" (noisy: IQR/median {spread:.2f})" if spread is not None else " (noisy)") if speed.get("noisy") else ""
         return _fmt(speed["median_ms"], ".2f") + noisy
 
     table.add_row(f"latency ms (median, batch {bs['batch']}, {bs['dtype']})", ms(bs), ms(cs))
