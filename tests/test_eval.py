@@ -127,7 +127,9 @@ def test_cli_pruned_candidate_with_oracle(ckpts, db, tmp_path):
     oracle = report["oracle_analysis"]
     assert list(oracle["methods"]) == ["l1"] and len(oracle["layers"]) == 2
     assert len(oracle["methods"]["l1"]["layers"]) == 2 and -1 <= oracle["methods"]["l1"]["spearman"] <= 1
-    assert oracle["forward_passes"] == 1 + sum(layer["channels"] for layer in oracle["layers"])
+    # one batch: the base loss, then per layer a dependency trace, one capture and one replay per 8 channels
+    assert oracle["forward_passes"] == 1 + sum(2 + -(-layer["channels"] // 8) for layer in oracle["layers"])
+    assert 0 < oracle["oracle_seconds"] <= oracle["seconds"]
     with Store(db) as store:
         (run,) = store.list_runs(kind="eval")
         assert store.latest_metrics(run.id)["oracle_l1_spearman"] == oracle["methods"]["l1"]["spearman"]

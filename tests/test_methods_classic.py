@@ -250,12 +250,52 @@ def test_slimming_runs_a_sparse_phase_when_the_parent_had_no_lambda():
     ctx = context(model, fit=fake_fit)
     method.prepare(ctx)
     assert calls == [3]
-    assert ctx.notes == {"sparse_phase": True, "sparse_epochs": 3, "slimming_lambda": 1e-3}
+    assert {k: ctx.notes[k] for k in ("sparse_phase", "sparse_epochs", "slimming_lambda", "extra_epochs")} == {
+        "sparse_phase": True, "sparse_epochs": 3, "slimming_lambda": 1e-3, "extra_epochs": 3}
+    assert ctx.notes["gamma_below_1e-2_before"] == ctx.notes["gamma_below_1e-2_after"] == 0.0
+    assert "raise slimming_lambda" in ctx.notes["warning"]  # nothing moved: under 5% below 1e-2
 
     calls.clear()
     trained = context(model, fit=fake_fit, parent_config={"slimming_lambda": 1e-5})
     method.prepare(trained)
-    assert calls == [] and trained.notes["sparse_phase"] is False
+    assert calls == [] and trained.notes["sparse_phase"] is False and trained.notes["extra_epochs"] == 0
+
+
+def test_bn_l1_subgradient_adds_lambda_sign_gamma_to_every_bn_gradient():
+    from vss_cli.pruning.methods.slimming import bn_l1_subgradient
+
+    model = tiny()
+    model.body[1].weight.data[0] = -0.5
+    for bn in (model.body[1], model.body[4]):
+        bn.weight.grad = torch.full_like(bn.weight, 0.25)
+    bn_l1_subgradient(model, 0.1)
+    for bn in (model.body[1], model.body[4]):
+        assert torch.allclose(bn.weight.grad, 0.25 + 0.1 * torch.sign(bn.weight.detach()))
+    assert model.body[1].weight.grad[0].item() == pytest.approx(0.15)
+    assert model.body[0].weight.grad is None  # convs untouched
+
+
+def test_slimming_sparse_phase_shrinks_gamma_measurably():
+    """A real sparse phase through engine.fit: the small |γ| go below 1e-2, the share is recorded."""
+    from vss_cli.engine.train import TrainConfig
+    from vss_cli.engine.train import fit as engine_fit
+
+    model = tiny()
+    with torch.no_grad():
+        model.body[1].weight[:4] = 0.03  # half of the first layer starts near zero
+    loader = list(batch_source(n_batches=10)())
+    mean_before = float(model.body[1].weight.abs().mean())
+
+    def fit(hooks, epochs, **kw):
+        return engine_fit(model, loader, None, TrainConfig(epochs=epochs, lr=0.01), num_classes=NUM_CLASSES,
+                          hooks=hooks, show_progress=False)
+
+    ctx = context(model, fit=fit)
+    get_method("slimming", slimming_lambda=0.05, sparse_epochs=2).prepare(ctx)
+    assert ctx.notes["gamma_below_1e-2_before"] == 0.0
+    assert ctx.notes["gamma_below_1e-2_after"] >= 4 / 14  # at least the four small ones of 8 + 6 channels
+    assert float(model.body[1].weight.abs().mean()) < mean_before - 0.02
+    assert "warning" not in ctx.notes and ctx.notes["extra_epochs"] == 2
 
 
 # ---------------------------------------------------------------------------------------------

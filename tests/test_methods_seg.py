@@ -13,6 +13,7 @@ from vss_cli.data import build_dataset, build_loader, get_spec
 from vss_cli.engine.complexity import count_complexity
 from vss_cli.engine.train import TrainConfig
 from vss_cli.engine.train import fit as engine_fit
+from vss_cli.errors import ConfigError
 from vss_cli.models import build_model, get_model_info, list_models
 from vss_cli.pruning.base import PruneContext, get_method
 from vss_cli.pruning.methods.dmcp import (
@@ -268,6 +269,58 @@ def test_fgp_share_rule_keeps_the_channels_reaching_the_share():
     assert get_method("fgp", share=0.8).plan(ctx, {"c": support}) == {"c": [0, 2]}
 
 
+def test_fgp_heat_modes_differ_when_the_gradient_changes_sign_over_the_image():
+    from vss_cli.pruning.methods.fgp import heat
+
+    feature = torch.tensor([[1.0, -1.0], [1.0, 1.0]]).view(1, 2, 1, 2)
+    grad = torch.tensor([[1.0, -1.0], [2.0, -1.0]]).view(1, 2, 1, 2)
+    assert heat(feature, grad, "elementwise").tolist() == pytest.approx([1.0, 1.0])  # ReLU(F ⊙ G), space mean
+    assert heat(feature, grad, "gradcam").tolist() == pytest.approx([0.0, 0.5])  # ReLU(mean(G) · F): 0 and 0.5
+
+
+def quarter_batches():
+    """One 8×8 image: input channel 0 is +1 on the two left columns (labelled class 0) and −1 elsewhere
+    (ignored pixels), channel 1 is 1 everywhere; the gradient of class 0 is thus spatially varying."""
+    images = torch.zeros(1, 3, 8, 8)
+    images[:, 0] = -1.0
+    images[:, 0, :, :2] = 1.0
+    images[:, 1] = 1.0
+    labels = torch.full((1, 8, 8), 255, dtype=torch.long)
+    labels[:, :, :2] = 0
+    return lambda: iter([(images, labels)])
+
+
+def quarter_model(shift: float = 0.0) -> nn.Module:
+    model = TwoPath().eval()
+    with torch.no_grad():
+        model.body[3].weight.copy_(torch.tensor([[1.0, 1.0], [0.0, 0.0]]).view(2, 2, 1, 1))  # class 0 reads both
+        model.body[1].bias[0] = shift
+    return model
+
+
+@pytest.mark.parametrize(("heat_mode", "expected"), [("elementwise", [0.5, 0.5]), ("gradcam", [0.2, 0.8])])
+def test_fgp_heat_option_on_spatially_varying_gradients(heat_mode, expected):
+    # channel 0 lives on a quarter of the image: elementwise 0.25 · 1; Grad-CAM pools its gradient first
+    # (ᾱ = 0.25) and then sees the feature on that quarter only, 0.25 · 0.25; channel 1 scores 0.25 both ways
+    model = quarter_model()
+    scores = fgp_scores(model, quarter_batches(), [model.body[3]], heat=heat_mode, features="bn")["body.0"]
+    assert scores.tolist() == pytest.approx(expected, rel=1e-4)
+
+
+@pytest.mark.parametrize(("features", "expected"), [("bn", [0.75, 0.25]), ("conv", [0.5, 0.5])])
+def test_fgp_features_option_reads_the_bn_or_the_conv_output(features, expected):
+    # BN shifts channel 0 by 2: its BN output is 3 on the labelled quarter, its conv output 1
+    model = quarter_model(shift=2.0)
+    scores = fgp_scores(model, quarter_batches(), [model.body[3]], heat="elementwise", features=features)["body.0"]
+    assert scores.tolist() == pytest.approx(expected, rel=1e-4)
+
+
+def test_fgp_rejects_an_unknown_heat():
+    model = quarter_model()
+    with pytest.raises(ConfigError, match="heat=gradcam"):
+        fgp_scores(model, quarter_batches(), [model.body[3]], heat="cam")
+
+
 # ---------------------------------------------------------------------------------------------
 # dmcp
 
@@ -335,6 +388,32 @@ def test_dmcp_restores_weights_keeps_leading_channels_and_removes_its_hooks():
             gamma = torch.stack([bn.weight.detach().abs() for _, bn in g.bns]).mean(0)
             kept = [c for c in range(g.size) if c not in plan[g.name]]
             assert float(gamma[kept].min()) >= float(gamma[plan[g.name]].max())
+
+
+def test_dmcp_scores_the_leading_gamma_order_when_no_search_ran():
+    """`vss eval`'s oracle scores without prepare(): dmcp then ranks by the |γ| its search starts from."""
+    model = tiny_model("simple_segnet")
+    groups = groups_of(model, output_layers_of(model, "simple_segnet"))
+    ctx = PruneContext(model=model, groups=groups, device=torch.device("cpu"), num_classes=CLASSES)
+    scores = get_method("dmcp").score(ctx)
+    assert set(scores) == {g.name for g in groups}
+    for g in groups:
+        if g.bns:
+            gamma = torch.stack([bn.weight.detach().abs() for _, bn in g.bns]).mean(0)
+            assert torch.equal(torch.argsort(scores[g.name], descending=True), torch.argsort(gamma, descending=True))
+
+
+def test_dmcp_search_moves_widths_off_the_uniform_start():
+    model = tiny_model("simple_segnet")
+    groups = groups_of(model, output_layers_of(model, "simple_segnet"))
+    ctx = PruneContext(model=model, groups=groups, device=torch.device("cpu"), num_classes=CLASSES,
+                       ratio=0.4, round_to=1, input_size=SIZE,
+                       fit=lambda hooks, epochs, **kw: synthetic_fit(iters=8)(model, hooks, epochs, **kw))
+    method = get_method("dmcp")
+    method.prepare(ctx)
+    # every gated layer starts at the same keep probability; the α steps move at least one by > 2% of its width
+    assert ctx.notes["dmcp_arch_steps"] > 0 and ctx.notes["dmcp_width_moved_max"] > 0.02
+    assert ctx.notes["extra_epochs"] == 1
 
 
 def test_dmcp_macs_table_excludes_the_aux_head():

@@ -114,7 +114,7 @@ def test_l1_built_to_match_the_oracle_reaches_spearman_one():
             model.conv.weight[c].fill_((c + 1) * 0.05)
     groups = groups_of(model)
     oracle = oracle_importance(model, groups, constant_batches(), ignore_index=255)
-    assert oracle.forward_passes == 1 + channels
+    assert oracle.forward_passes == 4  # base, dependency trace, capture, one replay of all 7 channels
     ctx = PruneContext(model=model, groups=groups, device=torch.device("cpu"), num_classes=2)
     result = agreement("l1", get_method("l1").score(ctx), oracle.importance)
     assert result.spearman == pytest.approx(1.0)
@@ -132,3 +132,83 @@ def test_choose_groups_spreads_evenly_and_skips_groups_without_bn():
     assert [g.name for g in choose_groups(groups, 4)] == ["g0", "g4", "g6", "g9"]
     assert len(choose_groups(groups, 50)) == 9
     assert [g.name for g in choose_groups(groups, 1)] == ["g0"]
+
+
+# ----------------------------------------------------------------------------------------------
+# the cached, batched oracle equals the plain one-channel-one-forward definition
+
+
+def brute_force_importance(model: nn.Module, group: LayerGroup, batches: list) -> torch.Tensor:
+    """The definition, spelled out: a full forward per channel with that channel zeroed in every BN."""
+    bns = [bn for _, bn in group.bns if bn.num_features == group.size]
+
+    def loss() -> float:
+        total = sum(float(torch.nn.functional.cross_entropy(model(x)["out"], y, ignore_index=255, reduction="sum"))
+                    for x, y in batches)
+        return total / sum(int((y != 255).sum()) for _, y in batches)
+
+    base, out = loss(), torch.empty(group.size, dtype=torch.float64)
+    for c in range(group.size):
+        mask = torch.ones(1, group.size, 1, 1)
+        mask[0, c] = 0.0
+        handles = [bn.register_forward_hook(lambda _m, _i, o, mask=mask: o * mask) for bn in bns]
+        out[c] = loss() - base
+        for h in handles:
+            h.remove()
+    return out
+
+
+@pytest.mark.parametrize("name", ["deeplabv3_resnet50", "unet", "simple_segnet"])
+def test_cached_batched_oracle_equals_the_definition(name, tiny_batches):
+    from vss_cli.models import build_model, get_model_info
+    from vss_cli.pruning.oracle_replay import frozen_modules, trace_calls
+    from vss_cli.pruning.surgery import output_layers_of
+
+    torch.manual_seed(0)
+    model = build_model(name, 5, **get_model_info(name).tiny_kwargs).eval()
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_var.uniform_(0.5, 2.0)
+    ignored = output_layers_of(model, name)
+    groups = choose_groups(collect_groups(model, build_graph(model, ignored, size=(32, 32)), ignored), 3)
+    batches = [(x[:2], y[:2]) for x, y in tiny_batches]
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    fast = oracle_importance(model, groups, batches, ignore_index=255, channels_per_pass=3)
+    with torch.no_grad():
+        for g in groups:
+            assert torch.allclose(fast.importance[g.name], brute_force_importance(model, g, batches), atol=1e-5), g.name
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert all(not m._forward_hooks and not m._forward_pre_hooks and "forward" not in m.__dict__
+               for m in model.modules())
+    # the last group sits high in the network: most of the model below it was cached, not re-run
+    trace = trace_calls(model, batches[0][0][:1], [bn for _, bn in groups[-1].bns])
+    assert len(frozen_modules(model, trace)) >= 1
+
+
+def test_run_oracle_scores_all_nine_methods_and_warns_about_missing_images():
+    """What `vss eval --oracle-samples 8 --oracle-methods all` runs: every criterion, none failing."""
+    from vss_cli.data import build_dataset, get_spec
+    from vss_cli.models import build_model, get_model_info
+    from vss_cli.pruning.base import list_methods
+    from vss_cli.pruning.oracle_run import OracleSetup, run_oracle
+    from vss_cli.workflows.prune import sample_source
+
+    torch.manual_seed(0)
+    spec, size = get_spec("synthetic"), (32, 48)
+    model = build_model("unet", spec.num_classes, **get_model_info("unet").tiny_kwargs).eval()
+    for m in model.modules():  # distinct |γ|: slimming's and dmcp's scores are not all tied
+        if isinstance(m, nn.BatchNorm2d):
+            m.weight.data.uniform_(0.2, 1.5)
+    val = build_dataset("synthetic", "val", input_size=size, train=False)
+    images = [val[i] for i in range(6)]  # fewer than the 8 asked for
+    report = run_oracle(OracleSetup(
+        model=model, model_name="unet", methods=list_methods(), images=images, samples=8, layers=2, batch_size=4,
+        device=torch.device("cpu"), num_classes=spec.num_classes, ignore_index=spec.ignore_index, input_size=size,
+        score_batches=sample_source("synthetic", None, size, 8, 4, 0)))
+    assert len(list_methods()) == 9 and sorted(report["methods"]) == list_methods()
+    for name, m in report["methods"].items():
+        assert m["error"] is None, (name, m["error"])
+        assert np.isfinite(m["spearman"]) and len(m["layers"]) == 2, name
+    assert report["samples"] == 6 and "--oracle-samples 8" in report["note"] and "(6)" in report["note"]
+    assert 0 < report["oracle_seconds"] <= report["seconds"]
+    assert "scored without its prepare()" in report["methods"]["dmcp"]["note"]

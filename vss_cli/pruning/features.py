@@ -12,6 +12,7 @@ from contextlib import contextmanager
 import torch
 import torch.nn as nn
 
+from vss_cli.engine.progress import progress_bar
 from vss_cli.pruning.surgery import LayerGroup
 
 Hook = Callable[[nn.Module, tuple, torch.Tensor], torch.Tensor | None]
@@ -20,6 +21,14 @@ Hook = Callable[[nn.Module, tuple, torch.Tensor], torch.Tensor | None]
 def channel_outputs(group: LayerGroup) -> list[nn.Module]:
     """The modules whose outputs carry the group's channels: its BNs, else its convs."""
     return [m for _, m in group.bns] or [m for _, m in group.convs]
+
+
+def scoring_batches(ctx, what: str) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """`ctx.batches()` with a progress bar (images scored of `ctx.samples`, with ETA) for a scoring pass."""
+    with progress_bar(f"{what}: scoring", total=ctx.samples) as update:
+        for images, labels in ctx.batches():
+            yield images, labels
+            update(advance=len(images))
 
 
 @contextmanager

@@ -16,7 +16,7 @@ important channels, per layer and averaged.
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -24,6 +24,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from vss_cli.engine.complexity import inference_graph
+from vss_cli.engine.progress import progress_bar
+from vss_cli.pruning.oracle_replay import ReplayCache, frozen_modules, tile, trace_calls
 from vss_cli.pruning.surgery import LayerGroup
 
 # ----------------------------------------------------------------------------------------------
@@ -108,59 +111,95 @@ class OracleImportance:
     seconds: float
 
 
-def _mean_loss(model: nn.Module, batches: Sequence[tuple[torch.Tensor, torch.Tensor]], ignore_index: int) -> float:
-    """Pixel-mean cross-entropy of the `out` logits over all batches (ignore pixels excluded)."""
-    total, pixels = 0.0, 0
-    for images, labels in batches:
-        logits = model(images)["out"]
-        total += float(F.cross_entropy(logits.float(), labels, ignore_index=ignore_index, reduction="sum"))
-        pixels += int((labels != ignore_index).sum())
-    return total / max(pixels, 1)
+def pixel_losses(logits: torch.Tensor, labels: torch.Tensor, copies: int, ignore_index: int) -> torch.Tensor:
+    """Summed cross-entropy of the `out` logits for each of `copies` stacked copies of one minibatch."""
+    tiled = labels.repeat(copies, *([1] * (labels.dim() - 1)))
+    loss = F.cross_entropy(logits.float(), tiled, ignore_index=ignore_index, reduction="none")
+    return loss.reshape(copies, -1).double().sum(1)
 
 
-def _masking_hooks(bns: Sequence[nn.Module], mask: torch.Tensor) -> list:
+def _masking_hooks(bns: Sequence[nn.Module], mask: dict) -> list:
     def multiply(_module, _inputs, output):
-        return output * mask.to(output.dtype)
+        return output * mask["value"].to(output.dtype)
 
     return [bn.register_forward_hook(multiply) for bn in bns]
 
 
-@torch.no_grad()
-def oracle_importance(model: nn.Module, groups: Sequence[LayerGroup],
-                      batches: Sequence[tuple[torch.Tensor, torch.Tensor]], *, ignore_index: int = 255
-                      ) -> OracleImportance:
-    """For every channel of every group: loss with that channel's BN output zeroed − loss of the intact model.
+@dataclass
+class _Ablation:
+    """One group's ablation over the fixed images: summed losses per channel and the passes it took."""
 
-    Runs in eval mode without gradients; weights and running statistics are untouched (a forward hook
-    multiplies the BN output by a 0/1 mask and is removed afterwards). Cost: (1 + Σ channels) × batches.
-    """
-    t0 = time.perf_counter()
-    was_training = model.training
-    model.eval()
-    base = _mean_loss(model, batches, ignore_index)
-    passes = len(batches)
-    importance: dict[str, torch.Tensor] = {}
-    try:
-        for group in groups:
-            bns = bn_of_group(group)
-            device = bns[0].weight.device if bns[0].weight is not None else batches[0][0].device
-            mask = torch.ones(1, group.size, 1, 1, device=device)
-            hooks = _masking_hooks(bns, mask)
+    group: LayerGroup
+    per_pass: int
+    totals: torch.Tensor = field(init=False)
+    passes: int = 0
+
+    def __post_init__(self) -> None:
+        self.totals = torch.zeros(self.group.size, dtype=torch.float64)
+
+    def chunks(self) -> list[list[int]]:
+        c = self.group.size
+        return [list(range(s, min(c, s + self.per_pass))) for s in range(0, c, self.per_pass)]
+
+    def minibatch(self, model: nn.Module, frozen: list[nn.Module], images: torch.Tensor, labels: torch.Tensor,
+                  ignore_index: int, tick: Callable[[], None]) -> None:
+        """Ablate every channel on one minibatch: the frozen modules run once, the rest once per chunk."""
+        bns = bn_of_group(self.group)
+        cache = ReplayCache(frozen)
+        cache.capture(model, images)
+        state = {"copies": 1, "value": None}
+        b = images.shape[0]
+        self.passes += 1
+        with cache.replaying(lambda: state["copies"]):
+            hooks = _masking_hooks(bns, state)
             try:
-                increase = torch.empty(group.size, dtype=torch.float64)
-                for c in range(group.size):
-                    mask.fill_(1.0)
-                    mask[0, c] = 0.0
-                    increase[c] = _mean_loss(model, batches, ignore_index) - base
-                    passes += len(batches)
+                for chunk in self.chunks():
+                    mask = torch.ones(len(chunk), b, self.group.size, 1, 1, device=images.device)
+                    mask[torch.arange(len(chunk)), :, chunk] = 0.0
+                    state.update(copies=len(chunk), value=mask.reshape(len(chunk) * b, self.group.size, 1, 1))
+                    logits = model(tile(images, len(chunk), b))["out"]
+                    self.totals[chunk] += pixel_losses(logits, labels, len(chunk), ignore_index).cpu()
+                    self.passes += 1
+                    tick()
             finally:
                 for h in hooks:
                     h.remove()
-            importance[group.name] = increase
-    finally:
-        model.train(was_training)
+
+
+@torch.no_grad()
+def oracle_importance(model: nn.Module, groups: Sequence[LayerGroup],
+                      batches: Sequence[tuple[torch.Tensor, torch.Tensor]], *, ignore_index: int = 255,
+                      channels_per_pass: int = 8) -> OracleImportance:
+    """For every channel of every group: loss with that channel's BN output zeroed − loss of the intact model.
+
+    Runs in eval mode on the inference graph (aux head detached: the loss reads only `out`), without
+    gradients; weights and statistics are untouched. Per group and minibatch, what lies below the
+    group's first BatchNorm runs once and is cached (`oracle_replay`); the rest runs once per
+    `channels_per_pass` channels, their masked copies stacked in the batch.
+    """
+    t0 = time.perf_counter()
+    per_pass = max(1, int(channels_per_pass))
+    ablations = [_Ablation(g, per_pass) for g in groups]
+    total = len(batches) * sum(len(a.chunks()) for a in ablations)
+    with inference_graph(model) as net, progress_bar("oracle", total=total) as update:
+        base_sum, pixels = 0.0, 0
+        for images, labels in batches:
+            base_sum += float(pixel_losses(net(images)["out"], labels, 1, ignore_index)[0])
+            pixels += int((labels != ignore_index).sum())
+        for ablation in ablations:
+            trace = trace_calls(net, batches[0][0][:1], bn_of_group(ablation.group))
+            if not any(bn in trace.calls for bn in bn_of_group(ablation.group)):
+                continue  # the group's BNs run only in the aux head: zeroing them cannot change `out`
+            frozen = frozen_modules(net, trace)
+            ablation.passes += 1
+            for images, labels in batches:
+                ablation.minibatch(net, frozen, images, labels, ignore_index, update)
+    base = base_sum / max(pixels, 1)
+    importance = {a.group.name: a.totals / max(pixels, 1) - base if a.passes else torch.zeros_like(a.totals)
+                  for a in ablations}
     return OracleImportance(importance=importance, base_loss=base, images=sum(len(x) for x, _ in batches),
-                            forward_passes=passes, seconds=time.perf_counter() - t0)
+                            forward_passes=len(batches) + sum(a.passes for a in ablations),
+                            seconds=time.perf_counter() - t0)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -227,8 +266,9 @@ class OracleReport:
     layers: list[dict]
     importance: dict[str, list[float]]
     methods: dict[str, MethodAgreement]
-    seconds: float
+    seconds: float  # the oracle and every criterion's scoring
     forward_passes: int
+    oracle_seconds: float = 0.0  # the oracle importance alone
     scoring: dict = field(default_factory=dict)
     note: str = ""
 
@@ -246,5 +286,6 @@ class OracleReport:
                      "bns": [n for n, bn in g.bns if bn.num_features == g.size]} for g in groups],
             importance={k: v.tolist() for k, v in imp.importance.items()}, methods=methods,
             seconds=imp.seconds + sum(m.seconds for m in methods.values()), forward_passes=imp.forward_passes,
+            oracle_seconds=imp.seconds,
             scoring=scoring, note=note,
         )

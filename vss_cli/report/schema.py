@@ -128,8 +128,8 @@ class EvalReport:
 def _oracle_metrics(oracle: dict[str, Any] | None) -> dict[str, Any]:
     if not oracle:
         return {}
-    rows = {"oracle_seconds": oracle["seconds"], "oracle_forward_passes": oracle["forward_passes"],
-            "oracle_base_loss": oracle["base_loss"]}
+    rows = {"oracle_seconds": oracle.get("oracle_seconds", oracle["seconds"]), "oracle_total_seconds": oracle["seconds"],
+            "oracle_forward_passes": oracle["forward_passes"], "oracle_base_loss": oracle["base_loss"]}
     for name, m in oracle["methods"].items():
         rows.update({f"oracle_{name}_{k}": m[k] for k in ("spearman", "kendall", "overlap")})
     return rows

@@ -10,8 +10,6 @@ accuracy is always measured in fp32.
 
 from __future__ import annotations
 
-import copy
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -38,7 +36,7 @@ from vss_cli.workflows.common import (
     save_artifact,
     versions,
 )
-from vss_cli.workflows.options import EvalOptions, PruneOptions
+from vss_cli.workflows.options import EvalOptions
 
 ORACLE_METHOD_CHOICES = ("candidate", "all")
 REPORT_NAME = "evaluation_report.json"
@@ -199,74 +197,19 @@ def reconstruction_mse(baseline: nn.Module, candidate: nn.Module, loader, batche
     return total / count if count else None
 
 
-def _first_images(dataset, n: int, batch_size: int, device: torch.device) -> list:
-    """The first `n` images of a split as device-resident minibatches (the oracle's fixed set)."""
-    n = min(n, len(dataset))
-    batches = []
-    for start in range(0, n, batch_size):
-        items = [dataset[i] for i in range(start, min(n, start + batch_size))]
-        batches.append((torch.stack([x for x, _ in items]).to(device), torch.stack([y for _, y in items]).to(device)))
-    return batches
-
-
-def method_scores(model: nn.Module, model_name: str, method_name: str, setting: EvalSetting, opts: EvalOptions,
-                  group_names: set[str]) -> tuple[dict, str]:
-    """A criterion's scores on a copy of `model`, built exactly as `prune_model` builds its context.
-
-    `prepare()` is not run (no sparse phase, no DMCP search): the scores are what `score()` gives on the
-    baseline as it is, which the note says for methods that have a preparation phase.
-    """
-    from vss_cli.pruning.base import PruningMethod, get_method
-    from vss_cli.pruning.surgery import output_layers_of
-    from vss_cli.workflows.prune import make_fit, prune_context, sample_source
-
-    method = get_method(method_name)
-    work = copy.deepcopy(model)
-    popts = PruneOptions(method=method_name, samples=opts.oracle_samples, batch_size=opts.batch_size)  # how it scores
-    source = sample_source(setting.dataset, setting.data_root, setting.input_size, popts.samples,
-                           popts.batch_size, popts.seed)
-    fit = make_fit(setting.dataset, setting.data_root, setting.input_size, popts.seed, setting.device,
-                   setting.candidate.dataset)
-    _, _, ctx = prune_context(work, output_layers_of(work, model_name), popts, input_size=setting.input_size,
-                              device=setting.device, batch_source=source, fit=fit,
-                              num_classes=setting.baseline.spec.num_classes, ignore_index=setting.spec.ignore_index)
-    scores = method.score(ctx)
-    note = ("scored without its prepare() phase (sparse training / search): the raw baseline's scores"
-            if type(method).prepare is not PruningMethod.prepare else "")
-    return {k: v for k, v in scores.items() if k in group_names}, note
-
-
 def oracle_section(setting: EvalSetting, opts: EvalOptions) -> dict:
     """Oracle importance on the baseline and every requested criterion's agreement with it."""
-    from vss_cli.pruning.oracle import (
-        MethodAgreement,
-        OracleReport,
-        agreement,
-        choose_groups,
-        oracle_importance,
-    )
-    from vss_cli.pruning.surgery import build_graph, collect_groups, output_layers_of
+    from vss_cli.pruning.oracle_run import OracleSetup, run_oracle
+    from vss_cli.workflows.prune import sample_source
 
-    model, name = setting.baseline.model, setting.baseline.spec.name
-    ignored = output_layers_of(model, name)
-    groups = choose_groups(collect_groups(model, build_graph(model, ignored), ignored), opts.oracle_layers)
-    batches = _first_images(setting.val, opts.oracle_samples, opts.batch_size, setting.device)
-    imp = oracle_importance(model, groups, batches, ignore_index=setting.spec.ignore_index)
-    results = {}
-    for method_name in setting.oracle_methods:
-        t0 = time.perf_counter()
-        try:
-            scores, note = method_scores(model, name, method_name, setting, opts, {g.name for g in groups})
-            result = agreement(method_name, scores, imp.importance)
-            result.note = note
-        except Exception as exc:  # noqa: BLE001 - one criterion failing must not lose the whole evaluation
-            log(f"oracle: {method_name} could not be scored ({type(exc).__name__}: {exc})")
-            result = MethodAgreement(method=method_name, error=f"{type(exc).__name__}: {exc}")
-        result.seconds = time.perf_counter() - t0
-        results[method_name] = result
-    scoring = {"split": "train", "samples": opts.oracle_samples, "prepare": False, "model": "baseline"}
-    return OracleReport.build(imp, groups, results, fraction=0.2, scoring=scoring,
-                              note=setting.oracle_note).to_report()
+    return run_oracle(OracleSetup(
+        model=setting.baseline.model, model_name=setting.baseline.spec.name, methods=setting.oracle_methods,
+        images=setting.val, samples=opts.oracle_samples, layers=opts.oracle_layers, batch_size=opts.batch_size,
+        device=setting.device, num_classes=setting.baseline.spec.num_classes, ignore_index=setting.spec.ignore_index,
+        input_size=setting.input_size, note=setting.oracle_note,
+        score_batches=sample_source(setting.dataset, setting.data_root, setting.input_size, opts.oracle_samples,
+                                    opts.batch_size, 0),
+    ))
 
 
 def compare(setting: EvalSetting, opts: EvalOptions) -> tuple[EvalReport, dict[str, np.ndarray]]:

@@ -57,6 +57,7 @@ class PruneReport:
     params_after: int
     score_seconds: float
     prune_seconds: float
+    extra_epochs: float = 0.0  # epochs the method trained itself (slimming's sparse phase, DMCP's search)
     notes: dict = field(default_factory=dict)
 
     @property
@@ -123,7 +124,7 @@ def sample_source(dataset: str, data_root: str | None, input_size, samples: int,
     return batches
 
 
-def make_fit(dataset: str, data_root: str | None, input_size, seed: int, device, dataset_dict: dict):
+def make_fit(dataset: str, data_root: str | None, input_size, seed: int, device):
     """The `ctx.fit` given to methods: `engine.fit` on the training split with the dataset's recipe."""
 
     def run_fit(model, hooks, epochs: int, lr: float | None = None, optimizer=None, max_iters: int | None = None):
@@ -178,7 +179,7 @@ def prune_run(opts: PruneOptions, store: RunStore) -> PruneOutcome:
             model, loaded.spec.name, method, opts, input_size=input_size, device=device,
             batch_source=sample_source(dataset, data_root, input_size, opts.samples, opts.batch_size, opts.seed)
             if opts.samples > 0 else None,
-            fit=make_fit(dataset, data_root, input_size, opts.seed, device, ds),
+            fit=make_fit(dataset, data_root, input_size, opts.seed, device),
             num_classes=loaded.spec.num_classes, ignore_index=dspec.ignore_index,
             count=lambda m: count_complexity(m, input_size), old_history=loaded.history,
             parent_config=dict(getattr(ref.run, "config", None) or {}), plan_fn=plan_fn,
@@ -266,7 +267,7 @@ def prune_model(model, model_name: str, method, opts: PruneOptions, *, input_siz
         macs_reduction=1 - after.macs / before.macs if before.macs else 0.0,
         channels_before=ch_before, channels_after=ch_after, macs_before=before.macs, macs_after=after.macs,
         params_before=before.params, params_after=after.params, score_seconds=t1 - t0, prune_seconds=t2 - t1,
-        notes=dict(ctx.notes),
+        extra_epochs=float(ctx.notes.get("extra_epochs", 0)), notes=dict(ctx.notes),
     )
     history = [list(h) for h in old_history] + [[n, bool(o), list(i)] for n, o, i in dg.pruning_history()]
     return report, history

@@ -46,100 +46,44 @@ Departures from the paper (short-budget mode, the default):
     the found architecture from scratch, vss fine-tunes it from the parent;
   * layers that run only in the auxiliary head (outside the inference MACs) are not searched: they
     keep (1 − ratio) of their channels, by |γ|.
-Notes: target/expected/planned/full MACs, iterations and α steps, the width scale factor.
+Notes: target/expected/planned/full MACs, iterations and α steps, the width scale factor, how far the
+search moved the widths from the uniform start (`dmcp_width_moved_max`, a fraction of the layer) and
+`extra_epochs` = `search_epochs` (training the method ran itself, which a grid charges to its budget).
+
+Without a search (`score()` before `prepare()`, as `vss eval`'s oracle calls it) the scores are the
+leading-channel order the search would start from: |γ| of the parent as it is.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn as nn
 
-from vss_cli.engine.complexity import inference_graph
 from vss_cli.engine.train import TrainHooks, segmentation_loss
 from vss_cli.errors import ConfigError
 from vss_cli.pruning.base import PruneContext, PruningMethod, register_method
 from vss_cli.pruning.features import channel_outputs, forward_hooks
+from vss_cli.pruning.methods.dmcp_macs import (  # noqa: F401  (re-exported: the cost model is part of dmcp)
+    BAND,
+    CONVS,
+    ExpectedMacs,
+    WidthFit,
+    conv_macs,
+    fit_widths,
+    flops_loss,
+    in_inference_graph,
+    measure_conv_macs,
+    snap,
+    widths_at,
+)
 from vss_cli.pruning.planner import plan_from_widths, round_keep
 from vss_cli.pruning.surgery import LayerGroup
 
 STEPS = 10  # width steps of 0.1
-BAND = 0.05  # the FLOPs loss is zero within [(1 - BAND)·T, T]
 AUX_WEIGHT = 0.5
-CONVS = (nn.Conv2d, nn.ConvTranspose2d)
-
-
-# ---------------------------------------------------------------------------------------------
-# expected MACs
-
-
-def conv_macs(module: nn.Module, inputs: tuple, output: torch.Tensor) -> float:
-    """Multiply-accumulates of one conv call per image."""
-    k = math.prod(module.kernel_size)
-    if isinstance(module, nn.ConvTranspose2d):
-        return inputs[0][0].numel() * module.out_channels / module.groups * k
-    return output[0].numel() * module.in_channels / module.groups * k
-
-
-def measure_conv_macs(model: nn.Module, input_size: tuple[int, int],
-                      device: torch.device) -> dict[nn.Module, float]:
-    """Per conv, its MACs on one (1, 3, H, W) image in the inference graph (aux head detached)."""
-    table: dict[nn.Module, float] = {}
-
-    def record(module, inputs, output):
-        table[module] = table.get(module, 0.0) + conv_macs(module, inputs, output)
-
-    with inference_graph(model) as graph, torch.no_grad():
-        convs = [m for m in graph.modules() if isinstance(m, CONVS)]
-        with forward_hooks([(m, record) for m in convs]):
-            graph(torch.zeros(1, 3, *input_size, device=device))
-    return table
-
-
-def in_inference_graph(group: LayerGroup, table: dict[nn.Module, float]) -> bool:
-    return any(conv in table for _, conv in group.convs)
-
-
-class ExpectedMacs:
-    """MACs as a differentiable function of each group's (expected) kept width.
-
-    Convs outside the groups keep their width; a conv's input width drops by what the groups it
-    consumes (its in-channel dependencies in the pruning graph) lose.
-    """
-
-    def __init__(self, table: dict[nn.Module, float], groups: Sequence[LayerGroup]) -> None:
-        convs = list(table)
-        index = {g.name: i for i, g in enumerate(groups)}
-        producer = {conv: index[g.name] for g in groups for _, conv in g.convs}
-        position = {conv: i for i, conv in enumerate(convs)}
-        self.sizes = torch.tensor([float(g.size) for g in groups], dtype=torch.float64)
-        self.macs = torch.tensor([table[c] for c in convs], dtype=torch.float64)
-        self.in_channels = torch.tensor([float(c.in_channels) for c in convs], dtype=torch.float64)
-        self.out_index = torch.tensor([producer.get(c, len(groups)) for c in convs], dtype=torch.long)
-        self.inputs = torch.zeros(len(convs), len(groups), dtype=torch.float64)
-        for g in groups:
-            for consumer in {m for _, m in g.consumers if m in position}:
-                self.inputs[position[consumer], index[g.name]] += 1.0
-
-    def __call__(self, widths: torch.Tensor) -> torch.Tensor:
-        widths = widths.to(torch.float64).cpu()
-        out_fraction = torch.cat([widths / self.sizes, torch.ones(1, dtype=torch.float64)])[self.out_index]
-        in_fraction = (self.in_channels - self.inputs @ (self.sizes - widths)) / self.in_channels
-        return (self.macs * out_fraction * in_fraction).sum()
-
-    @property
-    def full(self) -> float:
-        return float(self(self.sizes))
-
-
-def flops_loss(expected: torch.Tensor, target: float, band: float = BAND) -> torch.Tensor:
-    """0 within [(1 − band)·T, T], log|E − T| outside (the paper's FLOPs loss)."""
-    if (1 - band) * target <= float(expected.detach()) <= target:
-        return expected * 0.0
-    return torch.log((expected - target).abs())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -301,6 +245,12 @@ class Search:
         return TrainHooks(loss_fn=self.weight_loss, after_step=self.arch_step, on_fit_start=self.on_fit_start)
 
 
+def width_fractions(gates: list[MarkovGate]) -> list[float]:
+    """Each gated layer's expected kept width as a fraction of the layer."""
+    with torch.no_grad():
+        return [float(g.expected_width()) / g.group.size for g in gates]
+
+
 def uniform_keep_probability(gates: list[MarkovGate], macs: ExpectedMacs, goal: float) -> float:
     """The common p_k whose expected MACs equal `goal` (bisection; E grows with p)."""
     lo, hi = 1e-4, 1 - 1e-4
@@ -314,48 +264,6 @@ def uniform_keep_probability(gates: list[MarkovGate], macs: ExpectedMacs, goal: 
     for g in gates:
         g.set_uniform(lo)
     return lo
-
-
-# ---------------------------------------------------------------------------------------------
-# widths and the final MACs check
-
-
-@dataclass
-class WidthFit:
-    widths: dict[str, int]
-    macs: float
-    scale: float
-
-
-def snap(gate: MarkovGate, width: float, round_to: int) -> int:
-    """Expected width -> kept channels: rounded to `round_to`, at least one step, at most the layer."""
-    floor = int(gate.step_sizes[0])
-    return min(gate.group.size, round_keep(max(int(round(width)), floor), gate.group.size, round_to, floor))
-
-
-def widths_at(gates: list[MarkovGate], expected: list[float], scale: float, round_to: int) -> dict[str, int]:
-    return {g.group.name: snap(g, scale * w, round_to) for g, w in zip(gates, expected, strict=True)}
-
-
-def fit_widths(gates: list[MarkovGate], expected: list[float], macs: ExpectedMacs, target: float,
-               round_to: int, tolerance: float = BAND) -> WidthFit:
-    """Round the expected widths; if the MACs then miss T by more than `tolerance`, scale all of them
-    by the common factor whose rounded widths come closest to T."""
-
-    def planned(scale: float) -> tuple[dict[str, int], float]:
-        w = widths_at(gates, expected, scale, round_to)
-        return w, float(macs(torch.tensor([float(w[g.group.name]) for g in gates])))
-
-    widths, value = planned(1.0)
-    if abs(value - target) <= tolerance * target:
-        return WidthFit(widths, value, 1.0)
-    lo, hi = 0.0, max(g.group.size / max(w, 1e-6) for g, w in zip(gates, expected, strict=True))
-    for _ in range(50):
-        mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if planned(mid)[1] <= target else (lo, mid)
-    best = min((lo, hi), key=lambda s: abs(planned(s)[1] - target))
-    widths, value = planned(best)
-    return WidthFit(widths, value, best)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -396,6 +304,7 @@ class DMCP(PruningMethod):
         target = self._target(ctx, macs)
         check_target(target, macs.full, float(macs(torch.stack([g.step_sizes[0] for g in gates]))))
         uniform_keep_probability(gates, macs, (1 - BAND / 2) * target)
+        start = width_fractions(gates)
         search = Search(gates=gates, hooks=GateHooks(gates, ctx.device), macs=macs, target=target,
                         flops_weight=float(self.opts["flops_weight"]), arch_lr=float(self.opts["arch_lr"]),
                         warmup_fraction=float(self.opts["warmup_fraction"]), ignore_index=ctx.ignore_index,
@@ -408,10 +317,12 @@ class DMCP(PruningMethod):
         outside = {g.name: round_keep(int(round((1 - ctx.ratio) * g.size)), g.size, ctx.round_to, 1)
                    for g in ctx.groups if g.name not in fitted.widths}
         self._widths = {**fitted.widths, **outside}
+        moved = [abs(after - before) for after, before in zip(width_fractions(gates), start, strict=True)]
         ctx.notes.update(dmcp_target_macs=target, dmcp_expected_macs=expected_macs, dmcp_planned_macs=fitted.macs,
                          dmcp_full_macs=macs.full, dmcp_iterations=search.iterations,
                          dmcp_arch_steps=search.arch_steps, dmcp_warmup_iterations=search.warmup_iters,
-                         dmcp_width_scale=fitted.scale)
+                         dmcp_width_scale=fitted.scale, dmcp_width_moved_max=max(moved, default=0.0),
+                         extra_epochs=int(self.opts["search_epochs"]))
 
     def _target(self, ctx: PruneContext, macs: ExpectedMacs) -> float:
         """T: `target_macs` G MACs, else the MACs with every searched width scaled by (1 − ratio)."""
@@ -445,7 +356,10 @@ class DMCP(PruningMethod):
             ctx.model.eval()
 
     def score(self, ctx: PruneContext) -> dict[str, torch.Tensor]:
-        return {g.name: rank_scores(self._ranks[g.name]) for g in ctx.groups}
+        """Leading channels first. Without a search (e.g. `vss eval`'s oracle, which runs no `prepare()`)
+        the order is the one the search would have started from: |γ| of the parent as it is."""
+        ranks = getattr(self, "_ranks", None) or {g.name: leading_rank(g) for g in ctx.groups}
+        return {g.name: rank_scores(ranks[g.name]) for g in ctx.groups}
 
     def plan(self, ctx: PruneContext, scores: dict[str, torch.Tensor]) -> dict[str, list[int]]:
         return plan_from_widths(ctx.groups, scores, self._widths)

@@ -1,12 +1,23 @@
 """`fgp`: Feature-Gradient-Prune (Lv et al., "Feature-Gradient-Prune: ...", arXiv 2411.12781).
 
 Per class Grad-CAM evidence. For every minibatch and every class d present in its labels, the target
-is d's logit ("out") summed over the pixels labelled d; for each group's BatchNorm output A (post-BN,
-pre-activation) the heat is ReLU(A ⊙ ∂target/∂A), averaged over space and summed over images:
-Score(c, d). One forward per minibatch, then one backward per class present, with gradients taken
-only against the captured features (`torch.autograd.grad`), so no parameter's `.grad` is touched;
-the model runs in eval mode, so BatchNorm statistics are untouched. A group with several BNs uses the
-mean of their heats.
+is d's logit ("out") summed over the pixels labelled d; for each group's feature map A and its
+gradient G = ∂target/∂A, the channel's heat, averaged over space and summed over images, is Score(c, d):
+
+  `heat=gradcam` (default): ReLU(ᾱ_c · A_c) with ᾱ_c = the spatial mean of G_c, Grad-CAM's channel
+      weight (Selvaraju et al., ICCV 2017), which the FGP paper's heatmap H = ReLU(Σ_m G^m F^m) builds on;
+  `heat=elementwise`: ReLU(A_c ⊙ G_c), pixel by pixel (vss ≤ 0.1): it also credits a channel whose
+      gradient changes sign over the image, where Grad-CAM's pooled weight cancels.
+
+  `features=conv` (default): A = the output of the group's convolutions, "the feature map produced by
+      the m-th kernel" as the paper writes and where Grad-CAM reads its activations;
+  `features=bn`: A = the group's BatchNorm outputs (post-BN, pre-activation; vss ≤ 0.1). The two differ
+      by BN's shift β: the gradient only rescales, the feature moves.
+
+One forward per minibatch, then one backward per class present, with gradients taken only against
+the captured features (`torch.autograd.grad`), so no parameter's `.grad` is touched; the model runs in
+eval mode, so BatchNorm statistics are untouched. A group with several convs / BNs uses the mean of
+their heats; a group without BatchNorm is read at its convs under either `features`.
 
 Class-normalised support. Score(·, d) is divided by its sum over the layer's channels (each class
 becomes a distribution over the channels; the sum rather than the max, so a class whose evidence is
@@ -20,7 +31,8 @@ normalisation). The paper's rule is `share` = T (`--fgp-share`, paper: 0.8): per
 highest-S channels whose cumulative share of ΣS first reaches T (adaptive widths, then rounded to
 `--round-to`); `--global-ratio` is then not used. A layer with no evidence at all is kept whole.
 
-Options: `share` = None (global ratio); 0.8 when the paper's rule is wanted.
+Options: `share` = None (global ratio); 0.8 when the paper's rule is wanted. `heat` = gradcam,
+`features` = conv (above).
 """
 
 from __future__ import annotations
@@ -30,7 +42,7 @@ import torch.nn.functional as F
 
 from vss_cli.errors import ConfigError
 from vss_cli.pruning.base import PruneContext, PruningMethod, register_method
-from vss_cli.pruning.features import capture_hook, channel_outputs, eval_mode, forward_hooks
+from vss_cli.pruning.features import capture_hook, channel_outputs, eval_mode, forward_hooks, scoring_batches
 from vss_cli.pruning.planner import plan_from_widths, round_keep
 from vss_cli.pruning.surgery import LayerGroup
 
@@ -45,24 +57,38 @@ def class_target(logits: torch.Tensor, labels: torch.Tensor, d: int) -> torch.Te
     return (logits[:, d] * (labels == d)).sum()
 
 
-def heat(feature: torch.Tensor, grad: torch.Tensor | None) -> torch.Tensor:
-    """Σ over images of the spatial mean of ReLU(feature ⊙ gradient): one value per channel."""
+HEATS = ("gradcam", "elementwise")
+FEATURES = ("conv", "bn")
+
+
+def heat(feature: torch.Tensor, grad: torch.Tensor | None, mode: str = "gradcam") -> torch.Tensor:
+    """Σ over images of the spatial mean of the channel's heat map: one value per channel.
+
+    gradcam: ReLU(mean_space(grad) · feature); elementwise: ReLU(feature ⊙ grad)."""
     if grad is None:
         return torch.zeros(feature.shape[1], device=feature.device)
-    return F.relu(feature.detach() * grad).mean((2, 3)).sum(0)
+    weight = grad.mean((2, 3), keepdim=True) if mode == "gradcam" else grad
+    return F.relu(feature.detach() * weight).mean((2, 3)).sum(0)
+
+
+def observed_modules(group: LayerGroup, features: str) -> list:
+    """Where a group's channels are read: its convs' outputs, or its BNs' (convs when it has none)."""
+    return channel_outputs(group) if features == "bn" else [m for _, m in group.convs]
 
 
 class ClassEvidence:
     """Score(c, d) per group, accumulated over minibatches."""
 
-    def __init__(self, groups: list[LayerGroup], num_classes: int) -> None:
+    def __init__(self, groups: list[LayerGroup], num_classes: int, heat: str = "gradcam",
+                 features: str = "conv") -> None:
         self.groups = groups
+        self.heat, self.features = heat, features
         self.scores = {g.name: torch.zeros(g.size, num_classes) for g in groups}
         self.seen = torch.zeros(num_classes, dtype=torch.bool)
 
     def add_minibatch(self, model, images: torch.Tensor, labels: torch.Tensor, num_classes: int) -> None:
         captured = {g.name: [] for g in self.groups}
-        hooks = [(m, capture_hook(captured[g.name])) for g in self.groups for m in channel_outputs(g)]
+        hooks = [(m, capture_hook(captured[g.name])) for g in self.groups for m in observed_modules(g, self.features)]
         with forward_hooks(hooks), torch.enable_grad():
             logits = model(images.requires_grad_(True))["out"]
             if logits.shape[-2:] != labels.shape[-2:]:
@@ -75,7 +101,7 @@ class ClassEvidence:
                                         retain_graph=k < len(classes) - 1, allow_unused=True)
             per_group: dict[str, list[torch.Tensor]] = {}
             for (name, _), feat, grad in zip(order, features, grads, strict=True):
-                per_group.setdefault(name, []).append(heat(feat, grad))
+                per_group.setdefault(name, []).append(heat(feat, grad, self.heat))
             for name, heats in per_group.items():
                 self.scores[name][:, d] += torch.stack(heats).mean(0).cpu()
             self.seen[d] = True
@@ -109,18 +135,23 @@ class FGP(PruningMethod):
     name = "fgp"
     paper_allocation = "share"  # cumulative share T per layer with --fgp-share, else global on S
     needs_data = True
-    options = {"share": None}
+    options = {"share": None, "heat": "gradcam", "features": "conv"}
 
     def score(self, ctx: PruneContext) -> dict[str, torch.Tensor]:
-        evidence = ClassEvidence(ctx.groups, ctx.num_classes)
+        mode, features = str(self.opts["heat"]), str(self.opts["features"])
+        if mode not in HEATS or features not in FEATURES:
+            raise ConfigError(f"fgp: heat={mode} features={features} unknown: use heat={'|'.join(HEATS)} "
+                              f"and features={'|'.join(FEATURES)}")
+        evidence = ClassEvidence(ctx.groups, ctx.num_classes, mode, features)
         minibatches = 0
         with eval_mode(ctx.model):
-            for images, labels in ctx.batches():
+            for images, labels in scoring_batches(ctx, "fgp"):
                 evidence.add_minibatch(ctx.model, images, labels, ctx.num_classes)
                 minibatches += 1
         if not bool(evidence.seen.any()):
             raise ConfigError("fgp found no labelled pixels in the scoring images: pass more --samples")
-        ctx.notes.update(fgp_minibatches=minibatches, fgp_classes=int(evidence.seen.sum()))
+        ctx.notes.update(fgp_minibatches=minibatches, fgp_classes=int(evidence.seen.sum()), fgp_heat=mode,
+                         fgp_features=features)
         return evidence.support()
 
     def plan(self, ctx: PruneContext, scores: dict[str, torch.Tensor]) -> dict[str, list[int]]:

@@ -43,7 +43,7 @@ import torch.nn.functional as F
 
 from vss_cli.errors import ConfigError
 from vss_cli.pruning.base import PruneContext, PruningMethod, register_method
-from vss_cli.pruning.features import channel_outputs, eval_mode, forward_hooks, observer_hook
+from vss_cli.pruning.features import channel_outputs, eval_mode, forward_hooks, observer_hook, scoring_batches
 from vss_cli.pruning.planner import global_threshold_plan
 from vss_cli.pruning.surgery import LayerGroup
 
@@ -165,7 +165,7 @@ class SIRFP(PruningMethod):
         hooks = [(module, observer_hook(s.add))
                  for g in ctx.groups for module, s in zip(channel_outputs(g), stats[g.name], strict=True)]
         with eval_mode(ctx.model), forward_hooks(hooks), torch.no_grad():
-            for images, _ in ctx.batches():
+            for images, _ in scoring_batches(ctx, "sirfp"):
                 ctx.model(images)
         if not any(s.images for ss in stats.values() for s in ss):
             raise ConfigError("sirfp saw no images: pass --samples N with N > 0")

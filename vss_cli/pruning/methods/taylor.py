@@ -32,6 +32,7 @@ import torch.nn.functional as F
 
 from vss_cli.errors import ConfigError
 from vss_cli.pruning.base import PruneContext, PruningMethod, mean_over_members, register_method
+from vss_cli.pruning.features import scoring_batches
 from vss_cli.pruning.surgery import LayerGroup
 
 
@@ -103,7 +104,7 @@ class Taylor(PruningMethod):
         totals: dict[str, torch.Tensor] = {}
         minibatches = 0
         with gradients_only_for(ctx.model, wanted):
-            for images, labels in ctx.batches():
+            for images, labels in scoring_batches(ctx, "taylor"):
                 if not bool((labels != ctx.ignore_index).any()):
                     continue  # an all-void minibatch has no loss to differentiate
                 for p in wanted:
