@@ -6,7 +6,6 @@ hashed before a write transaction starts, so the write lock is held only for the
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -14,13 +13,11 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, func, or_, update
 from sqlalchemy import insert as insert_row
-from sqlalchemy import select as select_sql
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
-from vss_cli.errors import CheckpointError, ConfigError, RunNotFound
-from vss_cli.store import keys, queries
-from vss_cli.store.bulk import BulkStore
+from vss_cli.errors import ConfigError, RunNotFound
+from vss_cli.store import keys
 from vss_cli.store.engine import WRITE_OPTION, make_engine, retry_locked
 from vss_cli.store.identity import (  # noqa: F401 - re-exported
     artifact_intact,
@@ -30,8 +27,9 @@ from vss_cli.store.identity import (  # noqa: F401 - re-exported
     worker_id,
 )
 from vss_cli.store.migrations import migrate
-from vss_cli.store.queries import EDGE, METRIC, RUN
-from vss_cli.store.rows import Artifact, Lineage, Metric, Run
+from vss_cli.store.queries import EDGE, RUN
+from vss_cli.store.reads import RunReads, require_run
+from vss_cli.store.rows import Artifact, Run
 from vss_cli.store.tables import (
     KINDS,
     RELATIONS,
@@ -39,10 +37,10 @@ from vss_cli.store.tables import (
     TERMINAL_STATUSES,
     ArtifactRecord,
     EdgeRecord,
-    MetricRecord,
     RunRecord,
 )
 from vss_cli.store.tables import check_choice as _check
+from vss_cli.store.writes import finite_values, insert_metrics, missing_run
 
 T = TypeVar("T")
 CLAIMABLE_STATUSES = ("pending", "interrupted")
@@ -52,50 +50,7 @@ def _now() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def _finite(value: Any) -> float | None:
-    """`value` as a float when it is a finite number (numpy/torch scalars included), else None."""
-    if isinstance(value, (str, bytes)):
-        return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
-
-
-def _finite_values(metrics: Mapping[str, Any]) -> dict[str, float]:
-    return {key: v for key, value in metrics.items() if (v := _finite(value)) is not None}
-
-
-def _insert_metrics(session: Session, run_id: str, values: Mapping[str, float], step: int | None, now: datetime) -> None:
-    """One multi-row INSERT of metric rows."""
-    if values:
-        rows = [dict(run_id=run_id, key=k, value=v, step=step, created_at=now) for k, v in values.items()]
-        session.connection().execute(insert_row(METRIC), rows)
-
-
-def _missing_run(session: Session, run_ids: Sequence[str]) -> RunNotFound | None:
-    """RunNotFound naming the first of `run_ids` that is not in the store, or None (one statement)."""
-    if not run_ids:
-        return None
-    found = set(session.connection().execute(select_sql(RUN.c.id).where(RUN.c.id.in_(list(run_ids)))).scalars())
-    missing = [run_id for run_id in run_ids if run_id not in found]
-    return RunNotFound(f"no run has id '{missing[0]}': see `vss runs list`") if missing else None
-
-
-def _require(session: Session, run_id: str) -> RunRecord:
-    rec = session.get(RunRecord, run_id)
-    if rec is None:
-        raise RunNotFound(f"no run has id '{run_id}': see `vss runs list`")
-    return rec
-
-
-def _ambiguous(prefix: str, ids: Sequence[str]) -> RunNotFound:
-    shown = ", ".join(ids[:5]) + (", …" if len(ids) > 5 else "")
-    return RunNotFound(f"'{prefix}' matches several runs ({shown}): give more characters of the id")
-
-
-class Store(BulkStore):
+class Store(RunReads):
     """The lineage database. Opening it migrates it; options are keyword-only past the run id."""
 
     def __init__(self, url_or_path: str | Path) -> None:
@@ -159,11 +114,11 @@ class Store(BulkStore):
         """Record a new run, its parent edges and (optionally) its first `metrics` at `step`, in one
         transaction. A `running` run starts now with this worker."""
         insert = self._run_inserter(kind, config, parents, status, config_key, name, versions, out_dir)
-        values = _finite_values(metrics or {})
+        values = finite_values(metrics or {})
 
         def txn(session: Session) -> Run:
             run = insert(session)
-            _insert_metrics(session, run.id, values, step, run.created_at)
+            insert_metrics(session, run.id, values, step, run.created_at)
             return run
 
         return self._write_with_parents(txn, parents)
@@ -174,7 +129,7 @@ class Store(BulkStore):
         try:
             return self._write(fn)
         except IntegrityError:
-            missing = self._read(lambda session: _missing_run(session, [p for p, _ in parents]))
+            missing = self._read(lambda session: missing_run(session, [p for p, _ in parents]))
             if missing is None:
                 raise
             raise missing from None
@@ -281,7 +236,7 @@ class Store(BulkStore):
             values["versions"] = keys.canonical_json(dict(versions))
 
         def txn(session: Session) -> Run:
-            rec = _require(session, run_id)
+            rec = require_run(session, run_id)
             for key, value in values.items():
                 setattr(rec, key, value)
             session.add(rec)
@@ -294,7 +249,7 @@ class Store(BulkStore):
         _check(status, STATUSES, "run status")
 
         def txn(session: Session) -> None:
-            rec, now = _require(session, run_id), _now()
+            rec, now = require_run(session, run_id), _now()
             rec.status = status
             if status in TERMINAL_STATUSES:
                 rec.finished_at = now
@@ -323,8 +278,8 @@ class Store(BulkStore):
             raise ConfigError(f"run {parent_id} cannot be its own parent: pass two different runs")
 
         def txn(session: Session) -> None:
-            _require(session, parent_id)
-            _require(session, child_id)
+            require_run(session, parent_id)
+            require_run(session, child_id)
             query = select(EdgeRecord).where(
                 EdgeRecord.parent_id == parent_id,
                 EdgeRecord.child_id == child_id,
@@ -343,7 +298,7 @@ class Store(BulkStore):
         sha, size = file_digest(path)
 
         def txn(session: Session) -> Artifact:
-            _require(session, run_id)
+            require_run(session, run_id)
             rec = ArtifactRecord(
                 run_id=run_id, kind=kind, path=str(path), sha256=sha, bytes=size, created_at=_now()
             )
@@ -358,11 +313,11 @@ class Store(BulkStore):
 
         Returns how many were written.
         """
-        values = _finite_values(metrics)
+        values = finite_values(metrics)
 
         def txn(session: Session) -> int:
-            _require(session, run_id)
-            _insert_metrics(session, run_id, values, step, _now())
+            require_run(session, run_id)
+            insert_metrics(session, run_id, values, step, _now())
             return len(values)
 
         return self._write(txn)
@@ -414,129 +369,3 @@ class Store(BulkStore):
             )
         )
         return self._write(lambda session: session.exec(stmt).rowcount == 1)
-
-    # -- reads ----------------------------------------------------------------------------------
-
-    def get_run(self, id_or_prefix: str) -> Run:
-        """The run with this id, or the only run whose id starts with it."""
-        prefix = id_or_prefix.strip().lower()
-
-        def txn(session: Session) -> Run:
-            exact = session.get(RunRecord, prefix) if prefix else None
-            if exact is not None:
-                return Run.from_record(exact)
-            query = select(RunRecord).where(col(RunRecord.id).startswith(prefix, autoescape=True))
-            recs = session.exec(query.order_by(col(RunRecord.id)).limit(6)).all() if prefix else []
-            if not recs:
-                raise RunNotFound(f"no run matches '{id_or_prefix}': see `vss runs list`")
-            if len(recs) > 1:
-                raise _ambiguous(id_or_prefix, [r.id for r in recs])
-            return Run.from_record(recs[0])
-
-        return self._read(txn)
-
-    def list_runs(
-        self,
-        *,
-        kind: str | None = None,
-        status: str | None = None,
-        limit: int | None = None,
-        config_key: str | None = None,
-    ) -> list[Run]:
-        """Runs, newest first, optionally filtered."""
-        query = select(RunRecord)
-        if kind is not None:
-            _check(kind, KINDS, "run kind")
-            query = query.where(RunRecord.kind == kind)
-        if status is not None:
-            _check(status, STATUSES, "run status")
-            query = query.where(RunRecord.status == status)
-        if config_key is not None:
-            query = query.where(RunRecord.config_key == config_key)
-        query = query.order_by(col(RunRecord.created_at).desc(), col(RunRecord.id).desc()).limit(limit)
-        return self._read(lambda session: [Run.from_record(r) for r in session.exec(query).all()])
-
-    def find_completed(self, *, config_key: str, kind: str | None = None) -> Run | None:
-        """A completed run with this key whose artifacts all still exist with their sha256, else None."""
-        for run in self.list_runs(config_key=config_key, kind=kind, status="completed"):
-            if all(artifact_intact(a) for a in self.artifacts(run.id)):
-                return run
-        return None
-
-    def parents(self, run_id: str) -> list[tuple[str, Run]]:
-        """(relation, parent run) pairs, in the order the edges were added."""
-        return self.parents_many([run_id])[run_id]
-
-    def children(self, run_id: str) -> list[tuple[str, Run]]:
-        """(relation, child run) pairs, in the order the edges were added."""
-        return self.children_many([run_id])[run_id]
-
-    def lineage(self, run_id: str, *, max_depth: int = 16) -> Lineage:
-        """The run with its ancestor and descendant trees, up to `max_depth` edges each way (one
-        statement per level)."""
-
-        def txn(session: Session) -> Lineage:
-            rec = _require(session, run_id)
-            seen = frozenset({rec.id})
-            up = queries.reachable(session, rec.id, upward=True, max_depth=max_depth)
-            down = queries.reachable(session, rec.id, upward=False, max_depth=max_depth)
-            return Lineage(
-                run=Run.from_record(rec),
-                ancestors=queries.tree(up, rec.id, max_depth, seen),
-                descendants=queries.tree(down, rec.id, max_depth, seen),
-            )
-
-        return self._read(txn)
-
-    def artifacts(self, run_id: str, kind: str | None = None) -> list[Artifact]:
-        """The run's artifacts in the order they were recorded."""
-        query = select(ArtifactRecord).where(ArtifactRecord.run_id == run_id)
-        if kind is not None:
-            query = query.where(ArtifactRecord.kind == kind)
-        query = query.order_by(col(ArtifactRecord.id))
-        return self._read(lambda session: [Artifact.from_record(r) for r in session.exec(query).all()])
-
-    def artifact_path(self, run_id: str, kind: str = "checkpoint") -> Path:
-        """Path of the run's latest artifact of `kind` (id or unique prefix); CheckpointError if none."""
-        run = self.get_run(run_id)
-        found = self.artifacts(run.id, kind)
-        if not found:
-            raise CheckpointError(
-                f"run {run.id} ({run.kind}, {run.status}) has no {kind} artifact: "
-                "pass a completed train, finetune or prune run (see `vss runs list`)"
-            )
-        path = found[-1].path
-        if not path.is_file():
-            raise CheckpointError(
-                f"the {kind} of run {run.id} is gone from {path}: rerun that run or pass another"
-            )
-        return path
-
-    def run_for_artifact(self, path: str | Path, kind: str | None = None) -> Run | None:
-        """The run that recorded this file as an artifact (newest first), or None: lineage for paths."""
-        resolved = str(Path(path).resolve())
-        query = select(ArtifactRecord).where(ArtifactRecord.path == resolved)
-        if kind is not None:
-            query = query.where(ArtifactRecord.kind == kind)
-        query = query.order_by(col(ArtifactRecord.id).desc())
-
-        def txn(session: Session) -> Run | None:
-            art = session.exec(query).first()
-            if art is None:
-                return None
-            rec = session.get(RunRecord, art.run_id)
-            return Run.from_record(rec) if rec is not None else None
-
-        return self._read(txn)
-
-    def metrics(self, run_id: str, key: str | None = None) -> list[Metric]:
-        """The run's metric rows in the order they were appended."""
-        query = select(MetricRecord).where(MetricRecord.run_id == run_id)
-        if key is not None:
-            query = query.where(MetricRecord.key == key)
-        query = query.order_by(col(MetricRecord.id))
-        return self._read(lambda session: [Metric.from_record(r) for r in session.exec(query).all()])
-
-    def latest_metrics(self, run_id: str) -> dict[str, float]:
-        """The last appended value of each metric key (keys in the order of their last append)."""
-        return self.latest_metrics_many([run_id])[run_id]

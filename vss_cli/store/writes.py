@@ -1,0 +1,47 @@
+"""Row-level helpers of the store's write transactions: finite metric values, multi-row metric
+inserts, and the one-statement check that parent runs exist."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import insert as insert_row
+from sqlalchemy import select as select_sql
+from sqlmodel import Session
+
+from vss_cli.errors import RunNotFound
+from vss_cli.store.queries import METRIC, RUN
+
+
+def _finite(value: Any) -> float | None:
+    """`value` as a float when it is a finite number (numpy/torch scalars included), else None."""
+    if isinstance(value, (str, bytes)):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def finite_values(metrics: Mapping[str, Any]) -> dict[str, float]:
+    return {key: v for key, value in metrics.items() if (v := _finite(value)) is not None}
+
+
+def insert_metrics(session: Session, run_id: str, values: Mapping[str, float], step: int | None, now: datetime) -> None:
+    """One multi-row INSERT of metric rows."""
+    if values:
+        rows = [dict(run_id=run_id, key=k, value=v, step=step, created_at=now) for k, v in values.items()]
+        session.connection().execute(insert_row(METRIC), rows)
+
+
+def missing_run(session: Session, run_ids: Sequence[str]) -> RunNotFound | None:
+    """RunNotFound naming the first of `run_ids` that is not in the store, or None (one statement)."""
+    if not run_ids:
+        return None
+    found = set(session.connection().execute(select_sql(RUN.c.id).where(RUN.c.id.in_(list(run_ids)))).scalars())
+    missing = [run_id for run_id in run_ids if run_id not in found]
+    return RunNotFound(f"no run has id '{missing[0]}': see `vss runs list`") if missing else None
