@@ -149,7 +149,7 @@ def test_run_ids_give_lineage_edges_and_the_method_from_the_prune_run(ckpts, db)
                                    warmup=0, oracle_samples=2, oracle_layers=1, reconstruction_batches=1), store)
         parents = [(relation, run.id) for relation, run in store.parents(out.run_id)]
     assert parents == [("baseline-of", train.id), ("evaluates", finetune.id)]
-    assert list(out.report["oracle_analysis"]["methods"]) == ["l1"]
+    assert list(out.report.oracle_analysis["methods"]) == ["l1"]
 
 
 @pytest.mark.parametrize("args, message", [

@@ -129,3 +129,115 @@ def test_bad_references_exit_2(bench_db, tmp_path):
 def test_report_package_imports_no_torch():
     code = "import sys, vss_cli.report, vss_cli.report.plots; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])
+
+
+# ---------------------------------------------------------------------------------------------
+# one report definition: eval JSON keys, flat metrics, cell rows, the CSV header
+
+
+def _tiny_ckpt(tmp_path: Path) -> Path:
+    import torch
+
+    from vss_cli.data import get_spec
+    from vss_cli.engine.checkpoint import ModelSpec, save_checkpoint
+    from vss_cli.models import build_model
+
+    spec = get_spec("synthetic")
+    torch.manual_seed(0)
+    model = build_model("unet", spec.num_classes, width=0.125).eval()
+    return save_checkpoint(tmp_path / "base.pt", model=model, spec=ModelSpec("unet", spec.num_classes, {"width": 0.125}),
+                           dataset=spec.to_dict())
+
+
+def test_eval_json_keys_come_from_the_report_dataclass(tmp_path, monkeypatch):
+    import dataclasses
+
+    from vss_cli.report import schema
+
+    ckpt = _tiny_ckpt(tmp_path)
+    report_path = tmp_path / "r.json"
+    args = ["eval", "--baseline", str(ckpt), "--candidate", str(ckpt), "--input-size", "32,48", "--speed-iters", "2",
+            "--warmup", "1", "--batch-size", "8", "--report", str(report_path)]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    data = json.loads(report_path.read_text())
+    typed = schema.EvalReport.from_json(data)
+    spread = set(typed.speedups)
+    assert spread >= {"speedup_latency", "speedup_fps"}
+    assert list(data) == [k for f in dataclasses.fields(schema.EvalReport)
+                          for k in (typed.speedups if f.name in schema.SPREAD_FIELDS else [f.name])]
+    assert typed.to_json() == data
+    flat = typed.flat_metrics()
+    assert {f"{side}_{name}" for side in schema.SIDES for name in schema.FLAT_SIDE_METRICS} <= set(flat)
+    assert {m.source for m in schema.CELL_METRICS} - {"speedup_noisy"} <= set(flat), "a cell metric has no source"
+    with Store(tmp_path / "vss.db") as store:
+        run = store.list_runs(kind="eval")[0]
+        assert store.latest_metrics(run.id) == pytest.approx(flat, nan_ok=True)
+
+
+def test_csv_header_and_summary_keys_follow_the_cell_metric_list(bench_db, monkeypatch):
+    from vss_cli.report import schema
+    from vss_cli.report.tables import aggregate_columns
+
+    _, bench_id = bench_db
+    header = next(csv.reader(io.StringIO(runner.invoke(app, ["report", bench_id, "--format", "csv"]).stdout)))
+    assert header == aggregate_columns()
+    assert [c for c in header if c.endswith("_mean")] == [f"{m.name}_mean" for m in schema.CELL_METRICS if m.label]
+    extra = schema.CellMetric("baseline_miou", "baseline_miou", "base mIoU", ".3f")  # now a report column too
+    monkeypatch.setattr(schema, "CELL_METRICS", (*[m for m in schema.CELL_METRICS if m.name != "baseline_miou"], extra))
+    result = runner.invoke(app, ["report", bench_id, "--format", "csv"])
+    rows = list(csv.DictReader(io.StringIO(result.stdout)))
+    assert "baseline_miou_mean" in rows[0] and float(rows[0]["baseline_miou_mean"]) == pytest.approx(0.7)
+    table = runner.invoke(app, ["report", bench_id, "--format", "markdown"])
+    assert "base mIoU" in table.stdout.splitlines()[0]
+    assert "baseline_miou" in schema.CellRow("l1", 0.3, 0, "completed", metrics={"baseline_miou": 0.7}).to_dict()
+
+
+def _report(noisy: bool | None = None):
+    from vss_cli.report.schema import EvalReport, PruningRatios
+
+    speed = {"median_ms": 10.0, "min_ms": 9.0, "max_ms": 12.0, "fps": 100.0, "batch": 1, "dtype": "fp32"}
+    if noisy is not None:
+        speed = {**speed, "noisy": noisy}
+    res = {"mIoU": 0.5, "Pixel_Accuracy": 0.8, "Mean_Accuracy": 0.6, "Frequency_Weighted_IoU": 0.7}
+    cx = {"FLOPs": "1 GMac", "Params": "1 M", "macs": 10, "params": 5}
+    return EvalReport(baseline="b", candidate="c", dataset="synthetic", split="val", input_size=[32, 32],
+                      baseline_results=res, candidate_results=res, miou_retention=1.0, pixel_accuracy_retention=1.0,
+                      baseline_speed=speed, candidate_speed=speed, speedups={"speedup_latency": 1.04, "speedup_fps": 1.04},
+                      baseline_flops_params=cx, candidate_flops_params=cx,
+                      pruning_ratios=PruningRatios(channel_prune_ratio=0.299, channels_before=1472, channels_after=1032))
+
+
+def _rendered(table) -> str:
+    from rich.console import Console
+
+    console = Console(width=200, record=True)
+    console.print(table)
+    return console.export_text()
+
+
+def test_eval_table_channel_row_shows_channels_removed_and_noise():
+    from vss_cli.cli.eval import summary_table
+
+    text = _rendered(summary_table(_report()))
+    removed = next(line for line in text.splitlines() if "channels removed" in line)
+    assert "440 (29.9%)" in removed and "1032" not in removed and "1472" not in removed
+    kept = next(line for line in text.splitlines() if "prunable channels" in line)
+    assert "1472" in kept and "1032" in kept
+    assert "noisy" not in text
+    assert "noisy" in _rendered(summary_table(_report(noisy=True)))
+    assert _report().flat_metrics().get("speedup_noisy") is None, "no noise verdict must not read as 'not noisy'"
+    assert _report(noisy=True).flat_metrics()["speedup_noisy"] == 1.0
+    assert _report(noisy=False).flat_metrics()["speedup_noisy"] == 0.0
+
+
+def test_report_tables_mark_a_noisy_speedup():
+    from vss_cli.report.schema import CellRow
+    from vss_cli.report.tables import NOISY_MARK, aggregate, display_rows
+
+    rows = [CellRow("l1", 0.3, s, "completed", metrics={"speedup_latency": 1.1, "speedup_noisy": float(s == 1)})
+            for s in (0, 1)]
+    shown = display_rows(aggregate(rows))
+    assert shown[0]["speedup"].endswith(NOISY_MARK)
+    quiet = display_rows(aggregate([CellRow("l1", 0.3, 0, "completed", metrics={"speedup_latency": 1.1})]))
+    assert NOISY_MARK not in quiet[0]["speedup"]

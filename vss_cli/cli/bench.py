@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich import box
@@ -12,6 +12,14 @@ from rich.table import Table
 from vss_cli.cli import options as o
 from vss_cli.cli.output import console, err_console
 from vss_cli.cli.state import STATE
+from vss_cli.workflows.bench_options import (
+    DEFAULT_FINETUNE_EPOCHS,
+    DEFAULT_METHODS,
+    DEFAULT_RATIOS,
+    DEFAULT_SEEDS,
+    BenchOptions,
+)
+from vss_cli.workflows.options import EvalOptions, PruneOptions, TrainOptions, default_of
 
 Baseline = Annotated[str | None, typer.Option("--baseline", help="baseline checkpoint (.pt) or run id; default: "
                                               "reuse (or train) the dataset's default baseline")]
@@ -28,11 +36,77 @@ OutDir = Annotated[Path | None, typer.Option("--out-dir", help="folder of benchm
                                              "files (default runs/bench/<bench run id>)")]
 SkipExisting = Annotated[bool, typer.Option("--skip-existing", help="reuse completed cells (this grid's or "
                                             "another's) whose artifacts still match their sha256; rerun the rest")]
-EvalBatch = Annotated[int, typer.Option("--batch-size", help="evaluation and timing batch size")]
+ForceNew = Annotated[bool, typer.Option("--force-new", help="start this grid in an --out-dir that holds another "
+                                        "grid's summary (that summary is kept, renamed after its bench run)")]
 Grace = Annotated[float, typer.Option("--worker-grace", help="seconds without a heartbeat after which another "
                                       "process takes over a running cell")]
+Join = Annotated[str | None, typer.Option("--join", help="BENCH_ID or latest: take cells of that recorded grid "
+                                          "with exactly its options (only --device and --worker-grace may be given)")]
+PrepareOnly = Annotated[bool, typer.Option("--prepare-only", help="record the grid, its baseline and its cells, "
+                                           "then stop (workers take the cells with --join)")]
+NprocPerCell = Annotated[int, typer.Option("--nproc-per-cell", help="run each cell's fine-tune under torchrun "
+                                           "on N processes (gloo on CPU, nccl on CUDA; global batch = N x batch)")]
+PruneBatch = Annotated[int, typer.Option("--prune-batch-size", help="minibatch size while scoring channels")]
+BenchOption = Annotated[list[str] | None, typer.Option("--option", help="method option METHOD:KEY=VALUE for that "
+                                                       "method's cells, e.g. fgp:share=0.8 (repeatable)")]
 
+# CLI parameter -> field of each step template (every field a cell does not set itself; tests check it)
+PRUNE_FIELDS = {"dataset": "dataset", "data_root": "data_root", "input_size": "input_size", "round_to": "round_to",
+                "allocation": "allocation", "normalizer": "normalizer", "budget": "budget", "samples": "samples",
+                "prune_batch_size": "batch_size", "device": "device", "model": "model", "dtype": "dtype",
+                "speed_check_iters": "speed_check_iters", "require_speedup": "require_speedup"}
+EVAL_FIELDS = {"batch_size": "batch_size", "input_size": "input_size", "dataset": "dataset", "data_root": "data_root",
+               "device": "device", "dtype": "dtype", "channels_last": "channels_last", "speed_iters": "speed_iters",
+               "warmup": "warmup", "oracle_samples": "oracle_samples", "oracle_layers": "oracle_layers",
+               "oracle_methods": "oracle_methods", "reconstruction_batches": "reconstruction_batches",
+               "split": "split", "num_workers": "num_workers", "model": "model", "fuse_bn": "fuse_bn",
+               "compile": "compile", "cuda_graphs": "cuda_graphs"}
+FINETUNE_FIELDS = {"dataset": "dataset", "data_root": "data_root", "input_size": "input_size",
+                   "finetune_epochs": "epochs", "finetune_lr": "lr", "max_iters_per_epoch": "max_iters_per_epoch",
+                   "device": "device", "num_workers": "num_workers"}
+BASELINE_FIELDS = {"dataset": "dataset", "data_root": "data_root", "input_size": "input_size", "model": "model",
+                   "baseline_epochs": "epochs", "max_iters_per_epoch": "max_iters_per_epoch", "device": "device"}
 CELL_COLUMNS = ("method", "ratio", "seed", "status", "mIoU", "retain", "speedup", "ch↓", "MACs↓", "note")
+E, P = o.EVAL, o.PRUNE
+
+
+def _pick(given: dict[str, Any], mapping: dict[str, str]) -> dict[str, Any]:
+    return {target: given[name] for name, target in mapping.items()}
+
+
+def build_options(given: dict[str, Any]) -> BenchOptions:
+    """BenchOptions from the command's parameters (by the field tables above)."""
+    given = {**given, "data_root": str(given["data_root"]) if given["data_root"] else None,
+             "input_size": o.parse_size(given["input_size"]), "round_to": o.parse_round_to(given["round_to"])}
+    methods = o.parse_list(given["methods"])
+    method_options = {m: kv for m, kv in o.parse_method_options(given["option"], methods=methods).items() if m}
+    baseline_train = TrainOptions(**_pick(given, BASELINE_FIELDS),
+                                  model_kwargs={"width": given["width"]} if given["width"] is not None else {})
+    return BenchOptions(
+        methods=methods, ratios=o.parse_list(given["ratios"], float), seeds=o.parse_list(given["seeds"], int),
+        prune=PruneOptions(**_pick(given, PRUNE_FIELDS)), finetune=TrainOptions(**_pick(given, FINETUNE_FIELDS)),
+        eval=EvalOptions(**_pick(given, EVAL_FIELDS)), method_options=method_options, baseline=given["baseline"],
+        baseline_train=baseline_train, out_dir=str(given["out_dir"]) if given["out_dir"] else None,
+        skip_existing=given["skip_existing"], force_new=given["force_new"], worker_grace=given["worker_grace"],
+        nproc_per_cell=given["nproc_per_cell"],
+    )
+
+
+JOIN_OWN = ("join", "device", "worker_grace")  # what a joining worker sets for itself
+
+
+def _check_join(given: dict[str, Any]) -> None:
+    """`--join` takes the grid's recorded options: refuse grid options given beside it instead of ignoring them."""
+    import inspect
+
+    from vss_cli.errors import ConfigError
+
+    defaults = {n: p.default for n, p in inspect.signature(bench).parameters.items()}
+    extra = [n for n, v in given.items() if n not in JOIN_OWN and v != defaults.get(n)]
+    if extra:
+        flags = ", ".join("--" + n.replace("_", "-") for n in extra)
+        raise ConfigError(f"--join runs the grid with its recorded options: drop {flags} (only --device and "
+                          "--worker-grace apply to a joining worker)")
 
 
 def _pct(value: float | None) -> str:
@@ -46,9 +120,10 @@ def _num(value: float | None, spec: str) -> str:
 def _table_rows(rows) -> list[dict]:
     return [{
         "method": r.method, "ratio": f"{r.ratio:g}", "seed": r.seed, "status": r.status,
-        "mIoU": _num(r.miou, ".4f"), "retain": _num(r.miou_retention, ".3f"),
-        "speedup": _num(r.speedup_latency, ".2f"), "ch↓": _pct(r.channel_reduction),
-        "MACs↓": _pct(r.macs_reduction), "note": "reused" if r.skipped else (r.error or "")[:60],
+        "mIoU": _num(r.metric("miou"), ".4f"), "retain": _num(r.metric("miou_retention"), ".3f"),
+        "speedup": _num(r.metric("speedup_latency"), ".2f") + (" noisy" if r.speed_noisy else ""),
+        "ch↓": _pct(r.metric("channel_reduction")), "MACs↓": _pct(r.metric("macs_reduction")),
+        "note": "reused" if r.skipped else (r.error or "")[:60],
     } for r in rows]
 
 
@@ -63,32 +138,48 @@ def _cell_table(run_id: str, rows) -> Table:
 
 
 def bench(
-    baseline: Baseline = None, methods: Methods = "fpgm,sirfp", ratios: Ratios = "0.2,0.3,0.5", seeds: Seeds = "0",
-    finetune_epochs: FinetuneEpochs = 5, finetune_lr: FinetuneLr = None, out_dir: OutDir = None,
-    skip_existing: SkipExisting = False, oracle_samples: o.OracleSamples = 0, dataset: o.Dataset = None,
-    data_root: o.DataRoot = None, model: o.Model = None, width: Width = None, baseline_epochs: BaselineEpochs = None,
-    input_size: o.InputSize = None, batch_size: EvalBatch = 4, round_to: o.RoundTo = 8, samples: o.Samples = 64,
-    max_iters_per_epoch: o.MaxIters = None, speed_iters: o.SpeedIters = 50, warmup: o.WarmupIters = 10, dtype: o.TimingDtype = "fp32",
-    device: o.Device = "auto", worker_grace: Grace = 300.0,
+    baseline: Baseline = None, methods: Methods = ",".join(DEFAULT_METHODS),
+    ratios: Ratios = ",".join(f"{r:g}" for r in DEFAULT_RATIOS), seeds: Seeds = ",".join(map(str, DEFAULT_SEEDS)),
+    finetune_epochs: FinetuneEpochs = DEFAULT_FINETUNE_EPOCHS, finetune_lr: FinetuneLr = None, out_dir: OutDir = None,
+    skip_existing: SkipExisting = False, force_new: ForceNew = False, join: Join = None, prepare_only: PrepareOnly = False,
+    dataset: o.Dataset = None, data_root: o.DataRoot = None, model: o.Model = None, width: Width = None,
+    baseline_epochs: BaselineEpochs = None, input_size: o.InputSize = None, max_iters_per_epoch: o.MaxIters = None,
+    round_to: o.RoundToAuto = str(P["round_to"]), allocation: o.Allocation = P["allocation"],
+    normalizer: o.Normalizer = P["normalizer"], budget: o.Budget = P["budget"], samples: o.Samples = P["samples"],
+    prune_batch_size: PruneBatch = P["batch_size"], option: BenchOption = None,
+    speed_check_iters: o.SpeedCheckIters = P["speed_check_iters"], require_speedup: o.RequireSpeedup = P["require_speedup"],
+    fuse_bn: o.FuseBn = E["fuse_bn"], compile: o.Compile = E["compile"], cuda_graphs: o.CudaGraphs = E["cuda_graphs"],
+    batch_size: o.EvalBatch = E["batch_size"], dtype: o.TimingDtype = E["dtype"],
+    channels_last: o.ChannelsLast = E["channels_last"], speed_iters: o.SpeedIters = E["speed_iters"],
+    warmup: o.WarmupIters = E["warmup"], oracle_samples: o.OracleSamples = E["oracle_samples"],
+    oracle_layers: o.OracleLayers = E["oracle_layers"], oracle_methods: o.OracleMethods = E["oracle_methods"],
+    reconstruction_batches: o.ReconBatches = E["reconstruction_batches"], split: o.Split = E["split"],
+    num_workers: o.NumWorkers = E["num_workers"], device: o.Device = "auto",
+    worker_grace: Grace = default_of(BenchOptions, "worker_grace"),
+    nproc_per_cell: NprocPerCell = default_of(BenchOptions, "nproc_per_cell"),
 ) -> None:
     """Prune → fine-tune → evaluate every method × ratio × seed against one baseline.
 
     Rerunning the same command continues the grid (completed cells are never rerun, failed ones are
-    retried); several processes on one database share its cells. Writes benchmark_summary.json.
+    retried); several processes on one database share its cells, and `--join BENCH_ID` adds a worker
+    to a recorded grid without repeating its options. Writes benchmark_summary.json.
     """
-    from vss_cli.workflows.bench import BenchOptions, bench_run
+    given = dict(locals())  # the parameters, by name (build_options maps them onto the templates)
+    from vss_cli.workflows.bench import bench_run
 
-    opts = BenchOptions(
-        methods=o.parse_list(methods), ratios=o.parse_list(ratios, float), seeds=o.parse_list(seeds, int),
-        baseline=baseline, finetune_epochs=finetune_epochs, finetune_lr=finetune_lr,
-        max_iters_per_epoch=max_iters_per_epoch, baseline_epochs=baseline_epochs, dataset=dataset,
-        data_root=str(data_root) if data_root else None, model=model, width=width,
-        input_size=o.parse_size(input_size), batch_size=batch_size, round_to=round_to, samples=samples,
-        oracle_samples=oracle_samples, speed_iters=speed_iters, warmup=warmup, dtype=dtype, device=device,
-        out_dir=str(out_dir) if out_dir else None, skip_existing=skip_existing, worker_grace=worker_grace,
-    )
-    outcome = bench_run(opts, STATE.store())
+    if join is not None:
+        _check_join(given)
+    opts = build_options(given)
+    outcome = bench_run(opts, STATE.store(), join=join, prepare_only=prepare_only)
     stats = outcome.stats
+    if outcome.prepared_only:
+        console.print(f"bench run {outcome.run_id}: {stats['total_experiments']} cells recorded; add workers with "
+                      f"`vss bench --join {outcome.run_id}`", highlight=False)
+        return
+    if join is not None and not outcome.ran:
+        console.print(f"bench run {outcome.run_id}: nothing to claim ({stats['completed']} completed, "
+                      f"{stats['failed']} failed of {stats['total_experiments']})", highlight=False)
+        return
     console.print(_cell_table(outcome.run_id, outcome.rows))
     console.print(
         f"{stats['completed']}/{stats['total_experiments']} cells completed ({stats['skipped']} reused), "

@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from vss_cli.workflows.options import EvalOptions, PruneOptions, TrainOptions, default_of
+
 
 def parse_size(value: str | None) -> tuple[int, int] | None:
     """Parse 'H,W' (or a single 'S' for a square) into a (H, W) tuple."""
@@ -49,6 +51,43 @@ def parse_list(value: str | None, cast=str) -> list:
     return out
 
 
+def _option_value(text: str):
+    """A method option's value: int, float, or the string as given."""
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text
+
+
+def parse_method_options(pairs: list[str] | None, *, methods: list[str] | None = None) -> dict[str | None, dict]:
+    """`--option` values: `KEY=VALUE` (key None) or, method-qualified, `METHOD:KEY=VALUE`; keys use `_`.
+
+    With `methods` (bench) every option must be qualified with one of them."""
+    out: dict[str | None, dict] = {}
+    for pair in pairs or []:
+        head, eq, value = pair.partition("=")
+        method, colon, key = head.rpartition(":") if ":" in head else (None, "", head)
+        key = key.strip().replace("-", "_")
+        if not eq or not key:
+            raise typer.BadParameter(f"--option '{pair}' is not KEY=VALUE or METHOD:KEY=VALUE (e.g. fgp:share=0.8)")
+        if methods is not None and method not in methods:
+            raise typer.BadParameter(f"--option '{pair}' must name one of the grid's methods "
+                                     f"({', '.join(methods)}) as METHOD:KEY=VALUE, e.g. fgp:share=0.8")
+        out.setdefault(method.strip() if method else None, {})[key] = _option_value(value.strip())
+    return out
+
+
+PRUNE = {name: default_of(PruneOptions, name) for name in (
+    "method", "global_ratio", "round_to", "allocation", "normalizer", "budget", "samples", "batch_size", "seed",
+    "speed_check_iters", "require_speedup", "dtype")}
+EVAL = {name: default_of(EvalOptions, name) for name in (
+    "batch_size", "dtype", "channels_last", "speed_iters", "warmup", "oracle_samples", "oracle_layers",
+    "oracle_methods", "reconstruction_batches", "split", "num_workers", "fuse_bn", "compile", "cuda_graphs")}
+TRAIN = {name: default_of(TrainOptions, name) for name in (
+    "weight_decay", "scheduler", "warmup_epochs", "slimming_lambda", "seed", "num_workers")}
+
 Dataset = Annotated[str | None, typer.Option("--dataset", help="synthetic, cityscapes or camvid (default: what "
                                              "the --data-root layout shows, else synthetic)")]
 CkptDataset = Annotated[str | None, typer.Option("--dataset", help="synthetic, cityscapes or camvid (default: the "
@@ -76,6 +115,21 @@ TimingDtype = Annotated[str, typer.Option("--dtype", help="timing precision: fp3
                                           "accuracy is measured in fp32")]
 SpeedIters = Annotated[int, typer.Option("--speed-iters", help="timed iterations per model in each eval")]
 WarmupIters = Annotated[int, typer.Option("--warmup", help="untimed warm-up iterations per model in each eval")]
+OracleLayers = Annotated[int, typer.Option("--oracle-layers", help="layers (groups) the oracle analyses, "
+                                           "spread evenly over the network")]
+OracleMethods = Annotated[str, typer.Option("--oracle-methods", help="candidate (its pruning criterion) or all")]
+ChannelsLast = Annotated[bool, typer.Option("--channels-last", help="time with channels-last memory format")]
+ReconBatches = Annotated[int, typer.Option("--reconstruction-batches", help="validation batches the logits' "
+                                           "reconstruction MSE is measured on (0 = off)")]
+Split = Annotated[str, typer.Option("--split", help="split the metrics are measured on")]
+SpeedCheckIters = Annotated[int, typer.Option("--speed-check-iters", help="paired iterations timing the pruned "
+                                              "model against its parent, as deployed (0 = off)")]
+RequireSpeedup = Annotated[bool, typer.Option("--require-speedup", help="fail the run (exit 1, no checkpoint) "
+                                             "when the pruned model is not faster than its parent")]
+Compile = Annotated[bool, typer.Option("--compile", help="time the torch.compile'd models")]
+CudaGraphs = Annotated[bool, typer.Option("--cuda-graphs", help="time CUDA-graph replays (CUDA only)")]
+EvalBatch = Annotated[int, typer.Option("--batch-size", help="evaluation and timing batch size")]
+MethodOption = Annotated[list[str] | None, typer.Option("--option", help="method option KEY=VALUE (repeatable)")]
 MaxIters = Annotated[int | None, typer.Option("--max-iters-per-epoch", help="cap iterations per training epoch "
                                               "(smoke runs)")]
 Allocation = Annotated[str, typer.Option("--allocation", help="how the cut is spread over layers: paper (each "

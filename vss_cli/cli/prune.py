@@ -19,35 +19,30 @@ SparseEpochs = Annotated[int | None, typer.Option("--sparse-epochs", help="slimm
 FgpShare = Annotated[float | None, typer.Option("--fgp-share", help="fgp: keep per layer the top channels whose "
                                                 "cumulative share reaches T (the paper's rule, T=0.8)")]
 TargetMacs = Annotated[float | None, typer.Option("--target-macs", help="dmcp: MACs target (G) instead of the ratio")]
-SpeedCheckIters = Annotated[int, typer.Option("--speed-check-iters", help="paired iterations timing the pruned "
-                                              "model against its parent, as deployed (0 = off)")]
-RequireSpeedup = Annotated[bool, typer.Option("--require-speedup", help="fail the run (exit 1, no checkpoint) "
-                                             "when the pruned model is not faster than its parent")]
-MethodOpt = Annotated[list[str] | None, typer.Option("--option", help="method option KEY=VALUE (repeatable)")]
+ScoreBatch = Annotated[int, typer.Option("--batch-size", help="minibatch size while scoring")]
 
 
-def _method_options(pairs: list[str] | None, **named) -> dict:
-    opts = {k: v for k, v in named.items() if v is not None}
-    for pair in pairs or []:
-        if "=" not in pair:
-            raise typer.BadParameter(f"--option '{pair}' is not KEY=VALUE")
-        k, v = pair.split("=", 1)
-        try:
-            opts[k.strip().replace("-", "_")] = float(v) if any(c in v for c in ".e") else int(v)
-        except ValueError:
-            opts[k.strip().replace("-", "_")] = v
-    return opts
+def _method_options(pairs: list[str] | None, method: str, **named) -> dict:
+    """Named method flags, then `--option KEY=VALUE` (or `METHOD:KEY=VALUE` naming this method)."""
+    parsed = o.parse_method_options(pairs)
+    stray = sorted(set(parsed) - {None, method})
+    if stray:
+        raise typer.BadParameter(f"--option {stray[0]}:... names another method than --method {method}")
+    return {**{k: v for k, v in named.items() if v is not None}, **parsed.get(None, {}), **parsed.get(method, {})}
 
 
 def prune(
-    ckpt: Ckpt, method: Method = "l1", global_ratio: Ratio = 0.3, round_to: o.RoundToAuto = "8",
-    allocation: o.Allocation = "paper", normalizer: o.Normalizer = "mean", budget: o.Budget = "channels",
-    input_size: o.InputSize = None, samples: o.Samples = 64, seed: o.Seed = 0, device: o.Device = "auto",
+    ckpt: Ckpt, method: Method = o.PRUNE["method"], global_ratio: Ratio = o.PRUNE["global_ratio"],
+    round_to: o.RoundToAuto = str(o.PRUNE["round_to"]), allocation: o.Allocation = o.PRUNE["allocation"],
+    normalizer: o.Normalizer = o.PRUNE["normalizer"], budget: o.Budget = o.PRUNE["budget"],
+    input_size: o.InputSize = None, samples: o.Samples = o.PRUNE["samples"], seed: o.Seed = o.PRUNE["seed"],
+    device: o.Device = "auto",
     dataset: o.CkptDataset = None, data_root: o.DataRoot = None, save: o.Save = None,
-    batch_size: Annotated[int, typer.Option("--batch-size", help="minibatch size while scoring")] = 8,
+    batch_size: ScoreBatch = o.PRUNE["batch_size"],
     sparse_epochs: SparseEpochs = None, fgp_share: FgpShare = None, target_macs: TargetMacs = None,
-    option: MethodOpt = None, model: o.Model = None, speed_check_iters: SpeedCheckIters = 20,
-    require_speedup: RequireSpeedup = False, dtype: o.TimingDtype = "fp32",
+    option: o.MethodOption = None, model: o.Model = None,
+    speed_check_iters: o.SpeedCheckIters = o.PRUNE["speed_check_iters"],
+    require_speedup: o.RequireSpeedup = o.PRUNE["require_speedup"], dtype: o.TimingDtype = o.PRUNE["dtype"],
 ) -> None:
     """Remove channels physically with one criterion; records MACs, params and widths before/after."""
     from vss_cli.workflows.prune import PruneOptions, prune_run
@@ -56,7 +51,7 @@ def prune(
         ckpt=ckpt, method=method, global_ratio=global_ratio, round_to=o.parse_round_to(round_to),
         allocation=allocation, normalizer=normalizer, budget=budget, input_size=o.parse_size(input_size),
         samples=samples, seed=seed, device=device, dataset=dataset, data_root=str(data_root) if data_root else None,
-        method_options=_method_options(option, sparse_epochs=sparse_epochs, share=fgp_share,
+        method_options=_method_options(option, method, sparse_epochs=sparse_epochs, share=fgp_share,
                                        target_macs=target_macs),
         batch_size=batch_size, save=str(save) if save else None, model=model, speed_check_iters=speed_check_iters,
         require_speedup=require_speedup, dtype=dtype,

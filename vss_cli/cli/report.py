@@ -37,7 +37,7 @@ def _bench(store, run, fmt: str, plot: Path | None, per_class: bool, x: str, cur
     from vss_cli.report import aggregate, baseline_point, cell_rows, display_rows
     from vss_cli.report import per_class as pc
     from vss_cli.report.plots import PARETO_X, plot_bench
-    from vss_cli.report.tables import Grid
+    from vss_cli.store.grid import Grid
 
     if x not in PARETO_X:
         raise ConfigError(f"--x {x} is unknown: use one of {', '.join(PARETO_X)}")
@@ -79,8 +79,8 @@ def report(ref: RunRef = "latest", fmt: Format = "table", plot: Plot = None, per
            x: XAxis = "latency", curves: Curves = None) -> None:
     """Aggregate a bench's cells over seeds (mIoU, retention, MACs/params reduction, latency speedup),
     or show a train/finetune run's per-epoch curves."""
-    from vss_cli.report import resolve_bench
     from vss_cli.report.curves import TRAINING_KINDS
+    from vss_cli.store.grid import resolve_bench
 
     if fmt not in FORMATS:
         raise ConfigError(f"--format {fmt} is not supported: use one of {', '.join(FORMATS)}")

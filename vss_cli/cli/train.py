@@ -28,30 +28,22 @@ SyncBN = Annotated[bool, typer.Option("--sync-bn", help="SyncBatchNorm under tor
 ModelFrom = Annotated[str, typer.Option("--model-from", help="pruned checkpoint (.pt) or run id to fine-tune")]
 
 
-def _build(dataset, data_root, model, epochs, batch_size, lr, weight_decay, scheduler, warmup_epochs,
-           slimming_lambda, input_size, amp, amp_dtype, seed, device, save, num_workers, resume, width, aux_loss,
-           pretrained_backbone, backbone_weights, class_weights, sync_bn, max_iters_per_epoch, model_from=None,
-           tensorboard=None):
-    from vss_cli.workflows.train import TrainOptions
+T = o.TRAIN
 
-    model_kwargs = {}
-    if width is not None:
-        model_kwargs["width"] = width
-    if aux_loss:
-        model_kwargs["aux_loss"] = True
-    if pretrained_backbone:
-        model_kwargs["pretrained_backbone"] = True
-    if backbone_weights:
-        model_kwargs["backbone_weights"] = backbone_weights
-    return TrainOptions(
-        dataset=dataset, data_root=str(data_root) if data_root else None, model=model,
-        model_kwargs=model_kwargs, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
-        scheduler=scheduler, warmup_epochs=warmup_epochs, slimming_lambda=slimming_lambda,
-        input_size=o.parse_size(input_size), amp=amp_dtype if amp else None, seed=seed, device=device,
-        num_workers=num_workers, class_weights=class_weights, sync_bn=sync_bn,
-        max_iters_per_epoch=max_iters_per_epoch, model_from=model_from, save=str(save) if save else None,
-        resume=resume, tensorboard=str(tensorboard) if tensorboard else None,
-    )
+
+def _model_kwargs(width: float | None = None, aux_loss: bool = False, pretrained_backbone: bool = False,
+                  backbone_weights: str | None = None) -> dict:
+    """The model-builder arguments the flags ask for (none given: the dataset's default model)."""
+    given = {"width": width, "aux_loss": aux_loss or None, "pretrained_backbone": pretrained_backbone or None,
+             "backbone_weights": backbone_weights}
+    return {k: v for k, v in given.items() if v is not None}
+
+
+def _common(data_root, input_size, amp: bool, amp_dtype: str, save, tensorboard) -> dict:
+    """The options both commands convert the same way."""
+    return {"data_root": str(data_root) if data_root else None, "input_size": o.parse_size(input_size),
+            "amp": amp_dtype if amp else None, "save": str(save) if save else None,
+            "tensorboard": str(tensorboard) if tensorboard else None}
 
 
 def _print(outcome, kind: str) -> None:
@@ -65,10 +57,11 @@ def _print(outcome, kind: str) -> None:
 
 def train(
     dataset: o.Dataset = None, data_root: o.DataRoot = None, model: o.Model = None, epochs: Epochs = None,
-    batch_size: o.BatchSize = None, lr: Lr = None, weight_decay: WeightDecay = 1e-4, scheduler: Scheduler = "poly",
-    warmup_epochs: Warmup = 0.0, slimming_lambda: SlimLambda = 0.0, input_size: o.InputSize = None,
-    amp: Amp = False, amp_dtype: AmpDtype = "bf16", seed: o.Seed = 0, device: o.Device = "auto",
-    save: o.Save = None, num_workers: o.NumWorkers = 0, resume: Resume = False, width: Width = None,
+    batch_size: o.BatchSize = None, lr: Lr = None, weight_decay: WeightDecay = T["weight_decay"],
+    scheduler: Scheduler = T["scheduler"], warmup_epochs: Warmup = T["warmup_epochs"],
+    slimming_lambda: SlimLambda = T["slimming_lambda"], input_size: o.InputSize = None, amp: Amp = False,
+    amp_dtype: AmpDtype = "bf16", seed: o.Seed = T["seed"], device: o.Device = "auto", save: o.Save = None,
+    num_workers: o.NumWorkers = T["num_workers"], resume: Resume = False, width: Width = None,
     aux_loss: AuxLoss = False, pretrained_backbone: Pretrained = False, backbone_weights: BackboneWeights = None,
     class_weights: ClassWeights = False, sync_bn: SyncBN = False, max_iters_per_epoch: o.MaxIters = None,
     model_from: Annotated[str | None, typer.Option("--model-from", help="start from this (pruned) checkpoint or "
@@ -76,31 +69,39 @@ def train(
     tensorboard: o.TensorBoard = None,
 ) -> None:
     """Train a baseline (defaults: built-in synthetic data and the small default model)."""
-    from vss_cli.workflows.train import train_run
+    from vss_cli.workflows.train import TrainOptions, train_run
 
-    opts = _build(dataset, data_root, model, epochs, batch_size, lr, weight_decay, scheduler, warmup_epochs,
-                  slimming_lambda, input_size, amp, amp_dtype, seed, device, save, num_workers, resume, width,
-                  aux_loss, pretrained_backbone, backbone_weights, class_weights, sync_bn, max_iters_per_epoch,
-                  model_from=model_from, tensorboard=tensorboard)
+    opts = TrainOptions(
+        dataset=dataset, model=model, model_kwargs=_model_kwargs(width, aux_loss, pretrained_backbone, backbone_weights),
+        epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, scheduler=scheduler,
+        warmup_epochs=warmup_epochs, slimming_lambda=slimming_lambda, seed=seed, device=device,
+        num_workers=num_workers, class_weights=class_weights, sync_bn=sync_bn,
+        max_iters_per_epoch=max_iters_per_epoch, model_from=model_from, resume=resume,
+        **_common(data_root, input_size, amp, amp_dtype, save, tensorboard),
+    )
     _print(train_run(opts, STATE.store()), "finetune" if model_from else "train")
 
 
 def finetune(
     model_from: ModelFrom, dataset: o.CkptDataset = None, data_root: o.DataRoot = None, epochs: Epochs = None,
-    batch_size: o.BatchSize = None, lr: Lr = None, weight_decay: WeightDecay = 1e-4, scheduler: Scheduler = "poly",
-    warmup_epochs: Warmup = 0.0, slimming_lambda: SlimLambda = 0.0, input_size: o.InputSize = None,
-    amp: Amp = False, amp_dtype: AmpDtype = "bf16", seed: o.Seed = 0, device: o.Device = "auto",
-    save: o.Save = None, num_workers: o.NumWorkers = 0, resume: Resume = False,
+    batch_size: o.BatchSize = None, lr: Lr = None, weight_decay: WeightDecay = T["weight_decay"],
+    scheduler: Scheduler = T["scheduler"], warmup_epochs: Warmup = T["warmup_epochs"],
+    slimming_lambda: SlimLambda = T["slimming_lambda"], input_size: o.InputSize = None, amp: Amp = False,
+    amp_dtype: AmpDtype = "bf16", seed: o.Seed = T["seed"], device: o.Device = "auto", save: o.Save = None,
+    num_workers: o.NumWorkers = T["num_workers"], resume: Resume = False,
     class_weights: ClassWeights = False, sync_bn: SyncBN = False, max_iters_per_epoch: o.MaxIters = None,
     tensorboard: o.TensorBoard = None,
 ) -> None:
     """Train starting from a (pruned) checkpoint, keeping its architecture."""
-    from vss_cli.workflows.train import train_run
+    from vss_cli.workflows.train import TrainOptions, train_run
 
-    opts = _build(dataset, data_root, None, epochs, batch_size, lr, weight_decay, scheduler, warmup_epochs,
-                  slimming_lambda, input_size, amp, amp_dtype, seed, device, save, num_workers, resume, None,
-                  False, False, None, class_weights, sync_bn, max_iters_per_epoch, model_from=model_from,
-                  tensorboard=tensorboard)
+    opts = TrainOptions(
+        dataset=dataset, epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
+        scheduler=scheduler, warmup_epochs=warmup_epochs, slimming_lambda=slimming_lambda, seed=seed,
+        device=device, num_workers=num_workers, class_weights=class_weights, sync_bn=sync_bn,
+        max_iters_per_epoch=max_iters_per_epoch, model_from=model_from, resume=resume,
+        **_common(data_root, input_size, amp, amp_dtype, save, tensorboard),
+    )
     _print(train_run(opts, STATE.store(), kind="finetune"), "finetune")
 
 

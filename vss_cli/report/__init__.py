@@ -1,32 +1,31 @@
-"""Bench tables (per cell, per method × ratio), CSV/JSON/markdown rows and plots from store queries.
+"""Bench tables (per cell, per method × ratio), CSV/JSON/markdown rows and plots from store queries,
+and the one definition of the evaluation report and the cell row (`report.schema`).
 
 Imports the store and matplotlib only, never torch, so `vss report` starts fast.
 """
 
+from vss_cli.report.schema import CELL_METRICS, CellMetric, CellRow, EvalReport, PruningRatios
 from vss_cli.report.tables import (
     BaselinePoint,
-    CellRow,
-    Grid,
     aggregate,
+    aggregate_columns,
     baseline_point,
     cell_rows,
     display_rows,
-    grid_cells,
-    resolve_bench,
-    step_runs,
     summary_stats,
 )
 
 __all__ = [
+    "CELL_METRICS",
     "BaselinePoint",
+    "CellMetric",
     "CellRow",
-    "Grid",
+    "EvalReport",
+    "PruningRatios",
     "aggregate",
+    "aggregate_columns",
     "baseline_point",
     "cell_rows",
     "display_rows",
-    "grid_cells",
-    "resolve_bench",
-    "step_runs",
     "summary_stats",
 ]

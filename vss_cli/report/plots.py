@@ -26,12 +26,13 @@ DPI = 100  # so the PNG is 1200 × 500 pixels (1200 × 1000 with a heat map of u
 
 
 def _relative_latency(row: CellRow) -> float | None:
-    return 1.0 / row.speedup_latency if row.speedup_latency else None
+    speedup = row.metric("speedup_latency")
+    return 1.0 / speedup if speedup else None
 
 
 def _remaining(key: str) -> Callable[[CellRow], float | None]:
     def of(row: CellRow) -> float | None:
-        value = getattr(row, key)
+        value = row.metric(key)
         return None if value is None else 1.0 - value
 
     return of
@@ -71,8 +72,8 @@ def pareto_points(rows: Sequence[CellRow], x: str = "latency", grid: Grid | None
     groups: dict[tuple[str, float], list[tuple[float, float]]] = {}
     for row in sorted(rows, key=lambda r: grid.order(r.method, r.ratio, r.seed)):
         cost = x_of(row)
-        if row.status == "completed" and cost is not None and row.miou is not None:
-            groups.setdefault((row.method, row.ratio), []).append((cost, row.miou))
+        if row.status == "completed" and cost is not None and row.metric("miou") is not None:
+            groups.setdefault((row.method, row.ratio), []).append((cost, row.metric("miou")))
     points = []
     for (method, ratio), pairs in groups.items():
         (mx, sx), (my, sy) = _mean_std([p[0] for p in pairs]), _mean_std([p[1] for p in pairs])

@@ -7,7 +7,6 @@ import contextlib
 import difflib
 import os
 import platform
-import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ import vss_cli
 from vss_cli.engine.progress import log
 from vss_cli.errors import CheckpointError, ConfigError, Interrupted, RunNotFound
 from vss_cli.signals import HANDLED_SIGNALS, install_signal_handlers  # noqa: F401 - moved there (torch-free)
+from vss_cli.store.queue import Heartbeat
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -171,44 +171,7 @@ def infer_dataset(dataset: str | None, data_root: str | Path | None) -> str | No
     return name
 
 
-HEARTBEAT_S = 30.0
-
-
-class Heartbeat:
-    """A daemon thread stamping the heartbeat of every run added, each `interval_s` seconds, so
-    `runs list` can tell a live run from one whose process died without a word (however long an
-    epoch takes). The same API as bench's worker heartbeat (add / discard, a context manager)."""
-
-    def __init__(self, store, interval_s: float = HEARTBEAT_S, run_ids: tuple[str, ...] = ()) -> None:
-        self.store, self.interval_s = store, interval_s
-        self._ids, self._lock, self._stop = set(run_ids), threading.Lock(), threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="vss-heartbeat", daemon=True)
-
-    def __enter__(self) -> Heartbeat:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-
-    def add(self, run_id: str) -> None:
-        with self._lock:
-            self._ids.add(run_id)
-
-    def discard(self, *run_ids: str) -> None:
-        with self._lock:
-            self._ids.difference_update(run_ids)
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            with self._lock:
-                beating = sorted(self._ids)
-            for run_id in beating:
-                try:
-                    self.store.heartbeat(run_id)
-                except Exception:  # noqa: BLE001 - a missed beat only makes the run look older
-                    continue
+HEARTBEAT_S = 30.0  # how often `recorded` heartbeats its run (store.queue.Heartbeat)
 
 
 @contextlib.contextmanager

@@ -10,7 +10,6 @@ accuracy is always measured in fp32.
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -24,6 +23,8 @@ from vss_cli.engine.progress import log
 from vss_cli.errors import ConfigError
 from vss_cli.fileio import write_json
 from vss_cli.pruning.checkpoint import LoadedCheckpoint, load_checkpoint
+from vss_cli.report.schema import EvalReport, PruningRatios, ratio
+from vss_cli.store.queue import RunStore
 from vss_cli.workflows.common import (
     CheckpointRef,
     check_model_name,
@@ -35,36 +36,10 @@ from vss_cli.workflows.common import (
     save_artifact,
     versions,
 )
+from vss_cli.workflows.options import EvalOptions
 
 ORACLE_METHOD_CHOICES = ("candidate", "all")
 REPORT_NAME = "evaluation_report.json"
-
-
-@dataclass
-class EvalOptions:
-    baseline: str
-    candidate: str
-    report: str | None = None  # default: <out_dir>/evaluation_report.json
-    batch_size: int = 4
-    input_size: tuple[int, int] | None = None  # default: the dataset's
-    dataset: str | None = None  # default: the candidate checkpoint's dataset
-    data_root: str | None = None
-    device: str = "auto"
-    dtype: str = "fp32"  # speed measurement only
-    channels_last: bool = False
-    fuse_bn: bool = True  # time the conv-BN folded model (accuracy always uses the model as stored)
-    compile: bool = False  # time the torch.compile'd model
-    cuda_graphs: bool = False  # time CUDA-graph replays (CUDA only)
-    speed_iters: int = 50
-    warmup: int = 10
-    oracle_samples: int = 0  # 0 = no oracle analysis
-    oracle_layers: int = 4
-    oracle_methods: str = "candidate"  # candidate | all
-    reconstruction_batches: int = 4
-    split: str = "val"
-    num_workers: int = 0
-    out_dir: str | None = None  # default: runs/eval/<run id>
-    model: str | None = None  # optional check: both checkpoints must hold this model
 
 
 @dataclass
@@ -90,7 +65,7 @@ class EvalOutcome:
     run_id: str
     out_dir: Path
     report_path: Path
-    report: dict
+    report: EvalReport
     metrics: dict[str, float]
 
 
@@ -146,7 +121,7 @@ def _oracle_methods(opts: EvalOptions, candidate: LoadedCheckpoint, ref: Checkpo
     return [method], ""
 
 
-def resolve(opts: EvalOptions, store) -> EvalSetting:
+def resolve(opts: EvalOptions, store: RunStore) -> EvalSetting:
     """Check options, checkpoints, class counts and the dataset; raises VssError on bad input."""
     from vss_cli.data import build_dataset, get_spec
     from vss_cli.engine.speed import check_setup, timing_setup
@@ -184,10 +159,6 @@ def resolve(opts: EvalOptions, store) -> EvalSetting:
 # the measurements
 
 
-def _ratio(new: float, old: float) -> float:
-    return new / old if old and math.isfinite(old) and math.isfinite(new) else float("nan")
-
-
 def flops_params(model: nn.Module, input_size: tuple[int, int]) -> dict:
     """The seed's `FLOPs`/`Params` strings (FLOPs string = MACs) plus exact numbers."""
     from vss_cli.engine.complexity import count_complexity
@@ -197,14 +168,14 @@ def flops_params(model: nn.Module, input_size: tuple[int, int]) -> dict:
             "flops": c.flops, "params": c.params, "backend": c.backend, "input_size": list(input_size)}
 
 
-def pruning_ratios(baseline: LoadedCheckpoint, candidate: LoadedCheckpoint) -> dict:
+def pruning_ratios(baseline: LoadedCheckpoint, candidate: LoadedCheckpoint) -> PruningRatios:
     """Share of the baseline's prunable conv output channels that the candidate no longer has."""
     from vss_cli.pruning.surgery import output_layers_of, prunable_channels
 
     before = prunable_channels(baseline.model, output_layers_of(baseline.model, baseline.spec.name))
     after = prunable_channels(candidate.model, output_layers_of(candidate.model, candidate.spec.name))
-    return {"channel_prune_ratio": 1.0 - after / before if before else float("nan"),
-            "channels_before": before, "channels_after": after}
+    return PruningRatios(channel_prune_ratio=1.0 - after / before if before else float("nan"),
+                         channels_before=before, channels_after=after)
 
 
 @torch.no_grad()
@@ -241,8 +212,8 @@ def oracle_section(setting: EvalSetting, opts: EvalOptions) -> dict:
     ))
 
 
-def compare(setting: EvalSetting, opts: EvalOptions) -> tuple[dict, dict[str, np.ndarray]]:
-    """Every measurement of the report; returns (report dict, confusion matrices by side)."""
+def compare(setting: EvalSetting, opts: EvalOptions) -> tuple[EvalReport, dict[str, np.ndarray]]:
+    """Every measurement of the report; returns (the report, confusion matrices by side)."""
     from vss_cli.data import build_loader
     from vss_cli.engine.speed import measure_speed_pair, speedups, timing_setup
     from vss_cli.engine.train import evaluate
@@ -254,55 +225,22 @@ def compare(setting: EvalSetting, opts: EvalOptions) -> tuple[dict, dict[str, np
     cand_metrics, cand_cm = evaluate(cand, loader, spec.num_classes, spec.ignore_index, device)
     base_speed, cand_speed = measure_speed_pair(base, cand, input_size=setting.input_size, batch=opts.batch_size,
                                                 device=device, setup=timing_setup(opts))
-    report = {
-        "baseline": str(setting.baseline_ref.path), "candidate": str(setting.candidate_ref.path),
-        "dataset": setting.dataset, "split": opts.split, "input_size": list(setting.input_size),
-        "baseline_results": base_metrics.to_report(spec.class_names),
-        "candidate_results": cand_metrics.to_report(spec.class_names),
-        "miou_retention": _ratio(cand_metrics.miou, base_metrics.miou),
-        "pixel_accuracy_retention": _ratio(cand_metrics.pixel_accuracy, base_metrics.pixel_accuracy),
-        "baseline_speed": base_speed.to_report(),
-        "candidate_speed": cand_speed.to_report(),
-        **speedups(base_speed, cand_speed),
-        "baseline_flops_params": flops_params(base, setting.input_size),
-        "candidate_flops_params": flops_params(cand, setting.input_size),
-        "pruning_ratios": pruning_ratios(setting.baseline, setting.candidate),
-        "oracle_analysis": oracle_section(setting, opts) if opts.oracle_samples > 0 else None,
-        "reconstruction_mse": reconstruction_mse(base, cand, loader, opts.reconstruction_batches, device),
-    }
+    report = EvalReport(
+        baseline=str(setting.baseline_ref.path), candidate=str(setting.candidate_ref.path),
+        dataset=setting.dataset, split=opts.split, input_size=list(setting.input_size),
+        baseline_results=base_metrics.to_report(spec.class_names),
+        candidate_results=cand_metrics.to_report(spec.class_names),
+        miou_retention=ratio(cand_metrics.miou, base_metrics.miou),
+        pixel_accuracy_retention=ratio(cand_metrics.pixel_accuracy, base_metrics.pixel_accuracy),
+        baseline_speed=base_speed.to_report(), candidate_speed=cand_speed.to_report(),
+        speedups=speedups(base_speed, cand_speed),
+        baseline_flops_params=flops_params(base, setting.input_size),
+        candidate_flops_params=flops_params(cand, setting.input_size),
+        pruning_ratios=pruning_ratios(setting.baseline, setting.candidate),
+        oracle_analysis=oracle_section(setting, opts) if opts.oracle_samples > 0 else None,
+        reconstruction_mse=reconstruction_mse(base, cand, loader, opts.reconstruction_batches, device),
+    )
     return report, {"baseline": base_cm.numpy(), "candidate": cand_cm.numpy()}
-
-
-def flat_metrics(report: dict) -> dict[str, float]:
-    """The report's numbers as flat metric keys for the store (`candidate_miou`, `speedup_latency`, ...)."""
-    rows: dict[str, float] = {}
-    for side in ("baseline", "candidate"):
-        res, speed, cx = report[f"{side}_results"], report[f"{side}_speed"], report[f"{side}_flops_params"]
-        rows.update({f"{side}_miou": res["mIoU"], f"{side}_pixel_accuracy": res["Pixel_Accuracy"],
-                     f"{side}_mean_accuracy": res["Mean_Accuracy"], f"{side}_fw_iou": res["Frequency_Weighted_IoU"],
-                     f"{side}_latency_ms": speed["median_ms"], f"{side}_latency_min_ms": speed["min_ms"],
-                     f"{side}_latency_max_ms": speed["max_ms"], f"{side}_fps": speed["fps"],
-                     f"{side}_macs": cx["macs"], f"{side}_params": cx["params"]})
-    base_cx, cand_cx = report["baseline_flops_params"], report["candidate_flops_params"]
-    rows.update({
-        "miou_retention": report["miou_retention"],
-        "pixel_accuracy_retention": report["pixel_accuracy_retention"],
-        "speedup_latency": report["speedup_latency"], "speedup_fps": report["speedup_fps"],
-        **{k: report[k] for k in ("speedup_of_medians", "speedup_iqr", "speedup_noisy")},
-        "macs_reduction": 1.0 - _ratio(cand_cx["macs"], base_cx["macs"]),
-        "params_reduction": 1.0 - _ratio(cand_cx["params"], base_cx["params"]),
-        **report["pruning_ratios"],
-    })
-    if report["reconstruction_mse"] is not None:
-        rows["reconstruction_mse"] = report["reconstruction_mse"]
-    oracle = report["oracle_analysis"]
-    if oracle:
-        rows.update({"oracle_seconds": oracle["oracle_seconds"], "oracle_total_seconds": oracle["seconds"],
-                     "oracle_forward_passes": oracle["forward_passes"],
-                     "oracle_base_loss": oracle["base_loss"]})
-        for name, m in oracle["methods"].items():
-            rows.update({f"oracle_{name}_{k}": m[k] for k in ("spearman", "kendall", "overlap")})
-    return {k: float(v) for k, v in rows.items() if v is not None}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -317,7 +255,7 @@ def _run_config(opts: EvalOptions, setting: EvalSetting) -> dict:
             "oracle_methods_resolved": setting.oracle_methods, "kind": "eval"}
 
 
-def eval_run(opts: EvalOptions, store) -> EvalOutcome:
+def eval_run(opts: EvalOptions, store: RunStore) -> EvalOutcome:
     """Evaluate a candidate against its baseline; records an `eval` run, its report and its metrics."""
     from vss_cli.store import config_key, file_sha256
 
@@ -333,15 +271,15 @@ def eval_run(opts: EvalOptions, store) -> EvalOutcome:
     store.update_run(run.id, out_dir=str(out_dir))
     with recorded(store, run.id):
         report, confusions = compare(setting, opts)
-        report["run_id"] = run.id
+        report.run_id = run.id
         for side, mat in confusions.items():
             cm = {"class_names": list(setting.spec.class_names), "ignore_index": setting.spec.ignore_index,
                   "rows": "ground truth", "columns": "prediction", "matrix": mat.astype(np.int64).tolist()}
             save_artifact(store, run.id, "confusion", out_dir / f"{side}_confusion.json", lambda p, d=cm: write_json(p, d))
         report_path = save_artifact(store, run.id, "report", Path(opts.report).resolve() if opts.report
-                                    else out_dir / REPORT_NAME, lambda p: write_json(p, report))
-        metrics = flat_metrics(report)
+                                    else out_dir / REPORT_NAME, lambda p: write_json(p, report.to_json()))
+        metrics = report.flat_metrics()
         store.add_metrics(run.id, metrics)
-    log(f"eval run {run.id}: mIoU {report['baseline_results']['mIoU']:.4f} -> {report['candidate_results']['mIoU']:.4f}"
-        f", latency x{report['speedup_latency']:.2f} -> {report_path}")
+    log(f"eval run {run.id}: mIoU {report.baseline_results['mIoU']:.4f} -> {report.candidate_results['mIoU']:.4f}"
+        f", latency x{report.speedup_latency:.2f} -> {report_path}")
     return EvalOutcome(run_id=run.id, out_dir=out_dir, report_path=report_path, report=report, metrics=metrics)

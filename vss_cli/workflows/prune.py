@@ -26,6 +26,7 @@ from vss_cli.pruning.surgery import (
     prunable_channels,
     split_inference_groups,
 )
+from vss_cli.store.queue import RunStore
 from vss_cli.workflows.common import (
     check_model_name,
     default_out_dir,
@@ -35,31 +36,9 @@ from vss_cli.workflows.common import (
     save_artifact,
     versions,
 )
+from vss_cli.workflows.options import PruneOptions
 
-
-@dataclass
-class PruneOptions:
-    ckpt: str
-    method: str = "l1"
-    global_ratio: float = 0.3
-    round_to: int | str = 8  # "auto" with --budget latency: the widths the latency table shows are fast
-    allocation: str = "paper"  # how the cut is spread over layers (planner.USER_ALLOCATIONS)
-    normalizer: str = "mean"  # score normalisation of the global allocation (planner.NORMALIZERS)
-    budget: str = "channels"  # what --global-ratio counts (budget registry)
-    input_size: tuple[int, int] | None = None
-    samples: int = 64
-    seed: int = 0
-    device: str = "auto"
-    dataset: str | None = None
-    data_root: str | None = None
-    method_options: dict = field(default_factory=dict)
-    batch_size: int = 8
-    save: str | None = None
-    model: str | None = None  # optional check: the checkpoint must hold this model
-    speed_check_iters: int = 20  # paired iterations timing the pruned model against its parent (0 = off)
-    dtype: str = "fp32"  # timing precision of that check
-    require_speedup: bool = False  # a pruned model not faster than its parent fails the run (exit 1)
-    budget: str = "channels"  # channels | latency (the ratio of measured latency to remove, on --device/--dtype)
+__all__ = ["PruneOptions", "PruneOutcome", "PruneReport", "prune_run", "validate"]
 
 
 @dataclass
@@ -101,6 +80,7 @@ class PruneOutcome:
 
 
 def validate(opts: PruneOptions) -> None:
+    """Every check that needs no checkpoint: ranges, the method and its options (bench checks each cell)."""
     from vss_cli.pruning.budget import list_budgets
     from vss_cli.pruning.planner import NORMALIZERS, USER_ALLOCATIONS
 
@@ -117,6 +97,11 @@ def validate(opts: PruneOptions) -> None:
         raise ConfigError(f"--round-to {opts.round_to} must be 1 or more (or auto with --budget latency)")
     if opts.samples < 0:
         raise ConfigError(f"--samples {opts.samples} must be 0 or more")
+    if opts.batch_size < 1:
+        raise ConfigError(f"--batch-size {opts.batch_size} must be at least 1")
+    method = get_method(opts.method, **opts.method_options)  # unknown methods and options fail here
+    if method.needs_data and opts.samples == 0:
+        raise ConfigError(f"method '{method.name}' scores channels on data: pass --samples N with N > 0")
     if opts.speed_check_iters < 0:
         raise ConfigError(f"--speed-check-iters {opts.speed_check_iters} must be 0 (off) or more")
     if opts.require_speedup and not opts.speed_check_iters:
@@ -157,7 +142,7 @@ def make_fit(dataset: str, data_root: str | None, input_size, seed: int, device)
     return run_fit
 
 
-def prune_run(opts: PruneOptions, store) -> PruneOutcome:
+def prune_run(opts: PruneOptions, store: RunStore) -> PruneOutcome:
     """Prune a checkpoint with one method at a global ratio; returns the new run and checkpoint."""
     from vss_cli.data import get_spec
     from vss_cli.engine.complexity import count_complexity
@@ -174,8 +159,6 @@ def prune_run(opts: PruneOptions, store) -> PruneOutcome:
     dspec = get_spec(dataset)
     data_root = opts.data_root or ds.get("data_root")
     input_size = tuple(opts.input_size or dspec.default_input_size)
-    if method.needs_data and opts.samples == 0:
-        raise ConfigError(f"method '{method.name}' scores channels on data: pass --samples N with N > 0")
     if method.needs_data and dspec.needs_root and not data_root:
         raise ConfigError(f"method '{method.name}' needs {dataset} images: pass --data-root DIR")
     loaded = load_checkpoint(ref.path, device)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
@@ -14,6 +14,7 @@ from vss_cli.engine.progress import log, log_epoch
 from vss_cli.engine.train import FitResult, TrainConfig, TrainHooks, fit
 from vss_cli.errors import ConfigError
 from vss_cli.pruning.checkpoint import load_checkpoint
+from vss_cli.store.queue import RunStore
 from vss_cli.workflows.common import (
     check_writable,
     default_out_dir,
@@ -23,35 +24,9 @@ from vss_cli.workflows.common import (
     resolve_device,
     versions,
 )
+from vss_cli.workflows.options import TrainOptions
 
-
-@dataclass
-class TrainOptions:
-    """A training recipe; `None` fields take the dataset's defaults (DESIGN §1)."""
-
-    dataset: str | None = None  # None: the parent checkpoint's dataset, else synthetic
-    data_root: str | None = None
-    model: str | None = None
-    model_kwargs: dict = field(default_factory=dict)
-    epochs: int | None = None
-    batch_size: int | None = None
-    lr: float | None = None
-    weight_decay: float = 1e-4
-    scheduler: str = "poly"
-    warmup_epochs: float = 0.0
-    slimming_lambda: float = 0.0
-    input_size: tuple[int, int] | None = None
-    amp: str | None = None
-    seed: int = 0
-    device: str = "auto"
-    num_workers: int = 0
-    class_weights: bool = False
-    sync_bn: bool = False
-    max_iters_per_epoch: int | None = None
-    model_from: str | None = None  # finetune: a pruned checkpoint or run
-    save: str | None = None
-    resume: bool = False
-    tensorboard: str | None = None  # also write the per-epoch scalars as event files under DIR/<kind>-<run id>
+__all__ = ["TrainOptions", "TrainOutcome", "train_run", "validate"]
 
 
 @dataclass
@@ -66,7 +41,7 @@ class TrainOutcome:
 RESULT_FREE_FIELDS = ("save", "resume", "num_workers", "device", "tensorboard")
 
 
-def inherit_dataset(opts: TrainOptions, store) -> TrainOptions:
+def inherit_dataset(opts: TrainOptions, store: RunStore) -> TrainOptions:
     """Fine-tuning without --dataset uses the dataset (and root) recorded in the checkpoint."""
     if opts.dataset:
         return opts
@@ -100,17 +75,24 @@ def resolve_options(opts: TrainOptions, parent_dataset: dict | None = None) -> T
         "input_size": tuple(opts.input_size or spec.default_input_size),
         "data_root": str(Path(opts.data_root).resolve()) if opts.data_root else None,
     })
-    if resolved.epochs < 0:
-        raise ConfigError(f"--epochs {resolved.epochs} is negative: pass 0 or more")
-    if resolved.batch_size < 1:
-        raise ConfigError(f"--batch-size {resolved.batch_size} must be at least 1")
-    if not resolved.lr > 0:
-        raise ConfigError(f"--lr {resolved.lr} must be positive")
-    if resolved.slimming_lambda < 0:
-        raise ConfigError(f"--slimming-lambda {resolved.slimming_lambda} must be >= 0")
-    if resolved.amp not in (None, "bf16", "fp16"):
-        raise ConfigError(f"--amp-dtype {resolved.amp} is unknown: use bf16 or fp16")
+    validate(resolved)
     return resolved
+
+
+def validate(opts: TrainOptions) -> None:
+    """Range checks; `None` (the dataset's default) passes. `resolve_options` runs them on the resolved values."""
+    checks = [
+        (opts.epochs is None or opts.epochs >= 0, f"--epochs {opts.epochs} is negative: pass 0 or more"),
+        (opts.batch_size is None or opts.batch_size >= 1, f"--batch-size {opts.batch_size} must be at least 1"),
+        (opts.lr is None or opts.lr > 0, f"--lr {opts.lr} must be positive"),
+        (opts.slimming_lambda >= 0, f"--slimming-lambda {opts.slimming_lambda} must be >= 0"),
+        (opts.amp in (None, "bf16", "fp16"), f"--amp-dtype {opts.amp} is unknown: use bf16 or fp16"),
+        (opts.max_iters_per_epoch is None or opts.max_iters_per_epoch >= 1,
+         f"--max-iters-per-epoch {opts.max_iters_per_epoch} must be at least 1"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)
 
 
 def run_config(opts: TrainOptions) -> dict:
@@ -165,7 +147,7 @@ def _class_weights(opts: TrainOptions):
     return class_weights(opts.dataset, opts.data_root)
 
 
-def prepare_model(opts: TrainOptions, store):
+def prepare_model(opts: TrainOptions, store: RunStore):
     """Build the model (fresh, or from a pruned checkpoint for finetune); returns (model, spec, history, parent)."""
     from vss_cli.data import get_spec
     from vss_cli.models import build_model
@@ -186,7 +168,7 @@ def prepare_model(opts: TrainOptions, store):
     return model, ModelSpec(opts.model, spec.num_classes, storable), [], None
 
 
-def train_run(opts: TrainOptions, store, *, kind: str = "train", hooks: TrainHooks | None = None) -> TrainOutcome:
+def train_run(opts: TrainOptions, store: RunStore, *, kind: str = "train", hooks: TrainHooks | None = None) -> TrainOutcome:
     """Train (or fine-tune) a model and record the run, its checkpoints and per-epoch metrics."""
     from vss_cli.data import get_spec
 

@@ -1,0 +1,181 @@
+"""One `vss bench` cell: prune → fine-tune → eval, each step an ordinary run linked `step-of` from the
+cell, reusing the steps an earlier attempt finished; and the loop that claims cells until none is left."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from vss_cli.engine.progress import log, progress_bar
+from vss_cli.report.schema import cell_metrics
+from vss_cli.store import Run, Store, artifact_intact, worker_id
+from vss_cli.store.grid import step_runs
+from vss_cli.store.queue import Heartbeat, StepStore, poll_s, take
+from vss_cli.workflows.bench_baseline import Baseline
+from vss_cli.workflows.bench_options import BenchOptions
+from vss_cli.workflows.evaluate import eval_run
+from vss_cli.workflows.prune import prune_run
+from vss_cli.workflows.train import train_run
+
+
+@dataclass
+class CellWork:
+    """What running one cell needs."""
+
+    store: Store
+    opts: BenchOptions
+    baseline: Baseline
+    out_dir: Path
+    beat: Heartbeat
+    bench_id: str | None = None  # set: the cells' states are read in one query over the bench's edges
+
+
+SUMMARY_EVERY_S = 10.0  # a live summary is rewritten at most this often (and always at the end)
+
+
+def _current(work: CellWork, cells: Sequence[Run]) -> list[Run]:
+    """The cells as the store has them now."""
+    if work.bench_id is None:
+        return [work.store.get_run(c.id) for c in cells]
+    now = {run.id: run for relation, run in work.store.children(work.bench_id) if relation == "cell-of"}
+    return [now.get(c.id) or work.store.get_run(c.id) for c in cells]
+
+
+def _intact(store: Store, run: Run | None) -> bool:
+    return run is not None and run.status == "completed" and all(artifact_intact(a) for a in store.artifacts(run.id))
+
+
+def cell_intact(store: Store, cell: Run) -> bool:
+    """Completed, and each of its steps completed with every artifact at its recorded sha256."""
+    needed = ("prune", "finetune", "eval") if cell.config["finetune"]["epochs"] else ("prune", "eval")
+    steps = step_runs(store, cell.id)
+    return cell.status == "completed" and all(_intact(store, steps.get(kind)) for kind in needed)
+
+
+def cell_dir(out_dir: Path, cell: Run) -> Path:
+    return out_dir / "cells" / f"{cell.config['method']}-r{cell.config['ratio']:g}-s{cell.config['seed']}"
+
+
+def _abandon_leftovers(store: Store, cell_id: str) -> None:
+    """Steps a lost worker left unfinished are marked interrupted (an unfinished fine-tune is resumed)."""
+    for relation, run in store.children(cell_id):
+        if relation == "step-of" and not run.is_terminal:
+            store.set_status(run.id, "interrupted", error="its worker stopped; the cell was taken over")
+
+
+def _prune_step(work: CellWork, cell: Run, steps: StepStore, prior: Run | None) -> Run:
+    if _intact(work.store, prior):
+        return prior
+    c = cell.config
+    popts = work.opts.cell_prune(c["method"], c["ratio"], c["seed"], ckpt=work.baseline.ref,
+                                 save=str(cell_dir(work.out_dir, cell) / "prune"))
+    return work.store.get_run(prune_run(popts, steps).run_id)
+
+
+def _finetune_step(work: CellWork, cell: Run, steps: StepStore, pruned: Run, prior: Run | None) -> Run | None:
+    if work.opts.finetune_epochs == 0:
+        return None
+    same_parent = prior is not None and prior.config.get("model_from") == pruned.id
+    if same_parent and _intact(work.store, prior):
+        return prior
+    resume = same_parent and prior.status != "completed" and (Path(prior.out_dir or "") / "last.pt").is_file()
+    topts = work.opts.cell_finetune(cell.config["seed"], model_from=pruned.id, resume=resume,
+                                    save=str(cell_dir(work.out_dir, cell) / "finetune"))
+    if work.opts.nproc_per_cell > 1:
+        from vss_cli.workflows.bench_ddp import finetune_under_torchrun
+
+        run_id = finetune_under_torchrun(topts, db_url=work.store.engine.url.render_as_string(hide_password=False),
+                                         cell_id=cell.id, nproc=work.opts.nproc_per_cell,
+                                         job_dir=cell_dir(work.out_dir, cell) / "ddp")
+        return work.store.get_run(run_id)
+    return work.store.get_run(train_run(topts, steps, kind="finetune").run_id)
+
+
+def _eval_step(work: CellWork, cell: Run, steps: StepStore, candidate: Run, prior: Run | None) -> Run:
+    if _intact(work.store, prior) and any(p.id == candidate.id for _, p in work.store.parents(prior.id)):
+        return prior
+    eopts = work.opts.cell_eval(baseline=work.baseline.ref, candidate=candidate.id,
+                                out_dir=str(cell_dir(work.out_dir, cell) / "eval"))
+    return work.store.get_run(eval_run(eopts, steps).run_id)
+
+
+def _still_mine(store: Store, cell_id: str, attempt: int) -> bool:
+    """Nobody took the cell over while this worker ran it (it was not judged dead meanwhile)."""
+    now = store.get_run(cell_id)
+    return now.status == "running" and now.attempt == attempt and now.worker == worker_id()
+
+
+def run_cell(work: CellWork, cell: Run) -> None:
+    """Prune → fine-tune → eval, reusing the steps an earlier attempt finished; the cell ends completed
+    (with its headline metrics) or failed (with the error), unless another worker took it over meanwhile
+    (then its result is left to that worker: a cell is completed once). Ctrl-C marks it interrupted."""
+    store, t0 = work.store, time.perf_counter()
+    steps = StepStore(store, work.beat, parents=[(cell.id, "step-of")])
+    work.beat.add(cell.id)
+    try:
+        store.update_run(cell.id, out_dir=cell_dir(work.out_dir, cell))
+        _abandon_leftovers(store, cell.id)
+        prior = step_runs(store, cell.id)
+        pruned = _prune_step(work, cell, steps, prior.get("prune"))
+        tuned = _finetune_step(work, cell, steps, pruned, prior.get("finetune"))
+        evaluated = _eval_step(work, cell, steps, tuned or pruned, prior.get("eval"))
+        if not _still_mine(store, cell.id, cell.attempt):
+            log(f"cell {cell.name}: taken over by another worker meanwhile; leaving it to that one")
+            return
+        store.add_metrics(cell.id, cell_metrics(store.latest_metrics(evaluated.id)))
+        store.add_metrics(cell.id, {"cell_seconds": time.perf_counter() - t0})
+        store.set_status(cell.id, "completed")
+    except KeyboardInterrupt:
+        store.set_status(cell.id, "interrupted", error="interrupted by the user")
+        raise
+    except Exception as exc:  # noqa: BLE001 - one failing cell must not stop the grid
+        store.set_status(cell.id, "failed", error=f"{type(exc).__name__}: {exc}")
+        log(f"cell {cell.name} failed: {type(exc).__name__}: {exc}")
+    finally:
+        work.beat.discard(cell.id, *steps.touched)
+
+
+def _settled(run: Run, retry: dict[str, int]) -> bool:
+    """Completed or failed, and not a cell this invocation set out to redo (still at the attempt it saw)."""
+    return run.status in ("completed", "failed") and retry.get(run.id) != run.attempt
+
+
+def starting_point(store: Store, cells: Sequence[Run], skip_existing: bool) -> tuple[list[str], dict[str, int]]:
+    """Cells found done (reused, never rerun) and cells to redo (failed, or with --skip-existing completed
+    with missing or altered artifacts), each with the attempt seen now."""
+    skipped = [c.id for c in cells if c.status == "completed" and (not skip_existing or cell_intact(store, c))]
+    retry = {c.id: c.attempt for c in cells if c.status == "failed" or (c.status == "completed" and c.id not in skipped)}
+    return skipped, retry
+
+
+def work_through(work: CellWork, cells: Sequence[Run], retry: dict[str, int], on_done: Callable[[], object]) -> list[str]:
+    """Claim and run cells until every one is settled; returns the ids of the cells run here."""
+    store, grace = work.store, work.opts.worker_grace
+    ran: list[str] = []
+    saved = time.monotonic()
+    with progress_bar("bench cells", total=len(cells)) as update:
+        shown = 0
+        while True:
+            current = _current(work, cells)
+            settled = sum(_settled(r, retry) for r in current)
+            update(advance=settled - shown)
+            shown = settled
+            todo = [r for r in current if not _settled(r, retry)]
+            if not todo:
+                return ran
+            cell = next((r for r in todo if take(store, r, grace, retry=r.id in retry)), None)
+            if cell is None:
+                time.sleep(poll_s(grace))  # the rest are running in other processes
+                continue
+            if cell.status == "running" or cell.attempt > 0:
+                log(f"cell {cell.name}: attempt {cell.attempt + 1} (was {cell.status}, worker {cell.worker})")
+            if cell.status == "running":  # its worker died or stopped heartbeating: keep a trace of that attempt
+                store.add_metrics(cell.id, {"lost_attempt": cell.attempt}, step=cell.attempt)
+            update(advance=0, info=cell.name or "")
+            run_cell(work, store.get_run(cell.id))
+            ran.append(cell.id)
+            if time.monotonic() - saved >= SUMMARY_EVERY_S:
+                on_done()
+                saved = time.monotonic()
