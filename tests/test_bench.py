@@ -288,3 +288,21 @@ def test_bench_says_why_it_trains_a_new_baseline(tmp_path, monkeypatch):
     assert runner.invoke(app, [*base, "--max-iters-per-epoch", "2"]).exit_code == 0
     said = next(line for line in lines if "training a new one" in line)
     assert "max_iters_per_epoch 1 -> 2" in said
+
+
+def test_predict_panels_and_tensorboard_per_cell_and_slimming_within_the_training_budget(tmp_path, baseline_ckpt):
+    args = ["bench", "--baseline", str(baseline_ckpt), "--methods", "slimming,l1", "--ratios", "0.3", *ONE,
+            "--finetune-epochs", "1", "--predict", "2", "--tensorboard", str(tmp_path / "tb")]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    with Store(tmp_path / "vss.db") as store:
+        cells = {c.config["method"]: c for c in store.list_runs(kind="cell")}
+        assert all(c.status == "completed" for c in cells.values())
+        slim, l1 = (store.latest_metrics(cells[m].id) for m in ("slimming", "l1"))
+        assert slim["extra_epochs"] == 1 and slim["finetune_epochs"] == 0  # its sparse phase was the cell's epoch
+        assert l1["extra_epochs"] == 0 and l1["finetune_epochs"] == 1
+        assert len(store.list_runs(kind="finetune")) == 1
+        predicts = store.list_runs(kind="predict")
+        assert len(predicts) == 2 and all(len(store.artifacts(p.id, "panel")) == 2 for p in predicts)
+        assert all("step-of" in [rel for rel, _ in store.parents(p.id)] for p in predicts)
+    assert len(list((tmp_path / "tb").glob("finetune-*"))) == 1

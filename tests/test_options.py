@@ -92,3 +92,30 @@ def test_bench_options_round_trip_through_the_recorded_config():
     assert again == opts
     gpu = again.with_device("cuda:1")
     assert {gpu.prune.device, gpu.eval.device, gpu.finetune.device, gpu.baseline_train.device} == {"cuda:1"}
+
+
+def test_methods_that_train_themselves_stay_within_the_grids_training_budget():
+    from vss_cli.workflows.bench_options import BENCH_BUDGET, BenchOptions
+    from vss_cli.workflows.options import TrainOptions
+
+    grid = BenchOptions(finetune=TrainOptions(epochs=3))
+    assert grid.prune.budget == BENCH_BUDGET == "macs"
+    assert grid.options_of("slimming")["sparse_epochs"] == 3  # its default (8) capped at the grid's 3
+    assert grid.options_of("dmcp")["search_epochs"] == 1
+    assert "sparse_epochs" not in grid.options_of("l1")
+    none = BenchOptions(finetune=TrainOptions(epochs=0))
+    assert none.options_of("slimming")["sparse_epochs"] == 0 and none.options_of("dmcp")["search_epochs"] == 1
+    given = BenchOptions(finetune=TrainOptions(epochs=3), method_options={"slimming": {"sparse_epochs": 6}})
+    assert given.options_of("slimming")["sparse_epochs"] == 6  # an explicit option is the user's choice
+
+
+def test_fine_tuning_is_the_grids_epochs_less_the_methods_own(tmp_path):
+    from vss_cli.store import Store
+    from vss_cli.workflows.bench_cells import finetune_epochs_after
+
+    with Store(tmp_path / "t.db") as store:
+        slim = store.create_run(kind="prune", config={"m": "slimming"}, metrics={"extra_epochs": 3.0})
+        l1 = store.create_run(kind="prune", config={"m": "l1"}, metrics={"extra_epochs": 0.0})
+        assert finetune_epochs_after(store, 5, store.get_run(slim.id)) == 2
+        assert finetune_epochs_after(store, 2, store.get_run(slim.id)) == 0
+        assert finetune_epochs_after(store, 5, store.get_run(l1.id)) == 5

@@ -89,3 +89,35 @@ def test_verdict_imports_no_torch():
     code = "import sys, vss_cli.report.verdict as v; v.welch_p([1,2],[0,1],'greater'); print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def _cell(method: str, ratio: float, seed: int, miou: float, **extra):
+    from vss_cli.report.schema import CellRow
+
+    return CellRow(method=method, ratio=ratio, seed=seed, status="completed", metrics={"miou": miou, **extra})
+
+
+def test_report_aggregate_carries_vs_random_and_the_slower_flag():
+    from vss_cli.report.tables import aggregate, aggregate_columns, display_rows, verdict_note
+
+    rows = [_cell("random", 0.5, s, m) for s, m in enumerate((0.10, 0.12, 0.11))]
+    rows += [_cell("taylor", 0.5, s, m) for s, m in enumerate((0.60, 0.62, 0.58))]
+    rows += [_cell("l1", 0.5, s, m, slower_than_parent=float(s == 0)) for s, m in enumerate((0.05, 0.2, 0.12))]
+    table = aggregate(rows)
+    by = {r["method"]: r for r in table}
+    assert "vs_random" in aggregate_columns() and set(aggregate_columns()) == set(table[0])
+    assert by["taylor"]["vs_random"] == "better"
+    assert by["l1"]["vs_random"] == "indistinguishable"
+    assert by["random"]["vs_random"] is None
+    assert by["l1"]["slower_than_parent"] == 1
+    shown = {r["method"]: r for r in display_rows(table)}
+    assert shown["taylor"]["vs random"] == "better" and "slower than parent" in shown["l1"]["speedup"]
+    assert "Welch" in verdict_note(table)
+
+
+def test_no_verdict_column_without_random():
+    from vss_cli.report.tables import aggregate, display_rows, verdict_note
+
+    table = aggregate([_cell("l1", 0.3, s, 0.5) for s in range(2)])
+    assert table[0]["vs_random"] is None and verdict_note(table) is None
+    assert "vs random" not in display_rows(table)[0]

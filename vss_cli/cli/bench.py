@@ -13,6 +13,7 @@ from vss_cli.cli import options as o
 from vss_cli.cli.output import console, err_console
 from vss_cli.cli.state import STATE
 from vss_cli.workflows.bench_options import (
+    BENCH_BUDGET,
     DEFAULT_FINETUNE_EPOCHS,
     DEFAULT_METHODS,
     DEFAULT_RATIOS,
@@ -46,6 +47,8 @@ PrepareOnly = Annotated[bool, typer.Option("--prepare-only", help="record the gr
                                            "then stop (workers take the cells with --join)")]
 NprocPerCell = Annotated[int, typer.Option("--nproc-per-cell", help="run each cell's fine-tune under torchrun "
                                            "on N processes (gloo on CPU, nccl on CUDA; global batch = N x batch)")]
+PredictPanels = Annotated[int, typer.Option("--predict", help="also draw N baseline-vs-candidate prediction panels "
+                                            "per cell (a predict run under the cell; see `vss predict`)")]
 PruneBatch = Annotated[int, typer.Option("--prune-batch-size", help="minibatch size while scoring channels")]
 BenchOption = Annotated[list[str] | None, typer.Option("--option", help="method option METHOD:KEY=VALUE for that "
                                                        "method's cells, e.g. fgp:share=0.8 (repeatable)")]
@@ -63,7 +66,7 @@ EVAL_FIELDS = {"batch_size": "batch_size", "input_size": "input_size", "dataset"
                "compile": "compile", "cuda_graphs": "cuda_graphs"}
 FINETUNE_FIELDS = {"dataset": "dataset", "data_root": "data_root", "input_size": "input_size",
                    "finetune_epochs": "epochs", "finetune_lr": "lr", "max_iters_per_epoch": "max_iters_per_epoch",
-                   "device": "device", "num_workers": "num_workers"}
+                   "device": "device", "num_workers": "num_workers", "tensorboard": "tensorboard"}
 BASELINE_FIELDS = {"dataset": "dataset", "data_root": "data_root", "input_size": "input_size", "model": "model",
                    "baseline_epochs": "epochs", "max_iters_per_epoch": "max_iters_per_epoch", "device": "device"}
 CELL_COLUMNS = ("method", "ratio", "seed", "status", "mIoU", "retain", "speedup", "ch↓", "MACs↓", "note")
@@ -77,7 +80,8 @@ def _pick(given: dict[str, Any], mapping: dict[str, str]) -> dict[str, Any]:
 def build_options(given: dict[str, Any]) -> BenchOptions:
     """BenchOptions from the command's parameters (by the field tables above)."""
     given = {**given, "data_root": str(given["data_root"]) if given["data_root"] else None,
-             "input_size": o.parse_size(given["input_size"]), "round_to": o.parse_round_to(given["round_to"])}
+             "input_size": o.parse_size(given["input_size"]), "round_to": o.parse_round_to(given["round_to"]),
+             "tensorboard": str(given["tensorboard"]) if given["tensorboard"] else None}
     methods = o.parse_list(given["methods"])
     method_options = {m: kv for m, kv in o.parse_method_options(given["option"], methods=methods).items() if m}
     baseline_train = TrainOptions(**_pick(given, BASELINE_FIELDS),
@@ -88,7 +92,7 @@ def build_options(given: dict[str, Any]) -> BenchOptions:
         eval=EvalOptions(**_pick(given, EVAL_FIELDS)), method_options=method_options, baseline=given["baseline"],
         baseline_train=baseline_train, out_dir=str(given["out_dir"]) if given["out_dir"] else None,
         skip_existing=given["skip_existing"], force_new=given["force_new"], worker_grace=given["worker_grace"],
-        nproc_per_cell=given["nproc_per_cell"],
+        nproc_per_cell=given["nproc_per_cell"], predict=given["predict"],
     )
 
 
@@ -121,7 +125,8 @@ def _table_rows(rows) -> list[dict]:
     return [{
         "method": r.method, "ratio": f"{r.ratio:g}", "seed": r.seed, "status": r.status,
         "mIoU": _num(r.metric("miou"), ".4f"), "retain": _num(r.metric("miou_retention"), ".3f"),
-        "speedup": _num(r.metric("speedup_latency"), ".2f") + (" noisy" if r.speed_noisy else ""),
+        "speedup": _num(r.metric("speedup_latency"), ".2f") + (" noisy" if r.speed_noisy else "")
+        + (" slower" if r.slower_than_parent else ""),
         "ch↓": _pct(r.metric("channel_reduction")), "MACs↓": _pct(r.metric("macs_reduction")),
         "note": "reused" if r.skipped else (r.error or "")[:60],
     } for r in rows]
@@ -145,7 +150,7 @@ def bench(
     dataset: o.Dataset = None, data_root: o.DataRoot = None, model: o.Model = None, width: Width = None,
     baseline_epochs: BaselineEpochs = None, input_size: o.InputSize = None, max_iters_per_epoch: o.MaxIters = None,
     round_to: o.RoundToAuto = str(P["round_to"]), allocation: o.Allocation = P["allocation"],
-    normalizer: o.Normalizer = P["normalizer"], budget: o.Budget = P["budget"], samples: o.Samples = P["samples"],
+    normalizer: o.Normalizer = P["normalizer"], budget: o.Budget = BENCH_BUDGET, samples: o.Samples = P["samples"],
     prune_batch_size: PruneBatch = P["batch_size"], option: BenchOption = None,
     speed_check_iters: o.SpeedCheckIters = P["speed_check_iters"], require_speedup: o.RequireSpeedup = P["require_speedup"],
     fuse_bn: o.FuseBn = E["fuse_bn"], compile: o.Compile = E["compile"], cuda_graphs: o.CudaGraphs = E["cuda_graphs"],
@@ -157,6 +162,7 @@ def bench(
     num_workers: o.NumWorkers = E["num_workers"], device: o.Device = "auto",
     worker_grace: Grace = default_of(BenchOptions, "worker_grace"),
     nproc_per_cell: NprocPerCell = default_of(BenchOptions, "nproc_per_cell"),
+    predict: PredictPanels = default_of(BenchOptions, "predict"), tensorboard: o.TensorBoard = None,
 ) -> None:
     """Prune → fine-tune → evaluate every method × ratio × seed against one baseline.
 

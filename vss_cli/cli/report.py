@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from vss_cli.cli.output import err_console, render_rows
+from vss_cli.cli.output import console, err_console, render_rows
 from vss_cli.cli.state import STATE
 from vss_cli.errors import ConfigError
 
@@ -37,6 +37,7 @@ def _bench(store, run, fmt: str, plot: Path | None, per_class: bool, x: str, cur
     from vss_cli.report import aggregate, baseline_point, cell_rows, display_rows
     from vss_cli.report import per_class as pc
     from vss_cli.report.plots import PARETO_X, plot_bench
+    from vss_cli.report.tables import verdict_note
     from vss_cli.store.grid import Grid
 
     if x not in PARETO_X:
@@ -53,6 +54,11 @@ def _bench(store, run, fmt: str, plot: Path | None, per_class: bool, x: str, cur
         render_rows(table, fmt)
     else:
         render_rows(display_rows(table), fmt, title=title)
+        note = verdict_note(table)
+        if note is not None and fmt == "markdown":
+            print(f"\n{note}")
+        elif note is not None:
+            console.print(note, highlight=False)
     if plot is not None:
         heat = pc.heat_map(damage) if damage is not None else None
         path = plot_bench(table, rows, baseline_point(store, run, rows), plot, x=x, heat=heat, grid=grid,

@@ -61,6 +61,10 @@ class PruningMethod:
     normalize: ClassVar[bool] = True  # informational: False = scores comparable across layers raw (planner rules decide)
     paper_allocation: ClassVar[str] = "global"  # the allocation rule of the method's paper (planner.ALLOCATIONS)
     options: ClassVar[dict] = {}  # option name -> default (the paper's)
+    # the option giving the epochs of training the method runs itself (slimming's sparse phase, DMCP's
+    # search); a grid charges them to the cell's training budget
+    training_epochs_option: ClassVar[str | None] = None
+    training_epochs_min: ClassVar[int] = 0  # the fewest epochs that option allows
 
     def __init__(self, **options):
         unknown = set(options) - set(self.options)

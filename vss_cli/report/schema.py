@@ -142,12 +142,13 @@ def ratio(new: float, old: float) -> float:
 
 @dataclass(frozen=True)
 class CellMetric:
-    """A number a bench cell copies from its eval run's flat metrics."""
+    """A number a bench cell copies from one of its steps' flat metrics (its eval run's by default)."""
 
     name: str  # the cell's metric key and the summary row key
-    source: str  # the eval run's flat metric
+    source: str  # the step run's flat metric
     label: str | None = None  # its column in `vss report` (mean ± std over seeds); None: summary only
     spec: str = ".4f"  # how people see it
+    step: str = "eval"  # which run it comes from: eval, prune, or the cell itself
 
 
 CELL_METRICS: tuple[CellMetric, ...] = (
@@ -165,6 +166,9 @@ CELL_METRICS: tuple[CellMetric, ...] = (
     CellMetric("baseline_params", "baseline_params", spec=".0f"),
     CellMetric("candidate_params", "candidate_params", spec=".0f"),
     CellMetric("speedup_noisy", "speedup_noisy", spec=".0f"),  # 1: the timings spread widely
+    CellMetric("slower_than_parent", "slower_than_parent", spec=".0f", step="prune"),  # 1: no faster than its parent
+    CellMetric("extra_epochs", "extra_epochs", spec=".0f", step="prune"),  # epochs the method trained itself
+    CellMetric("finetune_epochs", "finetune_epochs", spec=".0f", step="cell"),  # the grid's, less extra_epochs
 )
 
 
@@ -201,6 +205,11 @@ class CellRow:
     @property
     def speed_noisy(self) -> bool:
         return bool(self.metrics.get("speedup_noisy"))
+
+    @property
+    def slower_than_parent(self) -> bool:
+        """The pruned model was not faster than its parent in prune's paired check (DESIGN §5)."""
+        return bool(self.metrics.get("slower_than_parent"))
 
     def to_dict(self) -> dict[str, Any]:
         """The summary row: axes and status, every cell metric (in CELL_METRICS order), then run ids."""

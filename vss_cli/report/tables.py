@@ -14,10 +14,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from vss_cli.report.schema import CELL_METRICS, CellRow, aggregated
+from vss_cli.report.verdict import verdict_footer, verdict_rows
 from vss_cli.store import Run, Store
 from vss_cli.store.grid import Grid, baseline_run_id, cell_axes, grid_cells, step_runs
 
 NOISY_MARK = " (noisy)"
+SLOWER_MARK = " (slower than parent)"  # prune's paired check found a seed's model no faster than its parent
 
 
 @dataclass
@@ -84,7 +86,7 @@ def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
 def aggregate_columns() -> list[str]:
     """The columns of `aggregate`'s rows (the CSV header of `vss report`)."""
     return ["method", "ratio", "n", "failed", *(f"{m.name}_{s}" for m in aggregated() for s in ("mean", "std")),
-            "noisy_speedups"]
+            "noisy_speedups", "slower_than_parent", "vs_random"]
 
 
 def aggregate(rows: Sequence[CellRow], grid: Grid | None = None) -> list[dict[str, Any]]:
@@ -95,6 +97,7 @@ def aggregate(rows: Sequence[CellRow], grid: Grid | None = None) -> list[dict[st
     groups: dict[tuple[str, float], list[CellRow]] = {}
     for row in sorted(rows, key=lambda r: grid.order(r.method, r.ratio, r.seed)):
         groups.setdefault((row.method, row.ratio), []).append(row)
+    verdicts = _verdicts(rows)
     table = []
     for (method, ratio), members in groups.items():
         done = [r for r in members if r.status == "completed"]
@@ -104,8 +107,26 @@ def aggregate(rows: Sequence[CellRow], grid: Grid | None = None) -> list[dict[st
             values = [v for r in done if (v := r.metric(metric.name)) is not None]
             out[f"{metric.name}_mean"], out[f"{metric.name}_std"] = _mean_std(values)
         out["noisy_speedups"] = sum(r.speed_noisy for r in done)
+        out["slower_than_parent"] = sum(r.slower_than_parent for r in done)
+        out["vs_random"] = verdicts.get((method, ratio))
         table.append({k: out[k] for k in aggregate_columns()})
     return table
+
+
+def _verdicts(rows: Sequence[CellRow]) -> dict[tuple[str, float], str | None]:
+    """`vs_random` per method × ratio over the completed cells' mIoU (`report.verdict`)."""
+    cells = [{"method": r.method, "ratio": r.ratio, "miou": r.metric("miou")} for r in rows if r.status == "completed"]
+    return {(v.method, v.ratio): v.vs_random for v in verdict_rows(cells)}
+
+
+def verdict_note(table: Sequence[dict[str, Any]]) -> str | None:
+    """The footer explaining `vs_random` when the table has one."""
+    return verdict_footer() if has_verdict(table) else None
+
+
+def has_verdict(table: Sequence[dict[str, Any]]) -> bool:
+    """Whether any aggregated row carries a `vs_random` verdict (the report then prints its footer)."""
+    return any(row.get("vs_random") for row in table)
 
 
 def baseline_point(store: Store, bench: Run, rows: Sequence[CellRow]) -> BaselinePoint:
@@ -134,5 +155,9 @@ def display_rows(table: Sequence[dict[str, Any]]) -> list[dict[str, str]]:
             shown[metric.label] = _pm(row[f"{metric.name}_mean"], row[f"{metric.name}_std"], metric.spec)
             if metric.name == "speedup_latency" and row.get("noisy_speedups"):
                 shown[metric.label] += NOISY_MARK
+            if metric.name == "speedup_latency" and row.get("slower_than_parent"):
+                shown[metric.label] += SLOWER_MARK
+        if has_verdict(table):
+            shown["vs random"] = row.get("vs_random") or ""
         out.append(shown)
     return out

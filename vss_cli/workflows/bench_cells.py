@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from vss_cli.engine.progress import log, progress_bar
@@ -47,10 +47,18 @@ def _intact(store: Store, run: Run | None) -> bool:
     return run is not None and run.status == "completed" and all(artifact_intact(a) for a in store.artifacts(run.id))
 
 
+def finetune_epochs_after(store: Store, grid_epochs: int, pruned: Run | None) -> int:
+    """The cell's fine-tuning epochs: the grid's, less those the method trained itself while pruning
+    (`extra_epochs` of the prune run), so every method gets the same training after the baseline."""
+    extra = store.latest_metrics(pruned.id).get("extra_epochs", 0.0) if pruned is not None else 0.0
+    return max(0, int(grid_epochs or 0) - int(extra))
+
+
 def cell_intact(store: Store, cell: Run) -> bool:
     """Completed, and each of its steps completed with every artifact at its recorded sha256."""
-    needed = ("prune", "finetune", "eval") if cell.config["finetune"]["epochs"] else ("prune", "eval")
     steps = step_runs(store, cell.id)
+    tuned = finetune_epochs_after(store, cell.config["finetune"]["epochs"], steps.get("prune")) > 0
+    needed = ("prune", "finetune", "eval") if tuned else ("prune", "eval")
     return cell.status == "completed" and all(_intact(store, steps.get(kind)) for kind in needed)
 
 
@@ -75,14 +83,15 @@ def _prune_step(work: CellWork, cell: Run, steps: StepStore, prior: Run | None) 
 
 
 def _finetune_step(work: CellWork, cell: Run, steps: StepStore, pruned: Run, prior: Run | None) -> Run | None:
-    if work.opts.finetune_epochs == 0:
+    epochs = finetune_epochs_after(work.store, work.opts.finetune_epochs, pruned)
+    if epochs == 0:
         return None
     same_parent = prior is not None and prior.config.get("model_from") == pruned.id
     if same_parent and _intact(work.store, prior):
         return prior
     resume = same_parent and prior.status != "completed" and (Path(prior.out_dir or "") / "last.pt").is_file()
-    topts = work.opts.cell_finetune(cell.config["seed"], model_from=pruned.id, resume=resume,
-                                    save=str(cell_dir(work.out_dir, cell) / "finetune"))
+    topts = replace(work.opts.cell_finetune(cell.config["seed"], model_from=pruned.id, resume=resume,
+                                            save=str(cell_dir(work.out_dir, cell) / "finetune")), epochs=epochs)
     if work.opts.nproc_per_cell > 1:
         from vss_cli.workflows.bench_ddp import finetune_under_torchrun
 
@@ -99,6 +108,16 @@ def _eval_step(work: CellWork, cell: Run, steps: StepStore, candidate: Run, prio
     eopts = work.opts.cell_eval(baseline=work.baseline.ref, candidate=candidate.id,
                                 out_dir=str(cell_dir(work.out_dir, cell) / "eval"))
     return work.store.get_run(eval_run(eopts, steps).run_id)
+
+
+def _predict_step(work: CellWork, cell: Run, steps: StepStore, candidate: Run) -> None:
+    """`--predict N`: N panels of the baseline against the cell's final model (a predict run under the cell)."""
+    if work.opts.predict <= 0:
+        return
+    from vss_cli.workflows.predict import predict_panels
+
+    predict_panels(work.baseline.ref, candidate.id, work.opts.predict, cell_dir(work.out_dir, cell) / "predict", steps,
+                   input_size=work.opts.eval.input_size, device=work.opts.device)
 
 
 def _still_mine(store: Store, cell_id: str, attempt: int) -> bool:
@@ -121,10 +140,13 @@ def run_cell(work: CellWork, cell: Run) -> None:
         pruned = _prune_step(work, cell, steps, prior.get("prune"))
         tuned = _finetune_step(work, cell, steps, pruned, prior.get("finetune"))
         evaluated = _eval_step(work, cell, steps, tuned or pruned, prior.get("eval"))
+        _predict_step(work, cell, steps, tuned or pruned)
         if not _still_mine(store, cell.id, cell.attempt):
             log(f"cell {cell.name}: taken over by another worker meanwhile; leaving it to that one")
             return
-        store.add_metrics(cell.id, cell_metrics(store.latest_metrics(evaluated.id)))
+        store.add_metrics(cell.id, cell_metrics({
+            **store.latest_metrics(pruned.id), **store.latest_metrics(evaluated.id),
+            "finetune_epochs": float(finetune_epochs_after(store, work.opts.finetune_epochs, pruned))}))
         store.add_metrics(cell.id, {"cell_seconds": time.perf_counter() - t0})
         store.set_status(cell.id, "completed")
     except KeyboardInterrupt:

@@ -18,6 +18,7 @@ DEFAULT_METHODS = ("fpgm", "sirfp")
 DEFAULT_RATIOS = (0.2, 0.3, 0.5)
 DEFAULT_SEEDS = (0,)
 DEFAULT_FINETUNE_EPOCHS = 5
+BENCH_BUDGET = "macs"  # every cell of a ratio column costs the same (vss prune counts channels)
 # fields each cell sets itself, and fields that cannot change a cell's result (both left out of its identity)
 PER_CELL = {
     "prune": ("ckpt", "method", "global_ratio", "seed", "save", "device"),
@@ -34,7 +35,7 @@ class BenchOptions:
     methods: list[str] = field(default_factory=lambda: list(DEFAULT_METHODS))
     ratios: list[float] = field(default_factory=lambda: list(DEFAULT_RATIOS))
     seeds: list[int] = field(default_factory=lambda: list(DEFAULT_SEEDS))
-    prune: PruneOptions = field(default_factory=PruneOptions)
+    prune: PruneOptions = field(default_factory=lambda: PruneOptions(budget=BENCH_BUDGET))
     finetune: TrainOptions = field(default_factory=lambda: TrainOptions(epochs=DEFAULT_FINETUNE_EPOCHS))
     eval: EvalOptions = field(default_factory=EvalOptions)
     method_options: dict[str, dict] = field(default_factory=dict)  # per method, over prune.method_options
@@ -45,6 +46,7 @@ class BenchOptions:
     force_new: bool = False  # start a new grid in an --out-dir another grid's summary is in
     worker_grace: float = 300.0
     nproc_per_cell: int = 1  # > 1: each cell's fine-tune runs under torchrun on this many processes
+    predict: int = 0  # > 0: each cell also draws this many baseline-vs-candidate panels (not part of its identity)
 
     @property
     def finetune_epochs(self) -> int:
@@ -55,8 +57,17 @@ class BenchOptions:
         return self.eval.device
 
     def options_of(self, method: str) -> dict:
-        """The method options a cell of `method` prunes with."""
-        return {**self.prune.method_options, **self.method_options.get(method, {})}
+        """The method options a cell of `method` prunes with. Equal training budget: a method that trains
+        itself (slimming's sparse phase, DMCP's search) runs at most the grid's fine-tuning epochs unless
+        its option is given; those epochs are then taken off the cell's fine-tuning (`extra_epochs`)."""
+        given = {**self.prune.method_options, **self.method_options.get(method, {})}
+        from vss_cli.pruning.base import method_class
+
+        cls = method_class(method)
+        key = cls.training_epochs_option
+        if key is None or key in given:
+            return given
+        return {**given, key: min(int(cls.options[key]), max(self.finetune_epochs, cls.training_epochs_min))}
 
     def cell_prune(self, method: str, ratio: float, seed: int, *, ckpt: str = "", save: str | None = None) -> PruneOptions:
         return replace(self.prune, ckpt=ckpt, method=method, global_ratio=ratio, seed=seed, save=save,

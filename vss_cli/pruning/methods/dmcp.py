@@ -291,6 +291,8 @@ class DMCP(PruningMethod):
 
     name = "dmcp"
     paper_allocation = "searched"  # the widths its search finds
+    training_epochs_option = "search_epochs"
+    training_epochs_min = 1
     options = {"target_macs": None, "search_epochs": 1, "warmup_fraction": 0.3, "max_iters": None,
                "flops_weight": 0.1, "arch_lr": 0.1, "keep_search_weights": False}
 

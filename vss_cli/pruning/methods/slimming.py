@@ -100,6 +100,7 @@ class Slimming(PruningMethod):
     name = "slimming"
     paper_allocation = "global_raw"  # one global threshold on raw |γ| (resprune.py)
     normalize = False
+    training_epochs_option = "sparse_epochs"
     options = {"slimming_lambda": None, "sparse_epochs": EPOCHS}
 
     def prepare(self, ctx: PruneContext) -> None:
