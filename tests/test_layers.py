@@ -54,3 +54,16 @@ def test_store_and_report_never_import_torch():
             mods = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module} | \
                    {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
             assert not any(m.split(".")[0] in ("torch", "torchvision") for m in mods), path
+
+
+def test_modules_and_functions_stay_small():
+    """Issue 11's bar for a codebase the next person can change: modules ≤ 400 lines, functions ≤ 60."""
+    long_modules, long_functions = [], []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        text = path.read_text()
+        if text.count("\n") > 400:
+            long_modules.append(str(path.relative_to(PACKAGE)))
+        for node in ast.walk(ast.parse(text)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno >= 60:
+                long_functions.append(f"{path.relative_to(PACKAGE)}:{node.name}")
+    assert not long_modules and not long_functions, (long_modules, long_functions)
