@@ -103,6 +103,15 @@ def reuse_preparation(method, key: tuple, cache: dict):
     return method
 
 
+def grid_options(method: str, args) -> dict:
+    """The method options a `vss bench` cell with `--finetune-epochs args.training_epochs` would use: a method
+    that trains itself (slimming's sparse phase, DMCP's search) gets at most that many epochs (equal budget)."""
+    from vss_cli.workflows.bench_options import BenchOptions
+    from vss_cli.workflows.options import TrainOptions
+
+    return BenchOptions(finetune=TrainOptions(epochs=args.training_epochs)).options_of(method)
+
+
 def cell(baseline, method: str, allocation: str, seed: int, args, val_loader, cache: dict) -> dict:
     spec = get_spec(DATASET)
     input_size = spec.default_input_size
@@ -111,10 +120,11 @@ def cell(baseline, method: str, allocation: str, seed: int, args, val_loader, ca
     model = copy.deepcopy(baseline)
     t0 = time.perf_counter()
     report, _ = prune_model(
-        model, spec.default_model, reuse_preparation(get_method(method), (method, seed), cache), opts,
+        model, spec.default_model, reuse_preparation(get_method(method, **grid_options(method, args)), (method, seed), cache),
+        opts,
         input_size=input_size, device="cpu",
         batch_source=sample_source(DATASET, None, input_size, args.samples, opts.batch_size, seed),
-        fit=make_fit(DATASET, None, input_size, seed, "cpu", {}), num_classes=spec.num_classes,
+        fit=make_fit(DATASET, None, input_size, seed, "cpu"), num_classes=spec.num_classes,
         ignore_index=spec.ignore_index, count=lambda m: count_complexity(m, input_size))
     metrics, _ = evaluate(model, val_loader, spec.num_classes, spec.ignore_index, progress=False)
     return {"allocation": allocation, "method": method, "ratio": args.ratio, "seed": seed, "miou": metrics.miou,
@@ -145,6 +155,10 @@ def main() -> None:
     parser.add_argument("--methods", default=",".join(list_methods()))
     parser.add_argument("--allocations", default="paper,uniform,global")
     parser.add_argument("--samples", type=int, default=64)
+    parser.add_argument("--training-epochs", type=int, default=0,
+                        help="the cells' training budget after the baseline, as bench's --finetune-epochs: methods "
+                             "that train themselves get at most this many epochs (0: slimming prunes the raw |γ|, "
+                             "DMCP searches its minimum of 1 epoch)")
     parser.add_argument("--out", default=None, help="write the cells as JSON here")
     parser.add_argument("--baseline", default=None, help="cache of the trained baseline (written if missing)")
     args = parser.parse_args()
