@@ -79,3 +79,32 @@ def tiny_batches():
         y[:, :2, :2] = 255
         batches.append((x, y))
     return batches
+
+
+@pytest.fixture(scope="session")
+def tiny_pruned_unet():
+    """Factory: (model, pruned copy, ModelSpec, pruning history, dataset spec) for a tiny random-init U-Net on
+    the synthetic dataset, l1-pruned at `ratio` (what the eval and predict tests compare)."""
+
+    def make(ratio: float = 0.3, size: tuple[int, int] = (32, 48)):
+        import copy
+
+        from vss_cli.data import get_spec
+        from vss_cli.engine.checkpoint import ModelSpec
+        from vss_cli.engine.complexity import count_complexity
+        from vss_cli.models import build_model, get_model_info
+        from vss_cli.pruning.base import get_method
+        from vss_cli.workflows.prune import PruneOptions, prune_model
+
+        spec, kw = get_spec("synthetic"), get_model_info("unet").tiny_kwargs
+        torch.manual_seed(0)
+        model = build_model("unet", spec.num_classes, **kw).eval()
+        pruned = copy.deepcopy(model)
+        _, history = prune_model(
+            pruned, "unet", get_method("l1"), PruneOptions(ckpt="", samples=0, global_ratio=ratio), input_size=size,
+            device="cpu", batch_source=None, fit=None, num_classes=spec.num_classes, ignore_index=spec.ignore_index,
+            count=lambda m: count_complexity(m, size),
+        )
+        return model, pruned, ModelSpec("unet", spec.num_classes, kw), history, spec
+
+    return make

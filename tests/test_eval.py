@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import json
 from pathlib import Path
 
@@ -12,16 +11,12 @@ import torch.nn as nn
 from typer.testing import CliRunner
 
 from vss_cli.cli.app import app
-from vss_cli.data import get_spec
 from vss_cli.engine.checkpoint import ModelSpec, save_checkpoint
-from vss_cli.engine.complexity import count_complexity
 from vss_cli.engine.speed import measure_speed_pair, speedups
 from vss_cli.errors import ConfigError
-from vss_cli.models import build_model, get_model_info
-from vss_cli.pruning.base import get_method
+from vss_cli.models import build_model
 from vss_cli.store import Store
 from vss_cli.workflows.evaluate import EvalOptions, eval_run
-from vss_cli.workflows.prune import PruneOptions, prune_model
 
 torch.set_num_threads(1)
 
@@ -48,20 +43,12 @@ def read_key(report: dict, path: tuple[str, ...]):
 
 
 @pytest.fixture(scope="module")
-def ckpts(tmp_path_factory) -> dict[str, Path]:
+def ckpts(tmp_path_factory, tiny_pruned_unet) -> dict[str, Path]:
     """A tiny random-init U-Net on the synthetic dataset and an l1-pruned copy (30%)."""
     root = tmp_path_factory.mktemp("ckpts")
-    spec, kw = get_spec("synthetic"), get_model_info("unet").tiny_kwargs
-    torch.manual_seed(0)
-    model = build_model("unet", spec.num_classes, **kw).eval()
-    mspec = ModelSpec("unet", spec.num_classes, kw)
+    model, pruned, mspec, history, spec = tiny_pruned_unet(0.3, SIZE)
+    kw = mspec.kwargs
     base = save_checkpoint(root / "base.pt", model=model, spec=mspec, dataset=spec.to_dict())
-    pruned = copy.deepcopy(model)
-    _, history = prune_model(
-        pruned, "unet", get_method("l1"), PruneOptions(ckpt="", samples=0), input_size=SIZE, device="cpu",
-        batch_source=None, fit=None, num_classes=spec.num_classes, ignore_index=spec.ignore_index,
-        count=lambda m: count_complexity(m, SIZE),
-    )
     cand = save_checkpoint(root / "pruned.pt", model=pruned, spec=mspec, history=history, dataset=spec.to_dict(),
                            extra={"method": "l1", "global_ratio": 0.3})
     finetuned = save_checkpoint(root / "finetuned.pt", model=pruned, spec=mspec, history=history,

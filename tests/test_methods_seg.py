@@ -1,5 +1,5 @@
-"""The segmentation-specific criteria (sirfp, fgp, dmcp) pinned on hand-built cases, then run on every
-registered model through `prune_model`."""
+"""The segmentation-specific criteria sirfp and fgp pinned on hand-built cases (dmcp and the run on
+every registered model: test_methods_dmcp.py)."""
 
 from __future__ import annotations
 
@@ -8,81 +8,16 @@ import itertools
 import pytest
 import torch
 import torch.nn as nn
+from seg_cases import CLASSES, groups_of, synthetic_batches, tiny_model
 
-from vss_cli.data import build_dataset, build_loader, get_spec
-from vss_cli.engine.complexity import count_complexity
-from vss_cli.engine.train import TrainConfig
-from vss_cli.engine.train import fit as engine_fit
 from vss_cli.errors import ConfigError
-from vss_cli.models import build_model, get_model_info, list_models
 from vss_cli.pruning.base import PruneContext, get_method
-from vss_cli.pruning.methods.dmcp import (
-    ExpectedMacs,
-    MarkovGate,
-    flops_loss,
-    in_inference_graph,
-    measure_conv_macs,
-)
 from vss_cli.pruning.methods.fgp import class_normalised_support, cumulative_share_width
 from vss_cli.pruning.methods.sirfp import RedundancyStats, combine, greedy_removal_order, sobel_detail
-from vss_cli.pruning.surgery import LayerGroup, build_graph, collect_groups, output_layers_of
-from vss_cli.workflows.prune import PruneOptions, prune_model
+from vss_cli.pruning.surgery import LayerGroup, output_layers_of
 
 torch.set_num_threads(1)
-SIZE = (32, 48)
-CLASSES = get_spec("synthetic").num_classes
 
-
-# ---------------------------------------------------------------------------------------------
-# helpers
-
-
-def groups_of(model: nn.Module, ignored: list[nn.Module], size: tuple[int, int] = (64, 64)) -> list[LayerGroup]:
-    return collect_groups(model, build_graph(model, ignored, size=size), ignored)
-
-
-def synthetic_batches(n: int = 8, batch: int = 4):
-    ds = build_dataset("synthetic", "train", input_size=SIZE)
-
-    def batches():
-        for start in range(0, n, batch):
-            items = [ds[i] for i in range(start, start + batch)]
-            yield torch.stack([x for x, _ in items]), torch.stack([y for _, y in items])
-
-    return batches
-
-
-def synthetic_fit(iters: int = 4):
-    """A `fit(model, hooks, epochs, ...)` on the synthetic training split, `iters` steps per epoch."""
-    loader = build_loader(build_dataset("synthetic", "train", input_size=SIZE, train=True), batch_size=4, train=True)
-
-    def run(model, hooks, epochs, lr=None, optimizer=None, max_iters=None):
-        cfg = TrainConfig(epochs=epochs, lr=lr or 0.01, max_iters_per_epoch=max_iters or iters)
-        return engine_fit(model, loader, None, cfg, num_classes=CLASSES, hooks=hooks, optimizer=optimizer,
-                          show_progress=False)
-
-    return run
-
-
-def tiny_model(name: str, seed: int = 0) -> nn.Module:
-    torch.manual_seed(seed)
-    model = build_model(name, CLASSES, **get_model_info(name).tiny_kwargs)
-    for m in model.modules():  # distinct |γ| and non-trivial statistics
-        if isinstance(m, nn.BatchNorm2d):
-            m.weight.data.uniform_(0.2, 1.5)
-            m.running_var.uniform_(0.5, 2.0)
-    return model.eval()
-
-
-def run_prune(name: str, method: str, ratio: float = 0.3, **options):
-    model = tiny_model(name)
-    report, _ = prune_model(
-        model, name, get_method(method, **options),
-        PruneOptions(ckpt="-", method=method, global_ratio=ratio, method_options=options),
-        input_size=SIZE, device="cpu", batch_source=synthetic_batches(), fit=synthetic_fit(),
-        num_classes=CLASSES, ignore_index=255, count=lambda m: count_complexity(m, SIZE),
-    )
-    return model, report
 
 
 # ---------------------------------------------------------------------------------------------
@@ -321,119 +256,3 @@ def test_fgp_rejects_an_unknown_heat():
         fgp_scores(model, quarter_batches(), [model.body[3]], heat="cam")
 
 
-# ---------------------------------------------------------------------------------------------
-# dmcp
-
-
-def test_dmcp_marginals_are_non_increasing_and_start_at_one():
-    conv = nn.Conv2d(1, 37, 1)
-    gate = MarkovGate(LayerGroup(name="c", root=conv, size=37, convs=[("c", conv)]), torch.randperm(37))
-    with torch.no_grad():
-        gate.alpha.copy_(torch.randn(gate.steps - 1) * 3)
-    m = gate.marginals()
-    assert gate.steps == 10 and m[0].item() == 1.0 and bool((m[1:] <= m[:-1]).all())
-    assert int(gate.step_sizes.sum()) == 37 and int(gate.step_sizes.min()) >= 3
-    # the leading channels (in rank order) fill the first step
-    assert set(gate.rank[:3].tolist()) <= set(torch.nonzero(gate.step_of == 0).flatten().tolist())
-    assert gate.expected_width().item() == pytest.approx(float((m * gate.step_sizes).sum()))
-
-
-def test_dmcp_flops_loss_is_zero_inside_the_band_and_log_distance_outside():
-    t = 1000.0
-    for inside in (950.0, 975.0, 1000.0):
-        assert flops_loss(torch.tensor(inside, requires_grad=True), t).item() == 0.0
-    above = torch.tensor(1100.0, requires_grad=True)
-    loss = flops_loss(above, t)
-    loss.backward()
-    assert loss.item() == pytest.approx(torch.log(torch.tensor(100.0)).item()) and above.grad.item() > 0
-    below = torch.tensor(900.0, requires_grad=True)
-    flops_loss(below, t).backward()
-    assert below.grad.item() < 0  # minimising pulls E up towards T
-
-
-@pytest.mark.parametrize("name", ["unet", "deeplabv3_resnet50"])
-def test_dmcp_expected_macs_model_matches_the_counter(name):
-    """The differentiable MACs equal ptflops' count on the full and on a physically pruned model."""
-    full = count_complexity(tiny_model(name), SIZE).macs  # an explicit target: the planner keeps dmcp's widths
-    model, report = run_prune(name, "dmcp", target_macs=0.5 * full / 1e9)
-    assert report.notes["dmcp_full_macs"] == pytest.approx(report.macs_before, rel=0.005)
-    assert report.notes["dmcp_planned_macs"] == pytest.approx(report.macs_after, rel=0.005)
-
-
-def test_dmcp_search_lands_within_five_percent_of_an_explicit_target():
-    full = count_complexity(tiny_model("resnet50_seg"), SIZE).macs
-    target = 0.45 * full
-    model, report = run_prune("resnet50_seg", "dmcp", target_macs=target / 1e9)
-    assert abs(report.macs_after - target) <= 0.05 * target
-    assert report.notes["dmcp_arch_steps"] > 0 and report.notes["dmcp_iterations"] == 4
-    assert tuple(model(torch.zeros(1, 3, *SIZE))["out"].shape) == (1, CLASSES, *SIZE)
-
-
-def test_dmcp_restores_weights_keeps_leading_channels_and_removes_its_hooks():
-    model = tiny_model("simple_segnet")
-    ignored = output_layers_of(model, "simple_segnet")
-    groups = groups_of(model, ignored)
-    state = {k: v.clone() for k, v in model.state_dict().items()}
-    ctx = PruneContext(model=model, groups=groups, device=torch.device("cpu"), num_classes=CLASSES,
-                       ratio=0.4, round_to=1, input_size=SIZE,
-                       fit=lambda hooks, epochs, **kw: synthetic_fit()(model, hooks, epochs, **kw))
-    method = get_method("dmcp")
-    method.prepare(ctx)
-    plan = method.plan(ctx, method.score(ctx))
-    assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
-    assert all(not m._forward_hooks for m in model.modules()) and not model.training
-    assert plan and ctx.notes["dmcp_warmup_iterations"] == 1  # 30% of 4 iterations
-    for g in groups:
-        if g.name in plan:
-            gamma = torch.stack([bn.weight.detach().abs() for _, bn in g.bns]).mean(0)
-            kept = [c for c in range(g.size) if c not in plan[g.name]]
-            assert float(gamma[kept].min()) >= float(gamma[plan[g.name]].max())
-
-
-def test_dmcp_scores_the_leading_gamma_order_when_no_search_ran():
-    """`vss eval`'s oracle scores without prepare(): dmcp then ranks by the |γ| its search starts from."""
-    model = tiny_model("simple_segnet")
-    groups = groups_of(model, output_layers_of(model, "simple_segnet"))
-    ctx = PruneContext(model=model, groups=groups, device=torch.device("cpu"), num_classes=CLASSES)
-    scores = get_method("dmcp").score(ctx)
-    assert set(scores) == {g.name for g in groups}
-    for g in groups:
-        if g.bns:
-            gamma = torch.stack([bn.weight.detach().abs() for _, bn in g.bns]).mean(0)
-            assert torch.equal(torch.argsort(scores[g.name], descending=True), torch.argsort(gamma, descending=True))
-
-
-def test_dmcp_search_moves_widths_off_the_uniform_start():
-    model = tiny_model("simple_segnet")
-    groups = groups_of(model, output_layers_of(model, "simple_segnet"))
-    ctx = PruneContext(model=model, groups=groups, device=torch.device("cpu"), num_classes=CLASSES,
-                       ratio=0.4, round_to=1, input_size=SIZE,
-                       fit=lambda hooks, epochs, **kw: synthetic_fit(iters=8)(model, hooks, epochs, **kw))
-    method = get_method("dmcp")
-    method.prepare(ctx)
-    # every gated layer starts at the same keep probability; the α steps move at least one by > 2% of its width
-    assert ctx.notes["dmcp_arch_steps"] > 0 and ctx.notes["dmcp_width_moved_max"] > 0.02
-    assert ctx.notes["extra_epochs"] == 1
-
-
-def test_dmcp_macs_table_excludes_the_aux_head():
-    model = build_model("fcn_resnet50", CLASSES, aux_loss=True, **get_model_info("fcn_resnet50").tiny_kwargs)
-    table = measure_conv_macs(model, SIZE, torch.device("cpu"))
-    assert sum(table.values()) == pytest.approx(count_complexity(model, SIZE).macs, rel=0.005)
-    groups = groups_of(model, output_layers_of(model, "fcn_resnet50"))
-    outside = [g.name for g in groups if not in_inference_graph(g, table)]
-    assert outside and all(name.startswith("aux_classifier") for name in outside)
-    assert ExpectedMacs(table, [g for g in groups if g.name not in outside]).full == pytest.approx(
-        sum(table.values()))
-
-
-# ---------------------------------------------------------------------------------------------
-# every model
-
-
-@pytest.mark.parametrize("method", ["sirfp", "fgp", "dmcp"])
-@pytest.mark.parametrize("name", list_models())
-def test_method_prunes_every_model(name, method):
-    model, report = run_prune(name, method)
-    assert tuple(model(torch.zeros(1, 3, *SIZE))["out"].shape) == (1, CLASSES, *SIZE)
-    assert report.macs_after < report.macs_before and report.channels_after < report.channels_before

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 
 import numpy as np
@@ -14,32 +13,20 @@ from typer.testing import CliRunner
 from vss_cli.cli.app import app
 from vss_cli.data import get_spec
 from vss_cli.engine.checkpoint import ModelSpec, save_checkpoint
-from vss_cli.engine.complexity import count_complexity
 from vss_cli.models import build_model, get_model_info
-from vss_cli.pruning.base import get_method
 from vss_cli.report import panels as pn
 from vss_cli.store import Store
-from vss_cli.workflows.prune import PruneOptions, prune_model
 
 SIZE = (32, 48)
 runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
-def ckpts(tmp_path_factory) -> dict[str, Path]:
+def ckpts(tmp_path_factory, tiny_pruned_unet) -> dict[str, Path]:
     """A tiny random U-Net on synthetic data and a 50% l1-pruned copy biased towards one class."""
     root = tmp_path_factory.mktemp("predict_ckpts")
-    spec, kw = get_spec("synthetic"), get_model_info("unet").tiny_kwargs
-    torch.manual_seed(0)
-    model = build_model("unet", spec.num_classes, **kw).eval()
-    mspec = ModelSpec("unet", spec.num_classes, kw)
+    model, pruned, mspec, history, spec = tiny_pruned_unet(0.5, SIZE)
     base = save_checkpoint(root / "base.pt", model=model, spec=mspec, dataset=spec.to_dict())
-    pruned = copy.deepcopy(model)
-    _, history = prune_model(
-        pruned, "unet", get_method("l1"), PruneOptions(ckpt="", samples=0, global_ratio=0.5), input_size=SIZE,
-        device="cpu", batch_source=None, fit=None, num_classes=spec.num_classes, ignore_index=spec.ignore_index,
-        count=lambda m: count_complexity(m, SIZE),
-    )
     head = [m for m in pruned.modules() if isinstance(m, torch.nn.Conv2d) and m.out_channels == spec.num_classes][-1]
     with torch.no_grad():
         head.bias[2] += 50.0  # the candidate says "building" everywhere: the panels must show the difference

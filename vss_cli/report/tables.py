@@ -7,7 +7,6 @@ paper reports. Which metrics appear, and how they are labelled, comes from `repo
 
 from __future__ import annotations
 
-import math
 import statistics
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ from vss_cli.report.schema import CELL_METRICS, CellRow, aggregated
 from vss_cli.report.verdict import verdict_footer, verdict_rows
 from vss_cli.store import Run, Store
 from vss_cli.store.grid import Grid, baseline_run_id, cell_axes, grid_cells, step_runs
+from vss_cli.store.writes import finite
 
 NOISY_MARK = " (noisy)"
 SLOWER_MARK = " (slower than parent)"  # prune's paired check found a seed's model no faster than its parent
@@ -31,10 +31,6 @@ class BaselinePoint:
     run_id: str | None = None
 
 
-def _finite(value: Any) -> float | None:
-    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
-
-
 def _id(run: Run | None) -> str | None:
     return run.id if run is not None else None
 
@@ -46,7 +42,7 @@ def cell_row(store: Store, cell: Run, *, skipped: bool = False) -> CellRow:
     steps = step_runs(store, cell.id)
     return CellRow(
         method=method, ratio=ratio, seed=seed, status=cell.status,
-        metrics={m.name: _finite(metrics.get(m.name)) for m in CELL_METRICS},
+        metrics={m.name: finite(metrics.get(m.name)) for m in CELL_METRICS},
         cell_run=cell.id, prune_run=_id(steps.get("prune")), finetune_run=_id(steps.get("finetune")),
         eval_run=_id(steps.get("eval")), config_key=cell.config_key, error=cell.error, skipped=skipped,
     )

@@ -16,7 +16,7 @@ from vss_cli.errors import RunNotFound
 from vss_cli.store.queries import METRIC, RUN
 
 
-def _finite(value: Any) -> float | None:
+def finite(value: Any) -> float | None:
     """`value` as a float when it is a finite number (numpy/torch scalars included), else None."""
     if isinstance(value, (str, bytes)):
         return None
@@ -28,7 +28,7 @@ def _finite(value: Any) -> float | None:
 
 
 def finite_values(metrics: Mapping[str, Any]) -> dict[str, float]:
-    return {key: v for key, value in metrics.items() if (v := _finite(value)) is not None}
+    return {key: v for key, value in metrics.items() if (v := finite(value)) is not None}
 
 
 def insert_metrics(session: Session, run_id: str, values: Mapping[str, float], step: int | None, now: datetime) -> None:
