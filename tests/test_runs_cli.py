@@ -9,6 +9,7 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -116,8 +117,14 @@ def test_list_on_an_empty_database(db: Path) -> None:
     assert db.is_file()
 
 
+def _unique_prefix(run_id: str, others: Sequence[str]) -> str:
+    """The shortest prefix of `run_id` no other id starts with (the whole id when runs made in one
+    millisecond differ only in the last digit)."""
+    return next(run_id[:n] for n in range(8, len(run_id) + 1) if not any(o.startswith(run_id[:n]) for o in others))
+
+
 def test_show_table_with_lineage(lineage: Lineage) -> None:
-    out = _ok("runs", "show", lineage.prune[:-3])
+    out = _ok("runs", "show", _unique_prefix(lineage.prune, [lineage.train, lineage.tune, lineage.ev]))
     assert lineage.prune in out and "method" in out and "l1" in out
     assert "channel_ratio" in out and "checkpoint" in out and "pruned.pt" in out
     assert "ancestors" in out and "descendants" in out
@@ -230,14 +237,14 @@ def test_stale_running_run_is_shown_stale(db: Path) -> None:
 
     from sqlalchemy import update
 
-    from vss_cli.store.tables import RunRecord
+    from vss_cli.store.tables import RUN
 
     with Store(db) as store:
         dead = store.create_run(kind="train", config={})
         alive = store.create_run(kind="train", config={"i": 1})
         with store.engine.begin() as conn:
             old = datetime.now(timezone.utc) - timedelta(hours=2)
-            conn.execute(update(RunRecord).where(RunRecord.id == dead.id).values(heartbeat_at=old))
+            conn.execute(update(RUN).where(RUN.c.id == dead.id).values(heartbeat_at=old))
     rows = {r["id"]: r["status"] for r in json.loads(_ok("runs", "list", "--format", "json"))}
     assert rows == {dead.id: "stale", alive.id: "running"}
     assert [r["id"] for r in json.loads(_ok("runs", "list", "--status", "stale", "--format", "json"))] == [dead.id]
@@ -290,7 +297,7 @@ def test_gc_drops_old_failed_runs_and_reports_bytes(lineage: Lineage, db: Path, 
 
     from sqlalchemy import update
 
-    from vss_cli.store.tables import RunRecord
+    from vss_cli.store.tables import RUN
 
     log = tmp_path / "eval.log"
     log.write_bytes(b"z" * 50)
@@ -298,7 +305,7 @@ def test_gc_drops_old_failed_runs_and_reports_bytes(lineage: Lineage, db: Path, 
         store.add_artifact(lineage.ev, kind="report", path=log)
         with store.engine.begin() as conn:
             old = datetime.now(timezone.utc) - timedelta(days=9)
-            conn.execute(update(RunRecord).where(RunRecord.id == lineage.ev).values(created_at=old))
+            conn.execute(update(RUN).where(RUN.c.id == lineage.ev).values(created_at=old))
     assert "would delete 1 run(s)" in runner.invoke(app, ["runs", "gc", "--dry-run"]).stderr
     assert log.exists()
     out = _ok("runs", "gc", "--older-than", "7d", "--yes")
@@ -307,11 +314,14 @@ def test_gc_drops_old_failed_runs_and_reports_bytes(lineage: Lineage, db: Path, 
         assert {r.id for r in store.list_runs()} == {lineage.train, lineage.prune, lineage.tune}
 
 
+SLOW_IMPORTS = ("torch", "torchvision", "sqlalchemy.orm", "sqlmodel")  # what a fast start must not load
+
+
 @pytest.mark.parametrize("args", [["--help"], ["runs", "list"], ["runs", "--help"]])
 def test_a_fast_start_imports_no_torch(args: list[str], tmp_path: Path) -> None:
     code = ("import sys, runpy; sys.argv = ['vss', *sys.argv[1:]]\n"
             "try:\n    runpy.run_module('vss_cli', run_name='__main__')\nexcept SystemExit:\n    pass\n"
-            "print('LOADED', *sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'torchvision')))")
+            f"print('LOADED', *sorted(m for m in sys.modules if m.startswith({SLOW_IMPORTS!r})))")
     env = {**os.environ, "VSS_DB": str(tmp_path / "fresh.db"), "COLUMNS": "80"}
     done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=env, timeout=60)
     assert done.returncode == 0, done.stderr

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+from dataclasses import fields
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 from sqlalchemy import inspect, text, update
-from sqlmodel import SQLModel
 
 from vss_cli.errors import CheckpointError, ConfigError, RunNotFound
-from vss_cli.store import Store, canonical_json, config_key, new_run_id
+from vss_cli.store import Run, Store, canonical_json, config_key, new_run_id
 from vss_cli.store.migrations import MIGRATIONS
-from vss_cli.store.tables import RunRecord
+from vss_cli.store.tables import METADATA, RUN
 
 EXPECTED_COLUMNS = {
     "run": {"id", "kind", "status", "name", "config", "config_key", "created_at", "started_at", "finished_at",
@@ -83,13 +83,20 @@ def test_migrations_build_the_schema_on_a_blank_database(store: Store, store_url
     assert fks == {("run", ("parent_id",)), ("run", ("child_id",))}
 
 
-def test_models_match_the_migrated_schema(store: Store) -> None:
+def test_run_rows_have_the_run_tables_columns() -> None:
+    assert tuple(RUN.c.keys()) == tuple(f.name for f in fields(Run))  # Run.from_record's fast path
+
+
+def test_tables_match_the_migrated_schema(store: Store) -> None:
+    """The Core tables the queries use are exactly what the migrations build: columns, nullability,
+    indexes."""
     insp = inspect(store.engine)
-    for table in SQLModel.metadata.sorted_tables:
-        if table.name in EXPECTED_COLUMNS:
-            assert {c.name for c in table.columns} == {c["name"] for c in insp.get_columns(table.name)}
-            declared = {ix.name for ix in table.indexes}
-            assert declared <= {ix["name"] for ix in insp.get_indexes(table.name)}
+    assert {t.name for t in METADATA.sorted_tables} <= set(insp.get_table_names())
+    for table in METADATA.sorted_tables:
+        migrated = {c["name"]: c["nullable"] for c in insp.get_columns(table.name)}
+        assert {c.name: c.nullable for c in table.columns} == migrated
+        indexes = {ix["name"] for ix in insp.get_indexes(table.name) if not ix.get("duplicates_constraint")}
+        assert {ix.name for ix in table.indexes} == indexes  # PostgreSQL lists a UNIQUE's index too
 
 
 def test_migrations_are_idempotent(store_url: str) -> None:
@@ -304,7 +311,7 @@ def test_stale_running_and_interrupted_runs_are_reclaimable(store: Store) -> Non
     assert store.claim_run(cell.id, worker="b:2", stale_after_s=60) is False  # fresh heartbeat
     old = datetime.now(timezone.utc) - timedelta(minutes=5)
     with store.engine.begin() as conn:
-        conn.execute(update(RunRecord).where(RunRecord.id == cell.id).values(heartbeat_at=old))
+        conn.execute(update(RUN).where(RUN.c.id == cell.id).values(heartbeat_at=old))
     assert store.claim_run(cell.id, worker="b:2", stale_after_s=60) is True
     assert (store.get_run(cell.id).worker, store.get_run(cell.id).attempt) == ("b:2", 2)
     store.set_status(cell.id, "interrupted")

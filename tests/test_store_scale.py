@@ -16,7 +16,6 @@ from vss_cli.cli.app import app
 from vss_cli.errors import ConfigError
 from vss_cli.store import Store, new_run_id
 from vss_cli.store.queries import EDGE, METRIC, RUN, RunFilter
-from vss_cli.store.tables import RunRecord
 
 runner = CliRunner()
 
@@ -146,7 +145,7 @@ def test_overview_filters(store: Store) -> None:
     assert ids(since=datetime.now(timezone.utc) + timedelta(minutes=1)) == []
     with store.engine.begin() as conn:
         old = datetime.now(timezone.utc) - timedelta(hours=1)
-        conn.execute(update(RunRecord).where(RunRecord.id == train.id).values(heartbeat_at=old))
+        conn.execute(update(RUN).where(RUN.c.id == train.id).values(heartbeat_at=old))
     assert ids(status="stale") == [train.id]
     assert train.id not in ids(status="running")
     assert store.get_run(train.id).display_status() == "stale"
@@ -196,7 +195,7 @@ def test_remove_a_child_drops_the_edge_to_its_parent(store: Store) -> None:
 def _age(store: Store, run_id: str, days: float) -> None:
     with store.engine.begin() as conn:
         when = datetime.now(timezone.utc) - timedelta(days=days)
-        conn.execute(update(RunRecord).where(RunRecord.id == run_id).values(created_at=when))
+        conn.execute(update(RUN).where(RUN.c.id == run_id).values(created_at=when))
 
 
 def test_gc_drops_old_failed_runs_and_missing_artifact_rows(store: Store, tmp_path: Path) -> None:

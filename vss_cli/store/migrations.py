@@ -31,11 +31,10 @@ from sqlalchemy import (
 )
 
 from vss_cli.store.engine import retry_locked, write_connection
-from vss_cli.store.tables import MigrationRecord
+from vss_cli.store.tables import MIGRATIONS as _MIGRATIONS_TABLE
 
 Migration = Callable[[Connection], None]
 MIGRATIONS: list[Migration] = []
-_MIGRATIONS_TABLE = MigrationRecord.__table__
 
 
 def migration(fn: Migration) -> Migration:

@@ -16,23 +16,14 @@ from functools import cache
 from typing import Any
 
 from sqlalchemy import Connection, and_, bindparam, func, or_, select
-from sqlalchemy.orm import Session
 
 from vss_cli.store.rows import STALE_AFTER_S, Artifact, LineageNode, Run
-from vss_cli.store.tables import ArtifactRecord, EdgeRecord, MetricRecord, RunRecord  # noqa: F401
+from vss_cli.store.tables import ARTIFACT, EDGE, METRIC, RUN
 
 BATCH = 10_000  # ids per IN (...) list: under SQLite's 32 766 and PostgreSQL's 65 535 parameters
 STALE = "stale"  # a display status: running, but the heartbeat is older than the grace period
 
 Adjacency = dict[str, list[tuple[str, Run]]]
-RUN, EDGE, ARTIFACT, METRIC = (t.__table__ for t in (RunRecord, EdgeRecord, ArtifactRecord, MetricRecord))
-
-
-def run_sql(session: Session | Connection, statement: Any, params: dict[str, Any] | None = None):
-    """Execute a Core statement on a connection, or on a session's (plain rows, no ORM identity map)."""
-    conn = session if isinstance(session, Connection) else session.connection()
-    return conn.execute(statement, params)
-
 
 def chunks(ids: Sequence[str], size: int = BATCH) -> Iterator[list[str]]:
     """`ids` without repeats, in lists of at most `size`."""
@@ -117,14 +108,14 @@ def config_matches(config: dict[str, Any], key: str, wanted: str) -> bool:
     return parsed == value
 
 
-def select_runs(session: Session, flt: RunFilter) -> list[Run]:
+def select_runs(conn: Connection, flt: RunFilter) -> list[Run]:
     """Runs matching `flt`, newest first (one statement)."""
     query = select(RUN).where(*flt.conditions(datetime.now(timezone.utc)))
     query = query.order_by(RUN.c.created_at.desc(), RUN.c.id.desc())
     if not flt.where:
-        return [Run.from_record(r) for r in run_sql(session, query.limit(flt.limit)).all()]
+        return [Run.from_record(r) for r in conn.execute(query.limit(flt.limit)).all()]
     runs = []
-    for rec in run_sql(session, query).all():
+    for rec in conn.execute(query).all():
         run = Run.from_record(rec)
         if all(config_matches(run.config, key, value) for key, value in flt.where):
             runs.append(run)
@@ -161,45 +152,45 @@ def _latest_metrics_query(with_keys: bool):
 _ARTIFACTS_QUERY = select(ARTIFACT).where(ARTIFACT.c.run_id.in_(IDS)).order_by(ARTIFACT.c.id)
 
 
-def edge_ids(session: Session, ids: Sequence[str], *, upward: bool) -> dict[str, list[tuple[str, str]]]:
+def edge_ids(conn: Connection, ids: Sequence[str], *, upward: bool) -> dict[str, list[tuple[str, str]]]:
     """{run id: [(relation, parent id)]} (or children with upward=False), in the order edges were added."""
     out: dict[str, list[tuple[str, str]]] = {run_id: [] for run_id in ids}
     for batch in chunks(ids):
-        for run_id, relation, other_id in run_sql(session, _edge_ids_query(upward), {"ids": batch}).all():
+        for run_id, relation, other_id in conn.execute(_edge_ids_query(upward), {"ids": batch}).all():
             out[run_id].append((relation, other_id))
     return out
 
 
-def neighbours(session: Session, ids: Sequence[str], *, upward: bool) -> Adjacency:
+def neighbours(conn: Connection, ids: Sequence[str], *, upward: bool) -> Adjacency:
     """{run id: [(relation, parent run)]} (children with upward=False), one statement per batch."""
     out: Adjacency = {run_id: [] for run_id in ids}
     for batch in chunks(ids):
-        for row in run_sql(session, _neighbours_query(upward), {"ids": batch}).all():
+        for row in conn.execute(_neighbours_query(upward), {"ids": batch}).all():
             out[row[0]].append((row.relation, Run.from_record(row)))
     return out
 
 
-def latest_metrics(session: Session, ids: Sequence[str], keys: Sequence[str] | None = None) -> dict[str, dict[str, float]]:
+def latest_metrics(conn: Connection, ids: Sequence[str], keys: Sequence[str] | None = None) -> dict[str, dict[str, float]]:
     """{run id: {key: last appended value}}, optionally only `keys`; one statement per batch."""
     out: dict[str, dict[str, float]] = {run_id: {} for run_id in ids}
     query = _latest_metrics_query(keys is not None)
     for batch in chunks(ids):
         params = {"ids": batch, **({"keys": list(keys)} if keys is not None else {})}
-        for run_id, key, value in run_sql(session, query, params).all():
+        for run_id, key, value in conn.execute(query, params).all():
             out[run_id][key] = value
     return out
 
 
-def artifacts_of(session: Session, ids: Sequence[str]) -> dict[str, list[Artifact]]:
+def artifacts_of(conn: Connection, ids: Sequence[str]) -> dict[str, list[Artifact]]:
     """{run id: [artifact, ...]} in the order they were recorded; one statement per batch."""
     out: dict[str, list[Artifact]] = {run_id: [] for run_id in ids}
     for batch in chunks(ids):
-        for rec in run_sql(session, _ARTIFACTS_QUERY, {"ids": batch}).all():
+        for rec in conn.execute(_ARTIFACTS_QUERY, {"ids": batch}).all():
             out[rec.run_id].append(Artifact.from_record(rec))
     return out
 
 
-def reachable(session: Session, start: str, *, upward: bool, max_depth: int) -> Adjacency:
+def reachable(conn: Connection, start: str, *, upward: bool, max_depth: int) -> Adjacency:
     """Adjacency of every run within `max_depth` edges of `start` in one direction; one statement
     per level (and per batch of a level)."""
     adjacency: Adjacency = {}
@@ -208,7 +199,7 @@ def reachable(session: Session, start: str, *, upward: bool, max_depth: int) -> 
         frontier = [run_id for run_id in frontier if run_id not in adjacency]
         if not frontier:
             break
-        found = neighbours(session, frontier, upward=upward)
+        found = neighbours(conn, frontier, upward=upward)
         adjacency.update(found)
         frontier = [run.id for pairs in found.values() for _, run in pairs]
     return adjacency
@@ -225,12 +216,12 @@ def tree(adjacency: Adjacency, run_id: str, depth: int, path: frozenset[str]) ->
     return tuple(nodes)
 
 
-def descendants(session: Session, ids: Sequence[str]) -> dict[str, str]:
+def descendants(conn: Connection, ids: Sequence[str]) -> dict[str, str]:
     """{descendant id: relation by which it was first reached} for every run below `ids`."""
     seen: dict[str, str] = {}
     frontier = list(ids)
     while frontier:
-        found = edge_ids(session, frontier, upward=False)
+        found = edge_ids(conn, frontier, upward=False)
         frontier = []
         for pairs in found.values():
             for relation, child in pairs:
@@ -249,15 +240,15 @@ class RunOverview:
     metrics: dict[str, float] = field(default_factory=dict)
 
 
-def overview(session: Session, flt: RunFilter, metric_keys: Sequence[str] | None) -> list[RunOverview]:
+def overview(conn: Connection, flt: RunFilter, metric_keys: Sequence[str] | None) -> list[RunOverview]:
     """Matching runs with their parents and latest metrics: three statements (per batch of ids)."""
-    runs = select_runs(session, flt)
+    runs = select_runs(conn, flt)
     ids = [run.id for run in runs]
-    parents = edge_ids(session, ids, upward=True)
-    metrics = latest_metrics(session, ids, metric_keys) if metric_keys != () else {}
+    parents = edge_ids(conn, ids, upward=True)
+    metrics = latest_metrics(conn, ids, metric_keys) if metric_keys != () else {}
     return [RunOverview(run, parents[run.id], metrics.get(run.id, {})) for run in runs]
 
 
-def all_ids(session: Session) -> list[str]:
+def all_ids(conn: Connection) -> list[str]:
     """Every run id, sorted (what unique-prefix abbreviation is computed against)."""
-    return list(run_sql(session, select(RUN.c.id).order_by(RUN.c.id)).scalars())
+    return list(conn.execute(select(RUN.c.id).order_by(RUN.c.id)).scalars())

@@ -7,20 +7,26 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-from sqlmodel import Session, col, select
+from sqlalchemy import Connection, Row, select
 
 from vss_cli.errors import CheckpointError, RunNotFound
 from vss_cli.store import queries
 from vss_cli.store.bulk import BulkStore
 from vss_cli.store.identity import artifact_intact
 from vss_cli.store.rows import Artifact, Lineage, Metric, Run
-from vss_cli.store.tables import KINDS, STATUSES, ArtifactRecord, MetricRecord, RunRecord
+from vss_cli.store.tables import ARTIFACT, KINDS, METRIC, RUN, STATUSES
 from vss_cli.store.tables import check_choice as _check
 
 
-def require_run(session: Session, run_id: str) -> RunRecord:
-    rec = session.get(RunRecord, run_id)
+def run_row(conn: Connection, run_id: str) -> Row[Any] | None:
+    """The run table's row with this exact id, or None."""
+    return conn.execute(select(RUN).where(RUN.c.id == run_id)).first()
+
+
+def require_run(conn: Connection, run_id: str) -> Row[Any]:
+    rec = run_row(conn, run_id)
     if rec is None:
         raise RunNotFound(f"no run has id '{run_id}': see `vss runs list`")
     return rec
@@ -38,12 +44,12 @@ class RunReads(BulkStore):
         """The run with this id, or the only run whose id starts with it."""
         prefix = id_or_prefix.strip().lower()
 
-        def txn(session: Session) -> Run:
-            exact = session.get(RunRecord, prefix) if prefix else None
+        def txn(conn: Connection) -> Run:
+            exact = run_row(conn, prefix) if prefix else None
             if exact is not None:
                 return Run.from_record(exact)
-            query = select(RunRecord).where(col(RunRecord.id).startswith(prefix, autoescape=True))
-            recs = session.exec(query.order_by(col(RunRecord.id)).limit(6)).all() if prefix else []
+            query = select(RUN).where(RUN.c.id.startswith(prefix, autoescape=True))
+            recs = conn.execute(query.order_by(RUN.c.id).limit(6)).all() if prefix else []
             if not recs:
                 raise RunNotFound(f"no run matches '{id_or_prefix}': see `vss runs list`")
             if len(recs) > 1:
@@ -61,17 +67,17 @@ class RunReads(BulkStore):
         config_key: str | None = None,
     ) -> list[Run]:
         """Runs, newest first, optionally filtered."""
-        query = select(RunRecord)
+        query = select(RUN)
         if kind is not None:
             _check(kind, KINDS, "run kind")
-            query = query.where(RunRecord.kind == kind)
+            query = query.where(RUN.c.kind == kind)
         if status is not None:
             _check(status, STATUSES, "run status")
-            query = query.where(RunRecord.status == status)
+            query = query.where(RUN.c.status == status)
         if config_key is not None:
-            query = query.where(RunRecord.config_key == config_key)
-        query = query.order_by(col(RunRecord.created_at).desc(), col(RunRecord.id).desc()).limit(limit)
-        return self._read(lambda session: [Run.from_record(r) for r in session.exec(query).all()])
+            query = query.where(RUN.c.config_key == config_key)
+        query = query.order_by(RUN.c.created_at.desc(), RUN.c.id.desc()).limit(limit)
+        return self._read(lambda conn: [Run.from_record(r) for r in conn.execute(query).all()])
 
     def find_completed(self, *, config_key: str, kind: str | None = None) -> Run | None:
         """A completed run with this key whose artifacts all still exist with their sha256, else None."""
@@ -92,11 +98,11 @@ class RunReads(BulkStore):
         """The run with its ancestor and descendant trees, up to `max_depth` edges each way (one
         statement per level)."""
 
-        def txn(session: Session) -> Lineage:
-            rec = require_run(session, run_id)
+        def txn(conn: Connection) -> Lineage:
+            rec = require_run(conn, run_id)
             seen = frozenset({rec.id})
-            up = queries.reachable(session, rec.id, upward=True, max_depth=max_depth)
-            down = queries.reachable(session, rec.id, upward=False, max_depth=max_depth)
+            up = queries.reachable(conn, rec.id, upward=True, max_depth=max_depth)
+            down = queries.reachable(conn, rec.id, upward=False, max_depth=max_depth)
             return Lineage(
                 run=Run.from_record(rec),
                 ancestors=queries.tree(up, rec.id, max_depth, seen),
@@ -107,11 +113,11 @@ class RunReads(BulkStore):
 
     def artifacts(self, run_id: str, kind: str | None = None) -> list[Artifact]:
         """The run's artifacts in the order they were recorded."""
-        query = select(ArtifactRecord).where(ArtifactRecord.run_id == run_id)
+        query = select(ARTIFACT).where(ARTIFACT.c.run_id == run_id)
         if kind is not None:
-            query = query.where(ArtifactRecord.kind == kind)
-        query = query.order_by(col(ArtifactRecord.id))
-        return self._read(lambda session: [Artifact.from_record(r) for r in session.exec(query).all()])
+            query = query.where(ARTIFACT.c.kind == kind)
+        query = query.order_by(ARTIFACT.c.id)
+        return self._read(lambda conn: [Artifact.from_record(r) for r in conn.execute(query).all()])
 
     def artifact_path(self, run_id: str, kind: str = "checkpoint") -> Path:
         """Path of the run's latest artifact of `kind` (id or unique prefix); CheckpointError if none."""
@@ -132,27 +138,27 @@ class RunReads(BulkStore):
     def run_for_artifact(self, path: str | Path, kind: str | None = None) -> Run | None:
         """The run that recorded this file as an artifact (newest first), or None: lineage for paths."""
         resolved = str(Path(path).resolve())
-        query = select(ArtifactRecord).where(ArtifactRecord.path == resolved)
+        query = select(ARTIFACT.c.run_id).where(ARTIFACT.c.path == resolved)
         if kind is not None:
-            query = query.where(ArtifactRecord.kind == kind)
-        query = query.order_by(col(ArtifactRecord.id).desc())
+            query = query.where(ARTIFACT.c.kind == kind)
+        query = query.order_by(ARTIFACT.c.id.desc()).limit(1)
 
-        def txn(session: Session) -> Run | None:
-            art = session.exec(query).first()
-            if art is None:
+        def txn(conn: Connection) -> Run | None:
+            run_id = conn.execute(query).scalar()
+            if run_id is None:
                 return None
-            rec = session.get(RunRecord, art.run_id)
+            rec = run_row(conn, run_id)
             return Run.from_record(rec) if rec is not None else None
 
         return self._read(txn)
 
     def metrics(self, run_id: str, key: str | None = None) -> list[Metric]:
         """The run's metric rows in the order they were appended."""
-        query = select(MetricRecord).where(MetricRecord.run_id == run_id)
+        query = select(METRIC).where(METRIC.c.run_id == run_id)
         if key is not None:
-            query = query.where(MetricRecord.key == key)
-        query = query.order_by(col(MetricRecord.id))
-        return self._read(lambda session: [Metric.from_record(r) for r in session.exec(query).all()])
+            query = query.where(METRIC.c.key == key)
+        query = query.order_by(METRIC.c.id)
+        return self._read(lambda conn: [Metric.from_record(r) for r in conn.execute(query).all()])
 
     def latest_metrics(self, run_id: str) -> dict[str, float]:
         """The last appended value of each metric key (keys in the order of their last append)."""

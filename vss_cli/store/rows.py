@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from vss_cli.store.tables import TERMINAL_STATUSES, ArtifactRecord, MetricRecord, RunRecord
+from vss_cli.store.tables import TERMINAL_STATUSES
 
 # A running run whose heartbeat is older than this shows as `stale` (its process likely died).
 STALE_AFTER_S = 300.0
@@ -46,13 +46,15 @@ class Run:
     out_dir: str | None
 
     @classmethod
-    def from_record(cls, rec: RunRecord) -> Run:
-        """From an ORM record or a Core row with the run table's columns."""
-        mapping = getattr(rec, "_mapping", None)  # a Core row: look columns up by name
-        values = {name: mapping[name] for name in _RUN_FIELDS} if mapping is not None else \
-            {name: getattr(rec, name) for name in _RUN_FIELDS}
-        values["config"] = json.loads(rec.config)
-        values["versions"] = json.loads(rec.versions) if rec.versions else None
+    def from_record(cls, rec: Any) -> Run:
+        """From a Core row (or a mapping) with the run table's columns."""
+        if getattr(rec, "_fields", None) == _RUN_FIELDS:  # a `select(RUN)` row: columns in field order
+            values = dict(zip(_RUN_FIELDS, rec, strict=True))
+        else:
+            mapping = getattr(rec, "_mapping", rec)
+            values = {name: mapping[name] for name in _RUN_FIELDS}
+        values["config"] = json.loads(values["config"])
+        values["versions"] = json.loads(values["versions"]) if values["versions"] else None
         for key in _RUN_TIMES:
             values[key] = utc(values[key])
         return cls(**values)
@@ -99,8 +101,10 @@ class Artifact:
     created_at: datetime
 
     @classmethod
-    def from_record(cls, rec: ArtifactRecord) -> Artifact:
-        return cls(rec.id, rec.run_id, rec.kind, Path(rec.path), rec.sha256, rec.bytes, utc(rec.created_at))
+    def from_record(cls, rec: Any) -> Artifact:
+        """From a Core row (or a mapping) with the artifact table's columns."""
+        m = getattr(rec, "_mapping", rec)
+        return cls(m["id"], m["run_id"], m["kind"], Path(m["path"]), m["sha256"], m["bytes"], utc(m["created_at"]))
 
     def to_dict(self) -> dict[str, Any]:
         return {**_jsonable(self), "path": str(self.path)}
@@ -118,7 +122,7 @@ class Metric:
     created_at: datetime
 
     @classmethod
-    def from_record(cls, rec: MetricRecord) -> Metric:
+    def from_record(cls, rec: Any) -> Metric:
         return cls(rec.id, rec.run_id, rec.key, rec.value, rec.step, utc(rec.created_at))
 
     def to_dict(self) -> dict[str, Any]:

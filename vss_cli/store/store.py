@@ -11,10 +11,9 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Engine, func, or_, update
+from sqlalchemy import Connection, Engine, func, or_, select, update
 from sqlalchemy import insert as insert_row
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import Session, col, select
 
 from vss_cli.errors import ConfigError, RunNotFound
 from vss_cli.store import keys
@@ -27,18 +26,9 @@ from vss_cli.store.identity import (  # noqa: F401 - re-exported
     worker_id,
 )
 from vss_cli.store.migrations import migrate
-from vss_cli.store.queries import EDGE, RUN
 from vss_cli.store.reads import RunReads, require_run
 from vss_cli.store.rows import Artifact, Run
-from vss_cli.store.tables import (
-    KINDS,
-    RELATIONS,
-    STATUSES,
-    TERMINAL_STATUSES,
-    ArtifactRecord,
-    EdgeRecord,
-    RunRecord,
-)
+from vss_cli.store.tables import ARTIFACT, EDGE, KINDS, RELATIONS, RUN, STATUSES, TERMINAL_STATUSES
 from vss_cli.store.tables import check_choice as _check
 from vss_cli.store.writes import finite_values, insert_metrics, missing_run
 
@@ -69,30 +59,23 @@ class Store(RunReads):
 
     # -- transactions ---------------------------------------------------------------------------
 
-    def _transaction(self, fn: Callable[[Session], T], *, write: bool) -> T:
+    def _transaction(self, fn: Callable[[Connection], T], *, write: bool) -> T:
+        """Run `fn` in one transaction on a fresh connection (committed on success), retrying the whole
+        transaction when the database is locked; writes start with `BEGIN IMMEDIATE` on SQLite."""
+
         def attempt() -> T:
-            with Session(self.engine, expire_on_commit=False) as session:
+            with self.engine.connect() as conn:
                 if write:
-                    session.connection(execution_options={WRITE_OPTION: True})
-                result = fn(session)
-                session.commit()
-                return result
+                    conn.execution_options(**{WRITE_OPTION: True})
+                with conn.begin():
+                    return fn(conn)
 
         return retry_locked(attempt)
 
-    def _read(self, fn: Callable[[Session], T]) -> T:
+    def _read(self, fn: Callable[[Connection], T]) -> T:
         return self._transaction(fn, write=False)
 
-    def _read_core(self, fn: Callable[[Connection], T]) -> T:
-        """A read on a plain connection (no ORM session): the cheap path for batch queries."""
-
-        def attempt() -> T:
-            with self.engine.connect() as conn, conn.begin():
-                return fn(conn)
-
-        return retry_locked(attempt)
-
-    def _write(self, fn: Callable[[Session], T]) -> T:
+    def _write(self, fn: Callable[[Connection], T]) -> T:
         return self._transaction(fn, write=True)
 
     # -- writes ---------------------------------------------------------------------------------
@@ -116,20 +99,20 @@ class Store(RunReads):
         insert = self._run_inserter(kind, config, parents, status, config_key, name, versions, out_dir)
         values = finite_values(metrics or {})
 
-        def txn(session: Session) -> Run:
-            run = insert(session)
-            insert_metrics(session, run.id, values, step, run.created_at)
+        def txn(conn: Connection) -> Run:
+            run = insert(conn)
+            insert_metrics(conn, run.id, values, step, run.created_at)
             return run
 
         return self._write_with_parents(txn, parents)
 
-    def _write_with_parents(self, fn: Callable[[Session], T], parents: Sequence[tuple[str, str]]) -> T:
+    def _write_with_parents(self, fn: Callable[[Connection], T], parents: Sequence[tuple[str, str]]) -> T:
         """A write whose parent edges the foreign keys check (no lookup first, one round trip less):
         a missing parent becomes RunNotFound naming it, and nothing is written."""
         try:
             return self._write(fn)
         except IntegrityError:
-            missing = self._read(lambda session: missing_run(session, [p for p, _ in parents]))
+            missing = self._read(lambda conn: missing_run(conn, [p for p, _ in parents]))
             if missing is None:
                 raise
             raise missing from None
@@ -154,20 +137,19 @@ class Store(RunReads):
         """
         insert = self._run_inserter(kind, config, parents, status, config_key, name, versions, out_dir)
 
-        def txn(session: Session) -> tuple[Run, bool]:
-            if session.get_bind().dialect.name == "postgresql":
-                lock = int(config_key[:15], 16)
-                session.exec(select(func.pg_advisory_xact_lock(lock)))
-            query = select(RunRecord).where(RunRecord.kind == kind, RunRecord.config_key == config_key)
+        def txn(conn: Connection) -> tuple[Run, bool]:
+            if conn.dialect.name == "postgresql":
+                conn.execute(select(func.pg_advisory_xact_lock(int(config_key[:15], 16))))
+            query = select(RUN).where(RUN.c.kind == kind, RUN.c.config_key == config_key)
             if parents:
                 parent_id, relation = parents[0]
-                query = query.join(EdgeRecord, col(EdgeRecord.child_id) == RunRecord.id).where(
-                    EdgeRecord.parent_id == parent_id, EdgeRecord.relation == relation
+                query = query.join(EDGE, EDGE.c.child_id == RUN.c.id).where(
+                    EDGE.c.parent_id == parent_id, EDGE.c.relation == relation
                 )
-            existing = session.exec(query.order_by(col(RunRecord.id)).limit(1)).first()
+            existing = conn.execute(query.order_by(RUN.c.id).limit(1)).first()
             if existing is not None:
                 return Run.from_record(existing), False
-            return insert(session), True
+            return insert(conn), True
 
         return self._write_with_parents(txn, parents)
 
@@ -181,8 +163,8 @@ class Store(RunReads):
         name: str | None,
         versions: Mapping[str, Any] | None,
         out_dir: str | Path | None,
-    ) -> Callable[[Session], Run]:
-        """Validate a new run's fields now; the returned function inserts it (and its edges) in a session."""
+    ) -> Callable[[Connection], Run]:
+        """Validate a new run's fields now; the returned function inserts it (and its edges)."""
         _check(kind, KINDS, "run kind")
         _check(status, STATUSES, "run status")
         for _, relation in parents:
@@ -191,9 +173,9 @@ class Store(RunReads):
         key = config_key or keys.config_key(config)
         versions_json = keys.canonical_json(dict(versions)) if versions is not None else None
 
-        def insert(session: Session) -> Run:
+        def insert(conn: Connection) -> Run:
             now, started = _now(), status != "pending"
-            rec = RunRecord(
+            row = dict(
                 id=new_run_id(),
                 kind=kind,
                 status=status,
@@ -206,15 +188,15 @@ class Store(RunReads):
                 finished_at=now if status in TERMINAL_STATUSES else None,
                 worker=worker_id() if started else None,
                 attempt=1 if started else 0,
+                error=None,
                 versions=versions_json,
                 out_dir=str(out_dir) if out_dir is not None else None,
             )
-            conn = session.connection()
-            conn.execute(insert_row(RUN), [rec.model_dump()])
+            conn.execute(insert_row(RUN), [row])
             if parents:
-                edges = [dict(parent_id=p, child_id=rec.id, relation=r, created_at=now) for p, r in parents]
+                edges = [dict(parent_id=p, child_id=row["id"], relation=r, created_at=now) for p, r in parents]
                 conn.execute(insert_row(EDGE), edges)
-            return Run.from_record(rec)
+            return Run.from_record(row)
 
         return insert
 
@@ -235,12 +217,11 @@ class Store(RunReads):
         if versions is not None:
             values["versions"] = keys.canonical_json(dict(versions))
 
-        def txn(session: Session) -> Run:
-            rec = require_run(session, run_id)
-            for key, value in values.items():
-                setattr(rec, key, value)
-            session.add(rec)
-            return Run.from_record(rec)
+        def txn(conn: Connection) -> Run:
+            require_run(conn, run_id)
+            if values:
+                conn.execute(update(RUN).where(RUN.c.id == run_id).values(**values))
+            return Run.from_record(require_run(conn, run_id))
 
         return self._write(txn)
 
@@ -248,25 +229,28 @@ class Store(RunReads):
         """Move a run to `status`; completed/failed/interrupted also set finished_at."""
         _check(status, STATUSES, "run status")
 
-        def txn(session: Session) -> None:
-            rec, now = require_run(session, run_id), _now()
-            rec.status = status
-            if status in TERMINAL_STATUSES:
-                rec.finished_at = now
-            elif status == "running":
-                rec.started_at, rec.heartbeat_at, rec.finished_at = rec.started_at or now, now, None
-            if error is not None:
-                rec.error = error
-            session.add(rec)
+        now = _now()
+        values: dict[str, Any] = {"status": status}
+        if status in TERMINAL_STATUSES:
+            values["finished_at"] = now
+        elif status == "running":
+            values.update(started_at=func.coalesce(RUN.c.started_at, now), heartbeat_at=now, finished_at=None)
+        if error is not None:
+            values["error"] = error
+        stmt = update(RUN).where(RUN.c.id == run_id).values(**values)
+
+        def txn(conn: Connection) -> None:
+            if conn.execute(stmt).rowcount == 0:
+                raise RunNotFound(f"no run has id '{run_id}': see `vss runs list`")
 
         self._write(txn)
 
     def heartbeat(self, run_id: str) -> None:
         """Record that the run's worker is still alive (see `claim_run`)."""
 
-        def txn(session: Session) -> None:
-            stmt = update(RunRecord).where(col(RunRecord.id) == run_id).values(heartbeat_at=_now())
-            if session.exec(stmt).rowcount == 0:
+        def txn(conn: Connection) -> None:
+            stmt = update(RUN).where(RUN.c.id == run_id).values(heartbeat_at=_now())
+            if conn.execute(stmt).rowcount == 0:
                 raise RunNotFound(f"no run has id '{run_id}': see `vss runs list`")
 
         self._write(txn)
@@ -277,18 +261,14 @@ class Store(RunReads):
         if parent_id == child_id:
             raise ConfigError(f"run {parent_id} cannot be its own parent: pass two different runs")
 
-        def txn(session: Session) -> None:
-            require_run(session, parent_id)
-            require_run(session, child_id)
-            query = select(EdgeRecord).where(
-                EdgeRecord.parent_id == parent_id,
-                EdgeRecord.child_id == child_id,
-                EdgeRecord.relation == relation,
-            )
-            if session.exec(query).first() is None:
-                session.add(
-                    EdgeRecord(parent_id=parent_id, child_id=child_id, relation=relation, created_at=_now())
-                )
+        edge = dict(parent_id=parent_id, child_id=child_id, relation=relation)
+        query = select(EDGE.c.id).where(*(EDGE.c[name] == value for name, value in edge.items()))
+
+        def txn(conn: Connection) -> None:
+            require_run(conn, parent_id)
+            require_run(conn, child_id)
+            if conn.execute(query).first() is None:
+                conn.execute(insert_row(EDGE).values(**edge, created_at=_now()))
 
         self._write(txn)
 
@@ -297,14 +277,11 @@ class Store(RunReads):
         path = Path(path).expanduser().resolve()
         sha, size = file_digest(path)
 
-        def txn(session: Session) -> Artifact:
-            require_run(session, run_id)
-            rec = ArtifactRecord(
-                run_id=run_id, kind=kind, path=str(path), sha256=sha, bytes=size, created_at=_now()
-            )
-            session.add(rec)
-            session.flush()
-            return Artifact.from_record(rec)
+        def txn(conn: Connection) -> Artifact:
+            require_run(conn, run_id)
+            row = dict(run_id=run_id, kind=kind, path=str(path), sha256=sha, bytes=size, created_at=_now())
+            (row_id,) = conn.execute(insert_row(ARTIFACT).values(**row)).inserted_primary_key
+            return Artifact.from_record({"id": row_id, **row})
 
         return self._write(txn)
 
@@ -315,9 +292,9 @@ class Store(RunReads):
         """
         values = finite_values(metrics)
 
-        def txn(session: Session) -> int:
-            require_run(session, run_id)
-            insert_metrics(session, run_id, values, step, _now())
+        def txn(conn: Connection) -> int:
+            require_run(conn, run_id)
+            insert_metrics(conn, run_id, values, step, _now())
             return len(values)
 
         return self._write(txn)
@@ -344,19 +321,13 @@ class Store(RunReads):
         if also and if_attempt is None:
             raise ValueError("claim_run(also=...) needs if_attempt, the attempt the caller saw")
         now = _now()
-        stale = or_(
-            col(RunRecord.heartbeat_at).is_(None),
-            col(RunRecord.heartbeat_at) < now - timedelta(seconds=stale_after_s),
-        )
-        takeable = or_(
-            col(RunRecord.status).in_(CLAIMABLE_STATUSES),
-            (col(RunRecord.status) == "running") & stale,
-        )
+        stale = or_(RUN.c.heartbeat_at.is_(None), RUN.c.heartbeat_at < now - timedelta(seconds=stale_after_s))
+        takeable = or_(RUN.c.status.in_(CLAIMABLE_STATUSES), (RUN.c.status == "running") & stale)
         if also:
-            takeable = or_(takeable, col(RunRecord.status).in_(also) & (col(RunRecord.attempt) == if_attempt))
+            takeable = or_(takeable, RUN.c.status.in_(also) & (RUN.c.attempt == if_attempt))
         stmt = (
-            update(RunRecord)
-            .where(col(RunRecord.id) == run_id)
+            update(RUN)
+            .where(RUN.c.id == run_id)
             .where(takeable)
             .values(
                 status="running",
@@ -365,7 +336,7 @@ class Store(RunReads):
                 started_at=now,
                 finished_at=None,
                 error=None,
-                attempt=RunRecord.attempt + 1,
+                attempt=RUN.c.attempt + 1,
             )
         )
-        return self._write(lambda session: session.exec(stmt).rowcount == 1)
+        return self._write(lambda conn: conn.execute(stmt).rowcount == 1)

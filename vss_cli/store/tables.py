@@ -1,9 +1,25 @@
-"""SQLModel tables of the lineage store (DESIGN §3). The schema itself is built by `migrations`."""
+"""The lineage store's tables as it is now (DESIGN §3), in SQLAlchemy Core; `migrations` builds them.
 
-from datetime import datetime
+Core, not an ORM: every query and write is a Core statement and rows come back as the plain
+dataclasses of `rows`, so a read such as `vss runs list` imports neither `sqlalchemy.orm` nor
+pydantic models (issue 13's start-up budget). `tests/test_store.py` checks these tables against
+the migrated schema.
+"""
 
-from sqlalchemy import BigInteger, DateTime, Text, UniqueConstraint
-from sqlmodel import Field, SQLModel
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
 
 KINDS = ("train", "finetune", "prune", "eval", "bench", "cell", "predict", "import", "export",
          "profile")
@@ -15,7 +31,11 @@ RELATIONS = ("pruned-from", "finetuned-from", "evaluates", "baseline-of", "cell-
 ARTIFACT_KINDS = ("checkpoint", "last-checkpoint", "report", "plot", "confusion", "widths", "summary",
                   "export", "latency-table")
 
-UTC_DATETIME = DateTime(timezone=True)
+METADATA = MetaData()
+
+
+def _utc() -> DateTime:
+    return DateTime(timezone=True)
 
 
 def check_choice(value: str, allowed: tuple[str, ...] | list[str], what: str) -> None:
@@ -26,74 +46,77 @@ def check_choice(value: str, allowed: tuple[str, ...] | list[str], what: str) ->
         raise ConfigError(f"unknown {what} '{value}': use one of {', '.join(allowed)}")
 
 
-class RunRecord(SQLModel, table=True):
-    """One unit of work. `config` is canonical JSON and never changes once written."""
+# One unit of work. `config` is canonical JSON and never changes once written.
+RUN = Table(
+    "run", METADATA,
+    Column("id", String(32), primary_key=True),
+    Column("kind", String(32), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("name", Text),
+    Column("config", Text, nullable=False),
+    Column("config_key", String(64), nullable=False),
+    Column("created_at", _utc(), nullable=False),
+    Column("started_at", _utc()),
+    Column("finished_at", _utc()),
+    Column("heartbeat_at", _utc()),
+    Column("worker", Text),
+    Column("attempt", Integer, nullable=False, default=0),
+    Column("error", Text),
+    Column("versions", Text),
+    Column("out_dir", Text),
+    Index("ix_run_kind", "kind"),
+    Index("ix_run_status", "status"),
+    Index("ix_run_config_key", "config_key"),
+    Index("ix_run_created_at", "created_at"),
+    Index("ix_run_kind_created_at", "kind", "created_at"),
+    Index("ix_run_status_heartbeat_at", "status", "heartbeat_at"),
+)  # fmt: skip
 
-    __tablename__ = "run"
+# parent run -> child run, with the relation that links them.
+EDGE = Table(
+    "edge", METADATA,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("parent_id", String(32), ForeignKey("run.id"), nullable=False),
+    Column("child_id", String(32), ForeignKey("run.id"), nullable=False),
+    Column("relation", String(32), nullable=False),
+    Column("created_at", _utc(), nullable=False),
+    UniqueConstraint("parent_id", "child_id", "relation", name="uq_edge_parent_child_relation"),
+    Index("ix_edge_parent_id", "parent_id"),
+    Index("ix_edge_child_id", "child_id"),
+    Index("ix_edge_parent_relation", "parent_id", "relation"),
+    Index("ix_edge_child_relation", "child_id", "relation"),
+)  # fmt: skip
 
-    id: str = Field(primary_key=True, max_length=32)
-    kind: str = Field(index=True, max_length=32)
-    status: str = Field(index=True, max_length=16)
-    name: str | None = Field(default=None, sa_type=Text)
-    config: str = Field(sa_type=Text)
-    config_key: str = Field(index=True, max_length=64)
-    created_at: datetime = Field(sa_type=UTC_DATETIME, index=True)
-    started_at: datetime | None = Field(default=None, sa_type=UTC_DATETIME)
-    finished_at: datetime | None = Field(default=None, sa_type=UTC_DATETIME)
-    heartbeat_at: datetime | None = Field(default=None, sa_type=UTC_DATETIME)
-    worker: str | None = Field(default=None, sa_type=Text)
-    attempt: int = 0
-    error: str | None = Field(default=None, sa_type=Text)
-    versions: str | None = Field(default=None, sa_type=Text)
-    out_dir: str | None = Field(default=None, sa_type=Text)
+# A file a run wrote, with its absolute path, sha256 and size at the time it was recorded.
+ARTIFACT = Table(
+    "artifact", METADATA,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("run_id", String(32), ForeignKey("run.id"), nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("path", Text, nullable=False),
+    Column("sha256", String(64), nullable=False),
+    Column("bytes", BigInteger, nullable=False),
+    Column("created_at", _utc(), nullable=False),
+    Index("ix_artifact_run_id", "run_id"),
+    Index("ix_artifact_path", "path"),
+)  # fmt: skip
 
+# One measured value; append-only, so a key may have one row per step.
+METRIC = Table(
+    "metric", METADATA,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("run_id", String(32), ForeignKey("run.id"), nullable=False),
+    Column("key", String(128), nullable=False),
+    Column("value", Float, nullable=False),
+    Column("step", Integer),
+    Column("created_at", _utc(), nullable=False),
+    Index("ix_metric_run_id", "run_id"),
+    Index("ix_metric_run_key_id", "run_id", "key", "id"),
+)  # fmt: skip
 
-class EdgeRecord(SQLModel, table=True):
-    """parent run -> child run, with the relation that links them."""
-
-    __tablename__ = "edge"
-    __table_args__ = (
-        UniqueConstraint("parent_id", "child_id", "relation", name="uq_edge_parent_child_relation"),
-    )
-
-    id: int | None = Field(default=None, primary_key=True)
-    parent_id: str = Field(foreign_key="run.id", index=True, max_length=32)
-    child_id: str = Field(foreign_key="run.id", index=True, max_length=32)
-    relation: str = Field(max_length=32)
-    created_at: datetime = Field(sa_type=UTC_DATETIME)
-
-
-class ArtifactRecord(SQLModel, table=True):
-    """A file a run wrote, with its absolute path, sha256 and size at the time it was recorded."""
-
-    __tablename__ = "artifact"
-
-    id: int | None = Field(default=None, primary_key=True)
-    run_id: str = Field(foreign_key="run.id", index=True, max_length=32)
-    kind: str = Field(max_length=32)
-    path: str = Field(sa_type=Text)
-    sha256: str = Field(max_length=64)
-    bytes: int = Field(sa_type=BigInteger)
-    created_at: datetime = Field(sa_type=UTC_DATETIME)
-
-
-class MetricRecord(SQLModel, table=True):
-    """One measured value; append-only, so a key may have one row per step."""
-
-    __tablename__ = "metric"
-
-    id: int | None = Field(default=None, primary_key=True)
-    run_id: str = Field(foreign_key="run.id", index=True, max_length=32)
-    key: str = Field(max_length=128)
-    value: float
-    step: int | None = None
-    created_at: datetime = Field(sa_type=UTC_DATETIME)
-
-
-class MigrationRecord(SQLModel, table=True):
-    """A migration applied to this database."""
-
-    __tablename__ = "migrations"
-
-    name: str = Field(primary_key=True, max_length=128)
-    applied_at: datetime = Field(sa_type=UTC_DATETIME)
+# A migration applied to this database.
+MIGRATIONS = Table(
+    "migrations", METADATA,
+    Column("name", String(128), primary_key=True),
+    Column("applied_at", _utc(), nullable=False),
+)  # fmt: skip
