@@ -83,6 +83,37 @@ def test_runs_list_sends_the_same_statements_for_10_and_1000_runs(store_url: str
     assert counts[5] == counts[500] <= 12
 
 
+def grid(store: Store, cells: int) -> str:
+    """A bench of `cells` cells (method x ratio), each with a prune, finetune and eval step; its id."""
+    sha = "a" * 64
+    methods, ratios = [f"m{i}" for i in range(cells // 2)], [0.3, 0.5]
+    bench = store.create_run(kind="bench", status="completed", config={
+        "baseline": {"checkpoint_sha256": sha}, "grid": {"methods": methods, "ratios": ratios, "seeds": [0]}})
+    for method in methods:
+        for ratio in ratios:
+            cell = store.create_run(kind="cell", status="completed", parents=[(bench.id, "cell-of")],
+                                    config={"method": method, "ratio": ratio, "seed": 0, "baseline_sha256": sha},
+                                    metrics={"miou": ratio, "speedup": 1 / ratio})
+            for kind in ("prune", "finetune", "eval"):
+                store.create_run(kind=kind, status="completed", config={"c": cell.id},
+                                 parents=[(cell.id, "step-of")])
+    return bench.id
+
+
+def test_report_rows_are_a_fixed_number_of_statements(store: Store) -> None:
+    from vss_cli.report.tables import cell_rows
+
+    counts = {}
+    for cells in (4, 40):
+        bench = grid(store, cells)
+        with counted(store.engine) as statements:
+            rows = cell_rows(store, bench)
+        counts[cells] = len(statements)
+        assert len(rows) == cells and all(r.eval_run and r.prune_run and r.finetune_run for r in rows)
+        assert {(r.method, r.ratio, r.metrics["miou"]) for r in rows} >= {("m1", 0.5, 0.5), ("m0", 0.3, 0.3)}
+    assert counts[4] == counts[40] <= 12
+
+
 def test_lineage_and_batch_reads_are_one_statement_per_level(store: Store) -> None:
     ids = bulk_runs(store, 200)
     train, prune = ids[0], ids[1]

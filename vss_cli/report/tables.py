@@ -15,7 +15,7 @@ from typing import Any
 from vss_cli.report.schema import CELL_METRICS, CellRow, aggregated
 from vss_cli.report.verdict import verdict_footer, verdict_rows
 from vss_cli.store import Run, Store
-from vss_cli.store.grid import Grid, baseline_run_id, cell_axes, grid_cells, step_runs
+from vss_cli.store.grid import Grid, baseline_run_id, cell_axes, grid_cells, step_runs_many
 from vss_cli.store.writes import finite
 
 NOISY_MARK = " (noisy)"
@@ -35,11 +35,9 @@ def _id(run: Run | None) -> str | None:
     return run.id if run is not None else None
 
 
-def cell_row(store: Store, cell: Run, *, skipped: bool = False) -> CellRow:
+def cell_row(cell: Run, metrics: dict[str, float], steps: dict[str, Run], *, skipped: bool = False) -> CellRow:
     """The cell's axes, status, headline metrics and step run ids."""
     method, ratio, seed = cell_axes(cell)
-    metrics = store.latest_metrics(cell.id)
-    steps = step_runs(store, cell.id)
     return CellRow(
         method=method, ratio=ratio, seed=seed, status=cell.status,
         metrics={m.name: finite(metrics.get(m.name)) for m in CELL_METRICS},
@@ -50,10 +48,14 @@ def cell_row(store: Store, cell: Run, *, skipped: bool = False) -> CellRow:
 
 def cell_rows(store: Store, bench_id: str, *, skipped: Iterable[str] = (),
               baseline_sha: str | None = None) -> list[CellRow]:
-    """One row per cell of the bench; `skipped` names the cells an invocation found done and reused."""
+    """One row per cell of the bench; `skipped` names the cells an invocation found done and reused.
+    A fixed number of queries whatever the number of cells (metrics and steps are read in batches)."""
     skipped = set(skipped)
     cells = grid_cells(store, bench_id, baseline_sha=baseline_sha)
-    return [cell_row(store, cell, skipped=cell.id in skipped) for cell in cells]
+    ids = [cell.id for cell in cells]
+    metrics = store.latest_metrics_many(ids, [m.name for m in CELL_METRICS])
+    steps = step_runs_many(store, ids)
+    return [cell_row(cell, metrics[cell.id], steps[cell.id], skipped=cell.id in skipped) for cell in cells]
 
 
 def summary_stats(rows: Sequence[CellRow]) -> dict[str, Any]:

@@ -87,11 +87,18 @@ def grid_cells(store: Store, bench_id: str, *, baseline_sha: str | None = None) 
 
 def step_runs(store: Store, cell_id: str) -> dict[str, Run]:
     """The newest run of each step kind linked to the cell (`step-of`); earlier attempts are history."""
-    steps: dict[str, Run] = {}
-    for relation, run in store.children(cell_id):
-        if relation == "step-of" and run.kind in STEP_KINDS and (run.kind not in steps or run.id > steps[run.kind].id):
-            steps[run.kind] = run
-    return steps
+    return step_runs_many(store, [cell_id])[cell_id]
+
+
+def step_runs_many(store: Store, cell_ids: Sequence[str]) -> dict[str, dict[str, Run]]:
+    """`step_runs` of many cells in one query: {cell id: {step kind: newest run}}."""
+    out: dict[str, dict[str, Run]] = {}
+    for cell_id, children in store.children_many(cell_ids).items():
+        steps = out[cell_id] = {}
+        for relation, run in children:
+            if relation == "step-of" and run.kind in STEP_KINDS and (run.kind not in steps or run.id > steps[run.kind].id):
+                steps[run.kind] = run
+    return out
 
 
 def baseline_run_id(store: Store, bench: Run) -> str | None:
