@@ -323,6 +323,28 @@ def test_stale_running_and_interrupted_runs_are_reclaimable(store: Store) -> Non
         assert store.claim_run(cell.id, worker="d:4", stale_after_s=0) is False
 
 
+def test_finish_claimed_is_compare_and_set(store: Store) -> None:
+    """A worker that lost its cell to another (judged dead, reclaimed) writes nothing when it ends."""
+    cell = store.create_run(kind="cell", config={"c": 3}, status="pending")
+    assert store.claim_run(cell.id, worker="a:1", stale_after_s=60)
+    old = datetime.now(timezone.utc) - timedelta(minutes=5)
+    with store.engine.begin() as conn:
+        conn.execute(update(RUN).where(RUN.c.id == cell.id).values(heartbeat_at=old))
+    assert store.claim_run(cell.id, worker="b:2", stale_after_s=60)  # a:1 looked dead: b:2 has attempt 2
+    assert not store.finish_claimed(cell.id, "completed", attempt=1, worker="a:1", metrics={"miou": 0.1})
+    assert not store.finish_claimed(cell.id, "failed", attempt=2, worker="a:1", error="boom")  # not a's
+    got = store.get_run(cell.id)
+    assert (got.status, got.worker, got.attempt, got.error) == ("running", "b:2", 2, None)
+    assert store.latest_metrics(cell.id) == {}
+    assert store.finish_claimed(cell.id, "completed", attempt=2, worker="b:2", metrics={"miou": 0.2})
+    assert not store.finish_claimed(cell.id, "completed", attempt=2, worker="b:2")  # completed once
+    got = store.get_run(cell.id)
+    assert (got.status, got.finished_at is not None) == ("completed", True)
+    assert store.latest_metrics(cell.id) == {"miou": 0.2}
+    with pytest.raises(ValueError, match="terminal"):
+        store.finish_claimed(cell.id, "running", attempt=2)
+
+
 # -- several processes -------------------------------------------------------------------------
 
 

@@ -340,3 +340,33 @@ class Store(RunReads):
             )
         )
         return self._write(lambda conn: conn.execute(stmt).rowcount == 1)
+
+    def finish_claimed(
+        self,
+        run_id: str,
+        status: str,
+        *,
+        attempt: int,
+        worker: str | None = None,
+        metrics: Mapping[str, Any] | None = None,
+        error: str | None = None,
+    ) -> bool:
+        """Compare-and-set the end of a claimed run: set `status` (a terminal one) and append `metrics`
+        in one transaction, only while the run is still `running` at `attempt` for `worker` (default this
+        process). False, with nothing written, when another worker has taken the run over meanwhile, so
+        a run is completed once, by the worker that holds it."""
+        if status not in TERMINAL_STATUSES:
+            raise ValueError(f"finish_claimed needs a terminal status, not {status!r}")
+        values, now = finite_values(metrics or {}), _now()
+        held = (RUN.c.id == run_id) & (RUN.c.status == "running") & (RUN.c.attempt == attempt) & (
+            RUN.c.worker == (worker or worker_id()))
+        stmt = update(RUN).where(held).values(status=status, finished_at=now,
+                                              **({"error": error} if error is not None else {}))
+
+        def txn(conn: Connection) -> bool:
+            if conn.execute(stmt).rowcount != 1:
+                return False
+            insert_metrics(conn, run_id, values, None, now)
+            return True
+
+        return self._write(txn)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from vss_cli.engine.progress import log, progress_bar
 from vss_cli.report.schema import cell_metrics
-from vss_cli.store import Run, Store, artifact_intact, worker_id
+from vss_cli.store import Run, Store, artifact_intact
 from vss_cli.store.grid import step_runs
 from vss_cli.store.queue import Heartbeat, StepStore, poll_s, take
 from vss_cli.workflows.bench_baseline import Baseline
@@ -120,10 +120,10 @@ def _predict_step(work: CellWork, cell: Run, steps: StepStore, candidate: Run) -
                    input_size=work.opts.eval.input_size, device=work.opts.device)
 
 
-def _still_mine(store: Store, cell_id: str, attempt: int) -> bool:
-    """Nobody took the cell over while this worker ran it (it was not judged dead meanwhile)."""
-    now = store.get_run(cell_id)
-    return now.status == "running" and now.attempt == attempt and now.worker == worker_id()
+def _finish(store: Store, cell: Run, status: str, metrics: dict | None = None, error: str | None = None) -> None:
+    """End the cell unless another worker took it over while this one ran it (then that one ends it)."""
+    if not store.finish_claimed(cell.id, status, attempt=cell.attempt, metrics=metrics, error=error):
+        log(f"cell {cell.name}: taken over by another worker meanwhile; leaving it to that one")
 
 
 def run_cell(work: CellWork, cell: Run) -> None:
@@ -141,20 +141,16 @@ def run_cell(work: CellWork, cell: Run) -> None:
         tuned = _finetune_step(work, cell, steps, pruned, prior.get("finetune"))
         evaluated = _eval_step(work, cell, steps, tuned or pruned, prior.get("eval"))
         _predict_step(work, cell, steps, tuned or pruned)
-        if not _still_mine(store, cell.id, cell.attempt):
-            log(f"cell {cell.name}: taken over by another worker meanwhile; leaving it to that one")
-            return
-        store.add_metrics(cell.id, cell_metrics({
+        metrics = cell_metrics({
             **store.latest_metrics(pruned.id), **store.latest_metrics(evaluated.id),
-            "finetune_epochs": float(finetune_epochs_after(store, work.opts.finetune_epochs, pruned))}))
-        store.add_metrics(cell.id, {"cell_seconds": time.perf_counter() - t0})
-        store.set_status(cell.id, "completed")
-    except KeyboardInterrupt:
-        store.set_status(cell.id, "interrupted", error="interrupted by the user")
+            "finetune_epochs": float(finetune_epochs_after(store, work.opts.finetune_epochs, pruned))})
+        _finish(store, cell, "completed", {**metrics, "cell_seconds": time.perf_counter() - t0})
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM/SIGHUP (`errors.Interrupted`)
+        _finish(store, cell, "interrupted", error=f"interrupted by {getattr(exc, 'signal_name', 'the user')}")
         raise
     except Exception as exc:  # noqa: BLE001 - one failing cell must not stop the grid
-        store.set_status(cell.id, "failed", error=f"{type(exc).__name__}: {exc}")
         log(f"cell {cell.name} failed: {type(exc).__name__}: {exc}")
+        _finish(store, cell, "failed", error=f"{type(exc).__name__}: {exc}")
     finally:
         work.beat.discard(cell.id, *steps.touched)
 
