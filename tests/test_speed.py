@@ -106,9 +106,11 @@ def test_fps_and_avg_ms_come_from_the_median_and_the_result_says_how_it_was_time
             r.to_report())
         q1, _, q3 = statistics.quantiles(r.times_ms, n=4, method="inclusive")
         assert r.spread == pytest.approx((q3 - q1) / median) and r.noisy == (r.spread > 0.2)
-    plain, _ = measure_speed_pair(a, b, input_size=(16, 16), batch=1, device="cpu", warmup=0, iters=1,
+    plain, _ = measure_speed_pair(a, b, input_size=(16, 16), batch=1, device="cpu",
                                   setup=TimingSetup(fuse_bn=False, warmup=0, iters=1))
     assert not plain.fuse_bn and plain.bn_folded == 0
+    with pytest.raises(TypeError, match="not both"):  # one way to say how to time, not two that may disagree
+        measure_speed_pair(a, b, input_size=(16, 16), batch=1, device="cpu", iters=1, setup=TimingSetup())
 
 
 def _result(times: list[float]) -> SpeedResult:

@@ -16,10 +16,11 @@ Format = Annotated[str, typer.Option("--format", help="onnx or torchscript")]
 Out = Annotated[Path | None, typer.Option("--out", help="output file (default runs/export/<run id>/model.onnx|.pt)")]
 
 
-def export_cmd(run: Run, format: Format = "onnx", out: Out = None, input_size: o.InputSize = None,
-               fuse_bn: o.FuseBn = True) -> None:
+def export_cmd(run: Run, format: Format = o.EXPORT["format"], out: Out = None, input_size: o.InputSize = None,
+               fuse_bn: o.FuseBn = o.EXPORT["fuse_bn"]) -> None:
     """Write a (pruned) model, BN folded, as ONNX or TorchScript; checked against torch and recorded as a run."""
-    from vss_cli.workflows.export import ExportOptions, export_run
+    from vss_cli.workflows.export import export_run
+    from vss_cli.workflows.options import ExportOptions
 
     opts = ExportOptions(run=run, format=format, out=str(out) if out else None, input_size=o.parse_size(input_size),
                          fuse_bn=fuse_bn)

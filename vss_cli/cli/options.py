@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from vss_cli.workflows.options import EvalOptions, PruneOptions, TrainOptions, default_of
+from vss_cli.workflows.options import EvalOptions, ExportOptions, PruneOptions, TrainOptions, default_of
 
 
 def parse_size(value: str | None) -> tuple[int, int] | None:
@@ -87,6 +87,7 @@ EVAL = {name: default_of(EvalOptions, name) for name in (
     "oracle_methods", "reconstruction_batches", "split", "num_workers", "fuse_bn", "compile", "cuda_graphs")}
 TRAIN = {name: default_of(TrainOptions, name) for name in (
     "weight_decay", "scheduler", "warmup_epochs", "slimming_lambda", "seed", "num_workers")}
+EXPORT = {name: default_of(ExportOptions, name) for name in ("format", "fuse_bn")}
 
 Dataset = Annotated[str | None, typer.Option("--dataset", help="synthetic, cityscapes or camvid (default: what "
                                              "the --data-root layout shows, else synthetic)")]

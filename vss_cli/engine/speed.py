@@ -22,6 +22,7 @@ import statistics
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -187,17 +188,17 @@ def _device(device: str | torch.device) -> torch.device:
 
 
 def measure_speed_pair(baseline: nn.Module, candidate: nn.Module, *, input_size: tuple[int, int], batch: int,
-                       device: str | torch.device, dtype: str = "fp32", channels_last: bool = False,
-                       warmup: int = 10, iters: int = 50, seed: int = 0, fuse_bn: bool = True,
-                       compile: bool = False, cuda_graphs: bool = False,
-                       setup: TimingSetup | None = None) -> tuple[SpeedResult, SpeedResult]:
+                       device: str | torch.device, seed: int = 0, setup: TimingSetup | None = None,
+                       **timing: Any) -> tuple[SpeedResult, SpeedResult]:
     """Time `baseline` and `candidate` on one shared input, alternating iterations; returns both results.
 
-    `times_ms[i]` of the two results were measured back to back (see `speedups`). `setup`, when given,
-    replaces the individual timing keywords. The callers' models are left as they were.
+    `times_ms[i]` of the two results were measured back to back (see `speedups`). The timing is `setup`,
+    or a `TimingSetup` of the `timing` keywords (dtype, channels_last, fuse_bn, compile, cuda_graphs,
+    warmup, iters; its defaults otherwise). The callers' models are left as they were.
     """
-    setup = setup or TimingSetup(dtype=dtype, channels_last=channels_last, fuse_bn=fuse_bn, compile=compile,
-                                 cuda_graphs=cuda_graphs, warmup=warmup, iters=iters)
+    if setup is not None and timing:
+        raise TypeError("measure_speed_pair takes setup= or timing keywords, not both")
+    setup = setup or TimingSetup(**timing)
     device = _device(device)
     torch_dtype = check_setup(setup, device)
     if batch < 1:

@@ -32,18 +32,10 @@ from vss_cli.workflows.common import (
     save_artifact,
     versions,
 )
+from vss_cli.workflows.options import ExportOptions
 
 ONNX_OPSET = 17
 MAX_ABS_DIFF = 1e-4  # an export whose output differs more from torch's is a failed export
-
-
-@dataclass
-class ExportOptions:
-    run: str  # run id or checkpoint path
-    format: str = "onnx"  # onnx | torchscript
-    out: str | None = None  # default: runs/export/<run id>/model.<ext>
-    input_size: tuple[int, int] | None = None  # default: the checkpoint dataset's
-    fuse_bn: bool = True
 
 
 @dataclass

@@ -92,6 +92,15 @@ class EvalOptions:
     model: str | None = None  # optional check: both checkpoints must hold this model
 
 
+@dataclass
+class ExportOptions:
+    run: str  # run id or checkpoint path
+    format: str = "onnx"  # onnx | torchscript
+    out: str | None = None  # default: runs/export/<run id>/model.<ext>
+    input_size: tuple[int, int] | None = None  # default: the checkpoint dataset's
+    fuse_bn: bool = True
+
+
 def default_of(cls: type, name: str) -> Any:
     """The default of field `name` of options dataclass `cls` (what the CLI shows and uses)."""
     for f in dataclasses.fields(cls):
