@@ -57,6 +57,22 @@ def test_sigterm_mid_epoch_marks_interrupted_and_resume_continues(tmp_path):
     assert sorted({m.step for m in store.metrics(run.id, "train_loss")}) == [0, 1, 2]
 
 
+def test_sigterm_to_the_process_group_with_loader_workers(tmp_path):
+    """What Slurm's scancel does: SIGTERM to every process of the job, DataLoader workers included. The
+    run ends interrupted (not failed on "DataLoader worker is killed by signal"), without a traceback."""
+    env = _env(tmp_path, VSS_QUIET="1")
+    proc = subprocess.Popen([*train_args(12), "--num-workers", "2"], cwd=tmp_path, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    _wait_for("runs/train/*/last.pt", tmp_path, proc)
+    time.sleep(0.2)  # the second epoch's workers are up
+    os.killpg(proc.pid, signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err[-2000:]
+    assert "Traceback" not in err and "killed by signal" not in err, err[-2000:]
+    (run,) = Store(tmp_path / "r.db").list_runs(kind="train")
+    assert run.status == "interrupted" and "SIGTERM" in (run.error or "")
+
+
 @pytest.mark.parametrize("name, code", [("SIGTERM", 143), ("SIGHUP", 129)])
 def test_signal_inside_recorded_marks_the_run_interrupted(name, code):
     store = Store(Path("s.db"))

@@ -22,3 +22,13 @@ def install_signal_handlers() -> None:
     for name in HANDLED_SIGNALS:
         if hasattr(signal, name):
             signal.signal(getattr(signal, name), handler)
+
+
+def leave_stop_signals_to_the_parent(_worker_id: int = 0) -> None:
+    """`worker_init_fn` of DataLoader workers: ignore SIGTERM / SIGHUP. A scheduler signals the whole
+    process group; the main process turns it into `Interrupted` and shuts its workers down in order,
+    instead of each worker dying at once and the loader raising "DataLoader worker is killed by signal"
+    over the interruption. Workers still exit with their parent (the loader's watchdog)."""
+    for name in HANDLED_SIGNALS:
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), signal.SIG_IGN)

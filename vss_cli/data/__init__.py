@@ -16,6 +16,7 @@ from vss_cli.data.specs import SPLITS, DatasetSpec, get_spec, list_datasets, reg
 from vss_cli.data.synthetic import SyntheticScenes
 from vss_cli.data.transforms import eval_transform, train_transform
 from vss_cli.errors import ConfigError, DataError
+from vss_cli.signals import leave_stop_signals_to_the_parent
 
 __all__ = [
     "BuildRequest", "DatasetSpec", "build_dataset", "build_loader", "class_weights", "get_spec", "list_datasets",
@@ -141,6 +142,7 @@ def build_loader(dataset: Dataset, *, batch_size: int, train: bool, num_workers:
         generator=generator,
         pin_memory=torch.cuda.is_available() if pin_memory is None else pin_memory,
         persistent_workers=num_workers > 0,
+        worker_init_fn=leave_stop_signals_to_the_parent if num_workers > 0 else None,
     )
 
 
