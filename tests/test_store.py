@@ -249,6 +249,11 @@ def test_metrics_skip_non_finite_and_keep_history(store: Store) -> None:
         ("loss", 0.5, 1),
     ]
     assert store.latest_metrics(run.id) == {"loss": 0.5, "val_miou": 0.61}
+    store.add_metrics(run.id, {"zeta": 1.0}, step=2)
+    store.add_metrics(run.id, {"loss": 0.25}, step=3)
+    latest = store.latest_metrics(run.id)  # keys in the order of their last append, on both back-ends
+    assert list(latest.items()) == [("val_miou", 0.61), ("zeta", 1.0), ("loss", 0.25)]
+    assert store.latest_metrics_many([run.id], ["loss", "zeta"]) == {run.id: {"zeta": 1.0, "loss": 0.25}}
 
 
 def test_artifacts_and_artifact_path(store: Store, tmp_path: Path) -> None:
