@@ -57,6 +57,7 @@ def lineage(db: Path, tmp_path: Path) -> Lineage:
         store.add_metrics(prune.id, {"channel_ratio": 0.3, "macs": 1.2e9})
         store.add_metrics(tune.id, {"val_miou": 0.55}, step=0)
         store.add_metrics(tune.id, {"val_miou": 0.65}, step=1)
+        store.add_metrics(ev.id, {"baseline_miou": 0.70, "candidate_miou": 0.64})
         for run in (train, prune, tune):
             store.set_status(run.id, "completed")
         store.set_status(ev.id, "failed", error="boom")
@@ -93,6 +94,7 @@ def test_list_csv(lineage: Lineage) -> None:
     assert by_id[lineage.prune]["parents"] == f"pruned-from:{lineage.train}"
     assert by_id[lineage.ev]["parents"] == f"evaluates:{lineage.tune} baseline-of:{lineage.train}"
     assert float(by_id[lineage.tune]["miou"]) == 0.65 and by_id[lineage.prune]["miou"] == ""
+    assert float(by_id[lineage.ev]["miou"]) == 0.64  # an eval's headline is its candidate's mIoU
     assert by_id[lineage.train]["name"] == "baseline" and by_id[lineage.ev]["status"] == "failed"
 
 

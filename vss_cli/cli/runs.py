@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from vss_cli.store import Lineage, LineageNode, Run, Store
     from vss_cli.store.queries import RunOverview
 
-MIOU_KEYS = ("val_miou", "miou")
+MIOU_KEYS = ("val_miou", "miou", "candidate_miou")  # train/finetune, cell, eval
 LIST_COLUMNS = ("id", "kind", "status", "created", "duration", "parents", "miou", "name")  # csv / json
 NARROW_COLUMNS = ("id", "kind", "status", "age", "miou", "name")  # the table below 120 columns
 WIDE_COLUMNS = ("id", "kind", "status", "created", "age", "duration", "parents", "miou", "name")
@@ -45,7 +45,7 @@ def check_format(fmt: str, allowed: tuple[str, ...]) -> None:
 
 
 def main_metric(metrics: dict[str, float]) -> float | None:
-    """The headline number of a run: its mIoU (validation mIoU while training)."""
+    """The headline number of a run: its mIoU (validation mIoU while training, the candidate's for an eval)."""
     return next((metrics[k] for k in MIOU_KEYS if k in metrics), None)
 
 
