@@ -95,6 +95,7 @@ def _children_cpu() -> float:
 
 
 FLOOR_IMPORTS = "import typer, rich.console, rich.table, sqlalchemy, pydantic"  # what every `runs list` loads
+DRIVER_IMPORTS = {"sqlite": "sqlite3, sqlalchemy.dialects.sqlite", "postgresql": "psycopg, sqlalchemy.dialects.postgresql"}
 
 
 @dataclass
@@ -117,18 +118,19 @@ def _timed(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
     return time.perf_counter() - start, _children_cpu() - cpu0
 
 
-def cli_seconds(db: str, *args: str, repeat: int) -> CliTiming:
+def cli_seconds(db: str, *args: str, repeat: int, driver: str) -> CliTiming:
     """Best seconds of a fresh `python -m vss_cli --db DB ARGS` (output discarded), each run followed by
     one of a Python that only imports what such a process cannot do without (typer, which coerces
-    options through pydantic; rich; sqlalchemy): the part that is not vss's, measured at the same
-    moment, so a machine that slows down shows in both. CPU time is the client process's own. Bytecode
-    caching is on, as for any installed user (`PYTHONDONTWRITEBYTECODE` would recompile every run)."""
+    options through pydantic; rich; sqlalchemy and the `driver`'s modules): the part that is not
+    vss's, measured at the same moment, so a machine that slows down shows in both. CPU time is the
+    client process's own. Bytecode caching is on, as for any installed user
+    (`PYTHONDONTWRITEBYTECODE` would recompile every run)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "100", "VSS_QUIET": "1"}
     env.pop("PYTHONDONTWRITEBYTECODE", None)
     timing = CliTiming()
     for _ in range(repeat):
         wall, cpu = _timed([sys.executable, "-m", "vss_cli", "--db", db, *args], env)
-        floor, _ = _timed([sys.executable, "-c", FLOOR_IMPORTS], env)
+        floor, _ = _timed([sys.executable, "-c", f"{FLOOR_IMPORTS}, {DRIVER_IMPORTS[driver]}"], env)
         timing.add(wall, cpu, floor)
     return timing
 
@@ -170,7 +172,7 @@ def measure(label: str, db: str, args: argparse.Namespace) -> list[tuple[str, st
         (f"runs show bench ({args.cells}-cell subtree)", ("runs", "show", bench), "—"),
         (f"report over a {args.cells}-cell grid", ("report", bench, "--format", "json"), "≤ 2 s"),
     ):
-        t = cli_seconds(db, *cli, repeat=r)
+        t = cli_seconds(db, *cli, repeat=r, driver=label)
         rows.append((what, f"{t.wall:.2f} s", f"{t.cpu:.2f} s", f"{t.floor:.2f} s", target))
     return [(label, *row) for row in rows]
 
