@@ -50,7 +50,7 @@ def _runs(conn: Connection, ids: Sequence[str]) -> dict[str, Run]:
     found: dict[str, Run] = {}
     for batch in queries.chunks(ids):
         for rec in conn.execute(select(RUN).where(RUN.c.id.in_(batch))):
-            found[rec.id] = Run.from_record(rec)
+            found[rec.id] = Run.from_row(rec)
     return found
 
 
@@ -100,7 +100,7 @@ def plan_gc(conn: Connection, cutoff: datetime) -> Removal:
     query = select(RUN).where(
         RUN.c.status.in_(GC_STATUSES), RUN.c.kind != "bench", RUN.c.created_at < cutoff
     )
-    candidates = [Run.from_record(rec) for rec in conn.execute(query.order_by(RUN.c.id))]
+    candidates = [Run.from_row(rec) for rec in conn.execute(query.order_by(RUN.c.id))]
     kept = [run for run in candidates if _kept_by_subtree(conn, run)]
     doomed = [run.id for run in candidates if run not in kept]
     plan = _plan(conn, [*doomed, *queries.descendants(conn, doomed)])

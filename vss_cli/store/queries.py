@@ -113,10 +113,10 @@ def select_runs(conn: Connection, flt: RunFilter) -> list[Run]:
     query = select(RUN).where(*flt.conditions(datetime.now(timezone.utc)))
     query = query.order_by(RUN.c.created_at.desc(), RUN.c.id.desc())
     if not flt.where:
-        return [Run.from_record(r) for r in conn.execute(query.limit(flt.limit)).all()]
+        return [Run.from_row(r) for r in conn.execute(query.limit(flt.limit)).all()]
     runs = []
     for rec in conn.execute(query).all():
-        run = Run.from_record(rec)
+        run = Run.from_row(rec)
         if all(config_matches(run.config, key, value) for key, value in flt.where):
             runs.append(run)
             if flt.limit is not None and len(runs) >= flt.limit:
@@ -183,7 +183,7 @@ def neighbours(conn: Connection, ids: Sequence[str], *, upward: bool) -> Adjacen
     out: Adjacency = {run_id: [] for run_id in ids}
     for batch in chunks(ids):
         for row in conn.execute(_neighbours_query(upward, conn.dialect.name), {"ids": batch}).all():
-            out[row[0]].append((row.relation, Run.from_record(row)))
+            out[row[0]].append((row.relation, Run.from_row(row[2:])))
     return out
 
 

@@ -47,14 +47,14 @@ class RunReads(BulkStore):
         def txn(conn: Connection) -> Run:
             exact = run_row(conn, prefix) if prefix else None
             if exact is not None:
-                return Run.from_record(exact)
+                return Run.from_row(exact)
             query = select(RUN).where(RUN.c.id.startswith(prefix, autoescape=True))
             recs = conn.execute(query.order_by(RUN.c.id).limit(6)).all() if prefix else []
             if not recs:
                 raise RunNotFound(f"no run matches '{id_or_prefix}': see `vss runs list`")
             if len(recs) > 1:
                 raise _ambiguous(id_or_prefix, [r.id for r in recs])
-            return Run.from_record(recs[0])
+            return Run.from_row(recs[0])
 
         return self._read(txn)
 
@@ -77,7 +77,7 @@ class RunReads(BulkStore):
         if config_key is not None:
             query = query.where(RUN.c.config_key == config_key)
         query = query.order_by(RUN.c.created_at.desc(), RUN.c.id.desc()).limit(limit)
-        return self._read(lambda conn: [Run.from_record(r) for r in conn.execute(query).all()])
+        return self._read(lambda conn: [Run.from_row(r) for r in conn.execute(query).all()])
 
     def find_completed(self, *, config_key: str, kind: str | None = None) -> Run | None:
         """A completed run with this key whose artifacts all still exist with their sha256, else None."""
@@ -104,7 +104,7 @@ class RunReads(BulkStore):
             up = queries.reachable(conn, rec.id, upward=True, max_depth=max_depth)
             down = queries.reachable(conn, rec.id, upward=False, max_depth=max_depth)
             return Lineage(
-                run=Run.from_record(rec),
+                run=Run.from_row(rec),
                 ancestors=queries.tree(up, rec.id, max_depth, seen),
                 descendants=queries.tree(down, rec.id, max_depth, seen),
             )
@@ -148,7 +148,7 @@ class RunReads(BulkStore):
             if run_id is None:
                 return None
             rec = run_row(conn, run_id)
-            return Run.from_record(rec) if rec is not None else None
+            return Run.from_row(rec) if rec is not None else None
 
         return self._read(txn)
 

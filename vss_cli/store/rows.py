@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from datetime import datetime, timezone
 from pathlib import Path
@@ -46,13 +47,19 @@ class Run:
     out_dir: str | None
 
     @classmethod
+    def from_row(cls, row: Sequence[Any]) -> Run:
+        """From the run table's columns in table order: a `select(RUN)` row, or a slice of a wider row
+        (`tests/test_store.py` holds the table's column order to this dataclass's field order)."""
+        return cls._decoded(dict(zip(_RUN_FIELDS, row, strict=True)))
+
+    @classmethod
     def from_record(cls, rec: Any) -> Run:
-        """From a Core row (or a mapping) with the run table's columns."""
-        if getattr(rec, "_fields", None) == _RUN_FIELDS:  # a `select(RUN)` row: columns in field order
-            values = dict(zip(_RUN_FIELDS, rec, strict=True))
-        else:
-            mapping = getattr(rec, "_mapping", rec)
-            values = {name: mapping[name] for name in _RUN_FIELDS}
+        """From a mapping (or a Core row) with the run table's columns, looked up by name."""
+        mapping = getattr(rec, "_mapping", rec)
+        return cls._decoded({name: mapping[name] for name in _RUN_FIELDS})
+
+    @classmethod
+    def _decoded(cls, values: dict[str, Any]) -> Run:
         values["config"] = json.loads(values["config"])
         values["versions"] = json.loads(values["versions"]) if values["versions"] else None
         for key in _RUN_TIMES:

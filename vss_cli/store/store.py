@@ -148,7 +148,7 @@ class Store(RunReads):
                 )
             existing = conn.execute(query.order_by(RUN.c.id).limit(1)).first()
             if existing is not None:
-                return Run.from_record(existing), False
+                return Run.from_row(existing), False
             return insert(conn), True
 
         return self._write_with_parents(txn, parents)
@@ -221,7 +221,7 @@ class Store(RunReads):
             require_run(conn, run_id)
             if values:
                 conn.execute(update(RUN).where(RUN.c.id == run_id).values(**values))
-            return Run.from_record(require_run(conn, run_id))
+            return Run.from_row(require_run(conn, run_id))
 
         return self._write(txn)
 
