@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing as mp
 import os
+import pickle
 from dataclasses import fields
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -84,7 +86,20 @@ def test_migrations_build_the_schema_on_a_blank_database(store: Store, store_url
 
 
 def test_run_rows_have_the_run_tables_columns() -> None:
-    assert tuple(RUN.c.keys()) == tuple(f.name for f in fields(Run))  # Run.from_record's fast path
+    assert tuple(RUN.c.keys()) == tuple(f.name for f in fields(Run))  # what Run.from_row relies on
+
+
+def test_a_stored_runs_config_is_decoded_when_first_read(store: Store) -> None:
+    made = store.create_run(kind="train", config={"model": {"name": "unet"}, "lr": 0.01}, versions={"vss": "x"})
+    got = store.get_run(made.id)
+    assert "config" not in vars(got) and "versions" not in vars(got)  # still JSON text
+    assert got == made and got.config == {"model": {"name": "unet"}, "lr": 0.01} and got.versions == {"vss": "x"}
+    assert vars(got)["config"] is got.config  # decoded once, then kept
+    again = store.get_run(made.id)
+    assert pickle.loads(pickle.dumps(again)) == made and again.to_dict()["config"] == made.config
+    assert dataclasses.replace(again, status="failed").config == made.config
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        again.nope  # noqa: B018
 
 
 def test_tables_match_the_migrated_schema(store: Store) -> None:
