@@ -39,10 +39,9 @@ def render_rows(rows: Sequence[dict], fmt: str, *, title: str | None = None, col
         sys.stdout.write(f"[\n{lines}\n]\n" if rows else "[]\n")
     elif fmt == "csv":
         buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore", lineterminator="\n")
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({k: row.get(k) for k in cols})
+        writer = csv.writer(buf, lineterminator="\n")  # what DictWriter writes (None as ""), without its per-row checks
+        writer.writerow(cols)
+        writer.writerows([row.get(k) for k in cols] for row in rows)
         sys.stdout.write(buf.getvalue())
     elif fmt == "markdown":
         lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
