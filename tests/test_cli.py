@@ -54,6 +54,20 @@ def test_train_prune_eval_and_lineage(trained, tmp_path):
     assert shown.exit_code == 0 and train.id[:8] in shown.output
 
 
+def test_the_same_seed_trains_the_same_weights(tmp_path):
+    """--seed fixes the initial weights too, whatever the process's random state was before."""
+    import torch
+
+    from vss_cli.pruning.checkpoint import load_checkpoint
+
+    for noise in (1, 2):
+        torch.manual_seed(noise)  # what earlier work in the process left behind
+        assert vss("train", "--epochs", "1", "--seed", "7", *TINY).exit_code == 0
+    store = Store(tmp_path / "vss.db")
+    first, second = (load_checkpoint(store.artifact_path(r.id)).model.state_dict() for r in store.list_runs(kind="train"))
+    assert first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
+
+
 def test_prune_by_checkpoint_path_keeps_lineage(trained):
     store, train = trained
     path = store.artifact_path(train.id)

@@ -11,7 +11,7 @@ import torch
 
 from vss_cli.engine.checkpoint import ModelSpec
 from vss_cli.engine.progress import log, log_epoch
-from vss_cli.engine.train import FitResult, TrainConfig, TrainHooks, fit
+from vss_cli.engine.train import FitResult, TrainConfig, TrainHooks, fit, seed_everything
 from vss_cli.errors import ConfigError
 from vss_cli.pruning.checkpoint import load_checkpoint
 from vss_cli.store.queue import RunStore
@@ -184,6 +184,7 @@ def train_run(opts: TrainOptions, store: RunStore, *, kind: str = "train", hooks
     distributed, rank, world = _distributed_setup(device)
     if distributed and device.type == "cuda":
         device = torch.device("cuda", torch.cuda.current_device())
+    seed_everything(opts.seed)  # before the model is built: --seed fixes its initial weights too
     model, mspec, history, parent = prepare_model(opts, store)
     if opts.model_from:
         opts = replace(opts, model=mspec.name)
