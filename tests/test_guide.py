@@ -59,3 +59,24 @@ def test_every_registered_command_is_in_the_guide(guides):
     names = {c.name or c.callback.__name__ for c in app.registered_commands}
     documented = commands(guides[0])
     assert {n for n in names if n not in documented} == set()
+
+
+def test_every_command_option_is_in_the_guide(guides):
+    """Each option of each `vss` command appears in guide.md (either form of a --x/--no-x flag)."""
+    import typer.main
+
+    from vss_cli.cli.app import app
+
+    documented = set(OPTION.findall(guides[0]))
+    missing = []
+
+    def walk(command, path):
+        for param in getattr(command, "params", []):
+            forms = [o for o in (*param.opts, *param.secondary_opts) if o.startswith("--")]
+            if forms and not documented & set(forms) and forms != ["--help"]:
+                missing.append(f"vss {' '.join(path)} {forms[0]}")
+        for name, sub in getattr(command, "commands", {}).items():
+            walk(sub, [*path, name])
+
+    walk(typer.main.get_command(app), [])
+    assert missing == [], f"options missing from docs/guide.md: {missing}"

@@ -103,12 +103,11 @@ Save = Annotated[Path | None, typer.Option("--save", help="parent folder: the ru
 NumWorkers = Annotated[int, typer.Option("--num-workers", help="data-loader worker processes")]
 BatchSize = Annotated[int | None, typer.Option("--batch-size", help="batch size; default depends on the dataset")]
 OutFormat = Annotated[str, typer.Option("--format", help="table, csv or json")]
-RoundTo = Annotated[int, typer.Option("--round-to", help="kept widths rounded up to multiples of K in layers at least "
-                                      "4K wide (1 = exact widths)")]
 FuseBn = Annotated[bool, typer.Option("--fuse-bn/--no-fuse-bn", help="fold conv-BN pairs into the convs, as "
                                      "deployed (timing and export; accuracy always uses the model as stored)")]
 RoundToAuto = Annotated[str, typer.Option("--round-to", help="kept widths rounded up to multiples of K in layers "
-                                          "at least 4K wide (1 = exact widths), or auto: the widths the latency table shows are fast (--budget latency)")]
+                                          "at least 4K wide (1 = exact widths), or auto: the widths the latency "
+                                          "table shows are fast (--budget latency)")]
 Samples = Annotated[int, typer.Option("--samples", help="training images scored by data-driven methods")]
 OracleSamples = Annotated[int, typer.Option("--oracle-samples", help="validation images for the oracle "
                                             "channel-importance analysis (0 = off)")]

@@ -112,12 +112,8 @@ class RunReads(BulkStore):
         return self._read(txn)
 
     def artifacts(self, run_id: str, kind: str | None = None) -> list[Artifact]:
-        """The run's artifacts in the order they were recorded."""
-        query = select(ARTIFACT).where(ARTIFACT.c.run_id == run_id)
-        if kind is not None:
-            query = query.where(ARTIFACT.c.kind == kind)
-        query = query.order_by(ARTIFACT.c.id)
-        return self._read(lambda conn: [Artifact.from_record(r) for r in conn.execute(query).all()])
+        """The run's artifacts (only those of `kind`, when given) in the order they were recorded."""
+        return [a for a in self.artifacts_many([run_id])[run_id] if kind is None or a.kind == kind]
 
     def artifact_path(self, run_id: str, kind: str = "checkpoint") -> Path:
         """Path of the run's latest artifact of `kind` (id or unique prefix); CheckpointError if none."""
