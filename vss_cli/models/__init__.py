@@ -8,9 +8,12 @@ SegNet, U-Net).
 from vss_cli.models import deeplab_fcn, resnet_seg, segnet, unet  # noqa: F401
 from vss_cli.models.registry import (
     ModelInfo,
+    ModelStructure,
     build_model,
+    declared_structure,
     get_model_info,
     list_models,
+    model_structure,
     output_layer_names,
     register_model,
 )
@@ -18,11 +21,14 @@ from vss_cli.models.resnet import ScalableResNet, WeightsError
 
 __all__ = [
     "ModelInfo",
+    "ModelStructure",
     "ScalableResNet",
     "WeightsError",
     "build_model",
+    "declared_structure",
     "get_model_info",
     "list_models",
+    "model_structure",
     "output_layer_names",
     "register_model",
 ]

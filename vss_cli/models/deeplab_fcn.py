@@ -9,10 +9,11 @@ from torchvision.models.segmentation import FCN, DeepLabV3
 from torchvision.models.segmentation.deeplabv3 import ASPP
 from torchvision.models.segmentation.fcn import FCNHead
 
-from vss_cli.models.registry import register_model, scaled
+from vss_cli.models.registry import ModelStructure, register_model, scaled
 from vss_cli.models.resnet import dilated_resnet, feature_extractor, stage_channels
 
-OUTPUT_LAYERS = ("classifier.4", "aux_classifier.4")
+STRUCTURE = ModelStructure(backbone=("backbone",), head=("classifier",), aux=("aux_classifier",),
+                           output_layers=("classifier.4", "aux_classifier.4"))
 TINY = {"width": 0.125}
 
 
@@ -48,28 +49,28 @@ def fcn(depth: int, num_classes: int, width: float, aux_loss: bool,
     return FCN(feature_extractor(backbone, aux_loss), head, _aux_head(width, num_classes, aux_loss))
 
 
-@register_model("deeplabv3_resnet50", output_layers=OUTPUT_LAYERS, tiny_kwargs=TINY,
+@register_model("deeplabv3_resnet50", structure=STRUCTURE, tiny_kwargs=TINY,
                 description="DeepLabV3 + dilated ResNet-50 (torchvision)")
 def deeplabv3_resnet50(num_classes: int, width: float = 1.0, aux_loss: bool = False,
                        pretrained_backbone: bool = False, backbone_weights: str | None = None) -> DeepLabV3:
     return deeplabv3(50, num_classes, width, aux_loss, pretrained_backbone, backbone_weights)
 
 
-@register_model("deeplabv3_resnet101", output_layers=OUTPUT_LAYERS, tiny_kwargs=TINY,
+@register_model("deeplabv3_resnet101", structure=STRUCTURE, tiny_kwargs=TINY,
                 description="DeepLabV3 + dilated ResNet-101 (torchvision)")
 def deeplabv3_resnet101(num_classes: int, width: float = 1.0, aux_loss: bool = False,
                         pretrained_backbone: bool = False, backbone_weights: str | None = None) -> DeepLabV3:
     return deeplabv3(101, num_classes, width, aux_loss, pretrained_backbone, backbone_weights)
 
 
-@register_model("fcn_resnet50", output_layers=OUTPUT_LAYERS, tiny_kwargs=TINY,
+@register_model("fcn_resnet50", structure=STRUCTURE, tiny_kwargs=TINY,
                 description="FCN + dilated ResNet-50 (torchvision)")
 def fcn_resnet50(num_classes: int, width: float = 1.0, aux_loss: bool = False,
                  pretrained_backbone: bool = False, backbone_weights: str | None = None) -> FCN:
     return fcn(50, num_classes, width, aux_loss, pretrained_backbone, backbone_weights)
 
 
-@register_model("fcn_resnet101", output_layers=OUTPUT_LAYERS, tiny_kwargs=TINY,
+@register_model("fcn_resnet101", structure=STRUCTURE, tiny_kwargs=TINY,
                 description="FCN + dilated ResNet-101 (torchvision)")
 def fcn_resnet101(num_classes: int, width: float = 1.0, aux_loss: bool = False,
                   pretrained_backbone: bool = False, backbone_weights: str | None = None) -> FCN:

@@ -7,10 +7,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torchvision.models.segmentation.fcn import FCNHead
 
-from vss_cli.models.registry import register_model, scaled
+from vss_cli.models.registry import ModelStructure, register_model, scaled
 from vss_cli.models.resnet import dilated_resnet, feature_extractor, stage_channels
 
-OUTPUT_LAYERS = ("classifier.3", "aux_classifier.4")
+STRUCTURE = ModelStructure(backbone=("backbone",), head=("classifier",), aux=("aux_classifier",),
+                           output_layers=("classifier.3", "aux_classifier.4"))
 TINY = {"width": 0.125}
 
 
@@ -51,14 +52,14 @@ def resnet_seg(depth: int, num_classes: int, width: float, aux_loss: bool,
     return ResNetSeg(feature_extractor(backbone, aux_loss), head, aux)
 
 
-@register_model("resnet50_seg", output_layers=OUTPUT_LAYERS, tiny_kwargs=TINY,
+@register_model("resnet50_seg", structure=STRUCTURE, tiny_kwargs=TINY,
                 description="dilated ResNet-50 + plain conv head")
 def resnet50_seg(num_classes: int, width: float = 1.0, aux_loss: bool = False,
                  pretrained_backbone: bool = False, backbone_weights: str | None = None) -> ResNetSeg:
     return resnet_seg(50, num_classes, width, aux_loss, pretrained_backbone, backbone_weights)
 
 
-@register_model("resnet101_seg", output_layers=OUTPUT_LAYERS, tiny_kwargs=TINY,
+@register_model("resnet101_seg", structure=STRUCTURE, tiny_kwargs=TINY,
                 description="dilated ResNet-101 + plain conv head")
 def resnet101_seg(num_classes: int, width: float = 1.0, aux_loss: bool = False,
                   pretrained_backbone: bool = False, backbone_weights: str | None = None) -> ResNetSeg:

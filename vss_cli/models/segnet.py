@@ -10,9 +10,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torchvision.models.segmentation.fcn import FCNHead
 
-from vss_cli.models.registry import register_model, reject_backbone_weights, scaled
+from vss_cli.models.registry import ModelStructure, register_model, reject_backbone_weights, scaled
 
 STAGE_CHANNELS = (64, 128, 256, 512, 512)
+STRUCTURE = ModelStructure(backbone=("encoder",), head=("decoder", "classifier"), aux=("aux_classifier",),
+                           output_layers=("classifier", "aux_classifier.4"))
 
 
 def conv_bn_relu(in_channels: int, out_channels: int) -> list[nn.Module]:
@@ -75,7 +77,7 @@ class SegNet(nn.Module):
         return out
 
 
-@register_model("simple_segnet", output_layers=("classifier", "aux_classifier.4"), tiny_kwargs={"width": 0.125},
+@register_model("simple_segnet", structure=STRUCTURE, tiny_kwargs={"width": 0.125},
                 description="SegNet encoder-decoder, pooling-index unpooling")
 def simple_segnet(num_classes: int, width: float = 1.0, aux_loss: bool = False,
                   pretrained_backbone: bool = False, backbone_weights: str | None = None) -> SegNet:

@@ -7,9 +7,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torchvision.models.segmentation.fcn import FCNHead
 
-from vss_cli.models.registry import register_model, reject_backbone_weights, scaled
+from vss_cli.models.registry import ModelStructure, register_model, reject_backbone_weights, scaled
 
 STAGE_CHANNELS = (64, 128, 256, 512, 1024)
+STRUCTURE = ModelStructure(backbone=("encoder",), head=("decoder", "classifier"), aux=("aux_classifier",),
+                           output_layers=("classifier", "aux_classifier.4"))
 
 
 class DoubleConv(nn.Sequential):
@@ -71,7 +73,7 @@ class UNet(nn.Module):
         return out
 
 
-@register_model("unet", output_layers=("classifier", "aux_classifier.4"), tiny_kwargs={"width": 0.125},
+@register_model("unet", structure=STRUCTURE, tiny_kwargs={"width": 0.125},
                 description="U-Net, 4 down / 4 up with skip concatenation")
 def unet(num_classes: int, width: float = 1.0, aux_loss: bool = False,
          pretrained_backbone: bool = False, backbone_weights: str | None = None) -> UNet:

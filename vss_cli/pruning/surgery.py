@@ -16,6 +16,7 @@ import torch.nn as nn
 import torch_pruning as tp
 
 TRACE_SIZE = (64, 64)
+UNDECLARED = "undeclared"  # the region of every group of a model that declares no structure
 
 
 @dataclass
@@ -33,7 +34,7 @@ class LayerGroup:
     convs: list[tuple[str, nn.Conv2d]] = field(default_factory=list)
     bns: list[tuple[str, nn.BatchNorm2d]] = field(default_factory=list)
     consumers: list[tuple[str, nn.Module]] = field(default_factory=list)
-    region: str = "backbone"
+    region: str = UNDECLARED
 
     @property
     def weight(self) -> int:
@@ -53,13 +54,17 @@ def resolve_modules(model: nn.Module, names: Iterable[str]) -> list[nn.Module]:
 
 
 def output_layers_of(model: nn.Module, model_name: str | None = None) -> list[nn.Module]:
-    """The final classifier convs that keep num_classes outputs (from the model registry)."""
-    from vss_cli.models import get_model_info
+    """The modules whose output channels stay: the final classifier convs that keep num_classes
+    outputs and the layers the model declares never to prune (its `ModelStructure`)."""
+    from vss_cli.models.registry import get_model_info, model_structure
 
-    name = model_name or getattr(model, "vss_model_name", None)
-    if name is None:
-        raise ValueError("model name needed to find its output layers")
-    return resolve_modules(model, get_model_info(name).output_layers)
+    if getattr(model, "vss_structure", None) is None and getattr(model, "vss_model_name", None) is None:
+        if model_name is None:
+            raise ValueError("model name needed to find its output layers")
+        structure = get_model_info(model_name).structure
+    else:
+        structure = model_structure(model)
+    return resolve_modules(model, (*structure.output_layers, *structure.never_prune))
 
 
 def build_graph(model: nn.Module, ignored: Sequence[nn.Module] = (), size: tuple[int, int] = TRACE_SIZE,
@@ -79,12 +84,11 @@ def build_graph(model: nn.Module, ignored: Sequence[nn.Module] = (), size: tuple
     return dg
 
 
-def _region_of(name: str) -> str:
-    return "backbone" if name.startswith(("backbone", "encoder", "enc", "down", "inc", "stem")) else "head"
-
-
 def collect_groups(model: nn.Module, dg: tp.DependencyGraph, ignored: Sequence[nn.Module]) -> list[LayerGroup]:
     """Every prunable group whose root is a Conv2d, excluding groups that touch an output layer."""
+    from vss_cli.models.registry import declared_structure
+
+    structure = declared_structure(model)
     names = {m: n for n, m in model.named_modules()}
     groups = []
     for group in dg.get_all_groups(ignored_layers=list(ignored), root_module_types=[nn.Conv2d]):
@@ -100,7 +104,7 @@ def collect_groups(model: nn.Module, dg: tp.DependencyGraph, ignored: Sequence[n
                 lg.bns.append((names[module], module))
             elif isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)) and dg.is_in_channel_pruning_fn(handler):
                 lg.consumers.append((names[module], module))
-        lg.region = _region_of(lg.name)
+        lg.region = structure.region_of(lg.name) if structure is not None else UNDECLARED
         if lg.size > 1:
             groups.append(lg)
     return groups
