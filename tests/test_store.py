@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import inspect, text, update
 
 from vss_cli.errors import CheckpointError, ConfigError, RunNotFound
-from vss_cli.store import Run, Store, canonical_json, config_key, new_run_id
+from vss_cli.store import Run, Store, canonical_json, config_key, new_run_id, worker_id
 from vss_cli.store.migrations import MIGRATIONS
 from vss_cli.store.tables import METADATA, RUN
 
@@ -167,7 +167,7 @@ def test_create_and_get_run(store: Store) -> None:
     assert got.config == config and got.versions == {"vss": "0.1.0"}
     assert got.config_key == config_key(config)
     assert (got.status, got.attempt, got.out_dir, got.name) == ("running", 1, "/o", "base")
-    assert got.worker.endswith(f":{os.getpid()}")
+    assert got.worker == worker_id() and f":{os.getpid()}:" in got.worker
     assert got.created_at.tzinfo is not None and got.started_at == got.heartbeat_at == got.created_at
     pending = store.create_run(kind="cell", config={"c": 1}, status="pending", config_key="k")
     assert (pending.attempt, pending.started_at, pending.worker, pending.config_key) == (0, None, None, "k")

@@ -23,6 +23,10 @@ class ConfigError(VssError):
     """An option value is out of range or inconsistent."""
 
 
+class RunTakenOver(VssError):
+    """Another worker claimed the run this process was working on (its heartbeat had gone stale)."""
+
+
 class Interrupted(KeyboardInterrupt):
     """SIGTERM or SIGHUP (what schedulers send), handled like Ctrl-C; exits 128 + the signal number."""
 

@@ -35,9 +35,68 @@ class _RunIdClock:
 new_run_id = _RunIdClock().next
 
 
+def _read(path: str) -> str:
+    try:
+        with open(path) as fh:
+            return fh.read().strip()
+    except OSError:
+        return ""
+
+
+def process_scope() -> str:
+    """8 hex digits naming the kernel boot and PID namespace this process runs in: two processes with
+    the same scope can see each other's pids; with different scopes (another host, or a container on
+    this host with its own PID namespace) a pid says nothing about the other process."""
+    try:
+        pidns = os.readlink("/proc/self/ns/pid")
+    except OSError:
+        pidns = ""
+    boot = _read("/proc/sys/kernel/random/boot_id")
+    if not (pidns and boot):
+        return "00000000"  # no /proc: liveness by heartbeat age only (see `queue.worker_is_dead`)
+    return hashlib.sha256(f"{boot}/{pidns}".encode()).hexdigest()[:8]
+
+
+@dataclass
+class _WorkerToken:
+    """A fresh random token per process (a forked child gets its own)."""
+
+    pid: int = -1
+    value: str = ""
+
+    def current(self) -> str:
+        if self.pid != os.getpid():
+            self.pid, self.value = os.getpid(), f"{process_scope()}.{secrets.token_hex(4)}"
+        return self.value
+
+
+_TOKEN = _WorkerToken()
+
+
 def worker_id() -> str:
-    """`host:pid` of this process, recorded on the runs it works on."""
-    return f"{socket.gethostname()}:{os.getpid()}"
+    """`host:pid:scope.token` of this process, recorded on the runs it holds: the host and pid to read,
+    the scope (`process_scope`) and a random per-process token, so a worker in another PID namespace
+    with the same host name and pid is never mistaken for this one."""
+    return f"{socket.gethostname()}:{os.getpid()}:{_TOKEN.current()}"
+
+
+@dataclass(frozen=True)
+class WorkerRef:
+    """A parsed `worker_id`; rows written before tokens (`host:pid`) have no scope."""
+
+    host: str
+    pid: int | None
+    scope: str | None
+
+    @classmethod
+    def parse(cls, worker: str | None) -> WorkerRef:
+        parts = (worker or "").split(":")
+        if len(parts) >= 3 and "." in parts[-1]:
+            host, pid, token = ":".join(parts[:-2]), parts[-2], parts[-1]
+            scope: str | None = token.partition(".")[0]
+        else:
+            host, pid, scope = ":".join(parts[:-1]), parts[-1] if parts else "", None
+        return cls(host, int(pid) if pid.isdigit() else None, scope)
 
 
 def file_digest(path: Path) -> tuple[str, int]:

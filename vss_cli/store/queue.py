@@ -1,8 +1,10 @@
 """The cross-process work queue over the store: claims, heartbeats and liveness (no torch).
 
 A worker claims a run with the store's check-and-set (`Store.claim_run`) and heartbeats it from a
-background thread (`Heartbeat`). A running run whose heartbeat is older than a grace period, or whose
-worker process on this host is gone (SIGKILL), may be taken over by another worker (`take`).
+background thread (`Heartbeat`). A worker is named by `identity.worker_id` (host, pid and a random
+per-process token). A running run whose heartbeat is older than a grace period, or whose worker
+process is visibly gone (same kernel and PID namespace, SIGKILL), may be taken over by another worker
+(`take`); a live holder's run never is.
 
 `RunStore` is the part of the store a step workflow (prune, train, eval) uses; `StepStore` implements
 it over a `Store`, adding the cell's `step-of` edge to every run a step creates (in the same
@@ -19,6 +21,8 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Protocol
 
+from vss_cli.errors import ConfigError
+from vss_cli.store.identity import WorkerRef, process_scope
 from vss_cli.store.rows import Artifact, Run
 from vss_cli.store.store import Store
 
@@ -34,7 +38,7 @@ class RunStore(Protocol):
     def set_status(self, run_id: str, status: str, *, error: str | None = None) -> None: ...
     def claim_run(self, run_id: str, *, worker: str | None = None, stale_after_s: float, also: Sequence[str] = (),
                   if_attempt: int | None = None) -> bool: ...
-    def heartbeat(self, run_id: str) -> None: ...
+    def heartbeat(self, run_id: str, *, worker: str | None = None) -> None: ...
     def add_artifact(self, run_id: str, *, kind: str, path: str | Path) -> Artifact: ...
     def add_metrics(self, run_id: str, metrics: Mapping[str, Any], *, step: int | None = None) -> int: ...
     def get_run(self, id_or_prefix: str) -> Run: ...
@@ -113,8 +117,8 @@ class StepStore:
     def set_status(self, run_id: str, status: str, *, error: str | None = None) -> None:
         self._store.set_status(run_id, status, error=error)
 
-    def heartbeat(self, run_id: str) -> None:
-        self._store.heartbeat(run_id)
+    def heartbeat(self, run_id: str, *, worker: str | None = None) -> None:
+        self._store.heartbeat(run_id, worker=worker)
 
     def add_artifact(self, run_id: str, *, kind: str, path: str | Path) -> Artifact:
         return self._store.add_artifact(run_id, kind=kind, path=path)
@@ -142,12 +146,17 @@ class StepStore:
 
 
 def worker_is_dead(worker: str | None) -> bool:
-    """True when `worker` (`host:pid`, as the store records it) ran on this host and that process is gone."""
-    host, _, pid = (worker or "").rpartition(":")
-    if host != socket.gethostname() or not pid.isdigit() or int(pid) == os.getpid():
+    """True when `worker` (a `worker_id`) is a process this one can see is gone: same kernel boot and PID
+    namespace (`process_scope`), and no process has its pid. Anywhere else (another host, a container
+    with its own PID namespace but the same host name, rows written before worker tokens) a pid proves
+    nothing, and only the heartbeat's age tells (`is_stale`)."""
+    ref = WorkerRef.parse(worker)
+    if ref.scope is None or ref.scope == "00000000" or ref.scope != process_scope():
+        return False
+    if ref.host != socket.gethostname() or ref.pid is None or ref.pid == os.getpid():
         return False
     try:
-        os.kill(int(pid), 0)
+        os.kill(ref.pid, 0)
     except ProcessLookupError:
         return True
     except PermissionError:
@@ -164,6 +173,22 @@ def is_stale(run: Run, grace_s: float) -> bool:
 def is_live(run: Run, grace_s: float) -> bool:
     """Held by a process that is (as far as this host can tell) alive and heartbeating."""
     return run.status == "running" and not is_stale(run, grace_s) and not worker_is_dead(run.worker)
+
+
+def holder(run: Run) -> str:
+    """Who holds a running run and how fresh its heartbeat is, for messages."""
+    beat = run.heartbeat_at
+    age = f"{(datetime.now(timezone.utc) - beat).total_seconds():.0f} s ago" if beat else "never"
+    return f"worker {run.worker} (attempt {run.attempt}, last heartbeat {age})"
+
+
+def refuse_live(run: Run, grace_s: float, what: str) -> None:
+    """ConfigError naming the holder when `run` is live: `what` (e.g. "--resume") cannot take it."""
+    if is_live(run, grace_s):
+        raise ConfigError(
+            f"{what}: run {run.id} is held by {holder(run)}: stop that process first, or wait until its "
+            f"heartbeat is {grace_s:.0f} s old"
+        )
 
 
 def take(store: Store, run: Run, grace_s: float, *, retry: bool = False) -> bool:

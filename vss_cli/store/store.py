@@ -15,7 +15,7 @@ from sqlalchemy import Connection, Engine, func, or_, select, update
 from sqlalchemy import insert as insert_row
 from sqlalchemy.exc import IntegrityError
 
-from vss_cli.errors import ConfigError, RunNotFound
+from vss_cli.errors import ConfigError, RunNotFound, RunTakenOver
 from vss_cli.store import keys
 from vss_cli.store.engine import WRITE_OPTION, make_engine, retry_locked
 from vss_cli.store.identity import (  # noqa: F401 - re-exported
@@ -245,13 +245,19 @@ class Store(RunReads):
 
         self._write(txn)
 
-    def heartbeat(self, run_id: str) -> None:
-        """Record that the run's worker is still alive (see `claim_run`)."""
+    def heartbeat(self, run_id: str, *, worker: str | None = None) -> None:
+        """Record that the run's worker is still alive (see `claim_run`). With `worker`, only while that
+        worker still holds the run: RunTakenOver (nothing written) once another worker has claimed it."""
+        held = RUN.c.id == run_id
+        if worker is not None:
+            held = held & (RUN.c.worker == worker) & (RUN.c.status == "running")
 
         def txn(conn: Connection) -> None:
-            stmt = update(RUN).where(RUN.c.id == run_id).values(heartbeat_at=_now())
-            if conn.execute(stmt).rowcount == 0:
-                raise RunNotFound(f"no run has id '{run_id}': see `vss runs list`")
+            if conn.execute(update(RUN).where(held).values(heartbeat_at=_now())).rowcount == 1:
+                return
+            row = require_run(conn, run_id)
+            raise RunTakenOver(f"run {run_id} is now {row.status} for worker {row.worker} (attempt {row.attempt}), "
+                               f"not {worker}: this process stops and leaves the run to its holder")
 
         self._write(txn)
 

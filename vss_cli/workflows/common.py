@@ -15,7 +15,7 @@ import torch
 
 import vss_cli
 from vss_cli.engine.progress import log
-from vss_cli.errors import CheckpointError, ConfigError, Interrupted, RunNotFound
+from vss_cli.errors import CheckpointError, ConfigError, Interrupted, RunNotFound, RunTakenOver
 from vss_cli.signals import HANDLED_SIGNALS, install_signal_handlers  # noqa: F401 - moved there (torch-free)
 from vss_cli.store.queue import Heartbeat
 
@@ -186,6 +186,8 @@ def recorded(store, run_id: str, *, during: str | None = None, complete: bool = 
     try:
         with beat:
             yield
+    except RunTakenOver:
+        raise  # the run is another worker's now: its status is not this process's to set
     except Interrupted as exc:
         store.set_status(run_id, "interrupted", error=f"interrupted by {exc.signal_name}{where}")
         raise

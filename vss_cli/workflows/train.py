@@ -14,7 +14,9 @@ from vss_cli.engine.progress import log, log_epoch
 from vss_cli.engine.train import FitResult, TrainConfig, TrainHooks, fit, seed_everything
 from vss_cli.errors import ConfigError
 from vss_cli.pruning.checkpoint import load_checkpoint
-from vss_cli.store.queue import RunStore
+from vss_cli.store.identity import worker_id
+from vss_cli.store.queue import RunStore, refuse_live, take
+from vss_cli.store.rows import STALE_AFTER_S
 from vss_cli.workflows.common import (
     check_writable,
     default_out_dir,
@@ -235,9 +237,11 @@ def _run_hooks(hooks: TrainHooks, opts: TrainOptions, store, run_id: str | None,
     if run_id is not None:
         user_hook = hooks.on_epoch_end
 
+        me = worker_id()
+
         def on_epoch_end(epoch: int, scalars: dict) -> None:
+            store.heartbeat(run_id, worker=me)  # RunTakenOver, before any write, if another worker took it
             store.add_metrics(run_id, scalars, step=epoch)
-            store.heartbeat(run_id)
             log_epoch(epoch, opts.epochs, scalars)
             if board is not None:
                 board(epoch, scalars)
@@ -263,7 +267,10 @@ def _open_run(store, kind, config, key, opts: TrainOptions, parent, device, worl
     if opts.resume:
         for run in store.list_runs(kind=kind, config_key=key):
             last = Path(run.out_dir or "") / "last.pt"
-            if run.status != "completed" and last.is_file() and store.claim_run(run.id, stale_after_s=0):
+            if run.status == "completed" or not last.is_file():
+                continue
+            refuse_live(run, STALE_AFTER_S, "--resume")  # a live worker's run is never taken over
+            if take(store, run, STALE_AFTER_S):
                 log(f"resuming run {run.id} from {last}")
                 return run.id, Path(run.out_dir), last
         log("--resume: no unfinished run with this configuration; starting a new one")
