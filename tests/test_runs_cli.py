@@ -307,7 +307,8 @@ def test_gc_drops_old_failed_runs_and_reports_bytes(lineage: Lineage, db: Path, 
         store.add_artifact(lineage.ev, kind="report", path=log)
         with store.engine.begin() as conn:
             old = datetime.now(timezone.utc) - timedelta(days=9)
-            conn.execute(update(RUN).where(RUN.c.id == lineage.ev).values(created_at=old))
+            conn.execute(update(RUN).where(RUN.c.id == lineage.ev).values(created_at=old, started_at=old,
+                                                                           finished_at=old, heartbeat_at=old))
     assert "would delete 1 run(s)" in runner.invoke(app, ["runs", "gc", "--dry-run"]).stderr
     assert log.exists()
     out = _ok("runs", "gc", "--older-than", "7d", "--yes")

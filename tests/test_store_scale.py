@@ -202,6 +202,8 @@ def test_remove_with_children_keeps_shared_files(store: Store, tmp_path: Path) -
     train = store.create_run(kind="train", config={}, metrics={"miou": 0.5})
     prune = store.create_run(kind="prune", config={}, parents=[(train.id, "pruned-from")])
     keeper = store.create_run(kind="eval", config={})
+    for run in (train, prune):
+        store.set_status(run.id, "completed")  # rm refuses a running run
     shared = _artifact(store, train.id, tmp_path / "shared.pt", b"s" * 10)
     store.add_artifact(keeper.id, kind="checkpoint", path=shared)
     own = _artifact(store, prune.id, tmp_path / "own.pt", b"o" * 7)
@@ -218,7 +220,7 @@ def test_remove_with_children_keeps_shared_files(store: Store, tmp_path: Path) -
 
 def test_remove_a_child_drops_the_edge_to_its_parent(store: Store) -> None:
     train = store.create_run(kind="train", config={})
-    prune = store.create_run(kind="prune", config={}, parents=[(train.id, "pruned-from")])
+    prune = store.create_run(kind="prune", config={}, parents=[(train.id, "pruned-from")], status="failed")
     store.remove(store.plan_removal([prune.id]))
     assert store.children(train.id) == [] and _dangling(store) == 0
 
@@ -226,30 +228,40 @@ def test_remove_a_child_drops_the_edge_to_its_parent(store: Store) -> None:
 def _age(store: Store, run_id: str, days: float) -> None:
     with store.engine.begin() as conn:
         when = datetime.now(timezone.utc) - timedelta(days=days)
-        conn.execute(update(RUN).where(RUN.c.id == run_id).values(created_at=when))
+        conn.execute(update(RUN).where(RUN.c.id == run_id).values(created_at=when, started_at=when, finished_at=when,
+                                                                   heartbeat_at=when))
 
 
-def test_gc_drops_old_failed_runs_and_missing_artifact_rows(store: Store, tmp_path: Path) -> None:
+def test_gc_drops_old_failed_runs_and_reports_missing_artifact_rows(store: Store, tmp_path: Path) -> None:
+    """gc takes a failed run with its subtree only when the whole subtree is old and failed/interrupted;
+    a completed step keeps its failed cell; artifact rows whose files are gone are reported and kept
+    (dropped only with forget_missing)."""
     old_failed = store.create_run(kind="train", config={"a": 1}, status="failed")
     recent_failed = store.create_run(kind="train", config={"a": 2}, status="failed")
     cell = store.create_run(kind="cell", config={}, status="failed")
     step = store.create_run(kind="prune", config={}, parents=[(cell.id, "step-of")], status="completed")
+    failed_step = store.create_run(kind="finetune", config={}, parents=[(cell.id, "step-of")], status="failed")
     parent = store.create_run(kind="train", config={"a": 3}, status="interrupted")
     live_child = store.create_run(kind="prune", config={}, parents=[(parent.id, "pruned-from")], status="completed")
     bench = store.create_run(kind="bench", config={}, status="interrupted")
     good = store.create_run(kind="train", config={"a": 4}, status="completed")
     ckpt = _artifact(store, step.id, tmp_path / "step.pt", b"x" * 100)
+    tune = _artifact(store, failed_step.id, tmp_path / "tune.pt", b"t" * 60)
     gone = _artifact(store, good.id, tmp_path / "gone.pt", b"y")
     gone.unlink()
-    for run_id in (old_failed.id, cell.id, parent.id, bench.id, good.id):
+    for run_id in (old_failed.id, cell.id, step.id, failed_step.id, parent.id, bench.id, good.id):
         _age(store, run_id, 10)
     plan = store.plan_gc(older_than_s=7 * 86400)
-    assert sorted(plan.run_ids) == sorted([old_failed.id, cell.id, step.id])
-    assert [r.id for r in plan.kept] == [parent.id] and plan.missing_rows == 1
-    done = store.remove(plan, missing_artifacts=True)
-    assert (done.bytes_freed, done.missing_rows) == (100, 1) and not ckpt.exists()
+    assert sorted(plan.run_ids) == sorted([old_failed.id, failed_step.id])
+    assert sorted(r.id for r, _ in plan.kept) == sorted([cell.id, parent.id])
+    assert [a.path for a in plan.missing] == [gone.resolve()]
+    done = store.remove(plan)
+    assert (done.bytes_freed, done.forgotten) == (60, 0) and ckpt.exists() and not tune.exists()
+    assert len(store.artifacts(good.id)) == 1  # kept: the file may only be unmounted here
     left = {r.id for r in store.list_runs()}
-    assert left == {recent_failed.id, parent.id, live_child.id, bench.id, good.id}
-    assert store.artifacts(good.id) == [] and _dangling(store) == 0
+    assert left == {recent_failed.id, cell.id, step.id, parent.id, live_child.id, bench.id, good.id}
+    assert _dangling(store) == 0
+    done = store.remove(store.plan_gc(older_than_s=7 * 86400), forget_missing=True)
+    assert done.forgotten == 1 and store.artifacts(good.id) == []
     with store.engine.connect() as conn:
-        assert conn.execute(select(EDGE.c.child_id)).scalars().all() == [live_child.id]
+        assert sorted(conn.execute(select(EDGE.c.child_id)).scalars().all()) == sorted([live_child.id, step.id])

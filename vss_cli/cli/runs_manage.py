@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -93,75 +94,108 @@ def compare_runs(
 # rm and gc
 
 
+def _say(text: str) -> None:
+    err_console.print(text, markup=False, highlight=False, soft_wrap=True)
+
+
 def _describe(plan: Removal, verb: str) -> None:
     kinds: dict[str, int] = {}
     for run in plan.runs:
         kinds[run.kind] = kinds.get(run.kind, 0) + 1
     what = ", ".join(f"{n} {kind}" for kind, n in sorted(kinds.items())) or "no runs"
-    err_console.print(f"{verb} {len(plan.runs)} run(s) ({what}) and {len(plan.artifacts)} artifact row(s), "
-                      f"{fmt_bytes(plan.planned_bytes)} of files", highlight=False, soft_wrap=True)
+    _say(f"{verb} {len(plan.runs)} run(s) ({what}) and {len(plan.artifacts)} artifact row(s), "
+         f"{fmt_bytes(plan.planned_bytes)} of files")
     for path in plan.shared:
-        err_console.print(f"  keeping {path}: another run's artifact records it too", highlight=False, soft_wrap=True)
+        _say(f"  keeping {path}: another run's artifact records it too")
+    for run, reason in plan.kept:
+        _say(f"  keeping {run.id} ({run.kind}, {run.status}): {reason}")
 
 
-def _confirm(count: int, yes: bool) -> None:
+def _confirm(question: str, count: int, yes: bool) -> None:
     """Ask before deleting; without a terminal, refuse unless --yes was given."""
     if yes or count == 0:
         return
     if not sys.stdin.isatty():
         raise ConfigError(f"refusing to delete {count} run(s) without --yes: stdin is not a terminal")
-    typer.confirm("delete them?", abort=True, err=True)
+    typer.confirm(question, abort=True, err=True)
 
 
 def _report(done: Removal) -> None:
     console.print(f"deleted {len(done.runs)} run(s), {done.files_removed} file(s), freed "
-                  f"{fmt_bytes(done.bytes_freed)} ({done.bytes_freed} bytes)", highlight=False, soft_wrap=True)
+                  f"{fmt_bytes(done.bytes_freed)} ({done.bytes_freed} bytes)", markup=False, highlight=False,
+                  soft_wrap=True)
 
 
 Yes = Annotated[bool, typer.Option("--yes", "-y", help="delete without asking (needed when stdin is not a terminal)")]
 DryRun = Annotated[bool, typer.Option("--dry-run", help="say what would be deleted, delete nothing")]
+MISSING_SHOWN = 5
 
 
 def rm_runs(
     runs: Annotated[list[str], typer.Argument(help="run ids (or unique prefixes) to delete")],
-    with_children: Annotated[bool, typer.Option("--with-children", help="also delete every run below them")] = False,
+    with_children: Annotated[bool, typer.Option("--with-children", help="also delete every run below them that "
+                                                "no other run holds (a cell another grid reused stays)")] = False,
     yes: Yes = False,
     dry_run: DryRun = False,
 ) -> None:
-    """Delete runs with their metrics, artifacts, edges and files (files another run records are kept)."""
+    """Delete runs with their metrics, artifacts, edges and files (files another run records are kept).
+
+    Refuses a running run whose worker still heartbeats, and a run that a surviving completed, running
+    or pending run depends on; the check is repeated inside the deleting transaction.
+    """
     store = STATE.store()
     plan = store.plan_removal(runs, with_children=with_children)
     _describe(plan, "would delete" if dry_run else "deleting")
     if dry_run:
         return
-    _confirm(len(plan.runs), yes)
+    _confirm("delete them?", len(plan.runs), yes)
     _report(store.remove(plan))
+
+
+def _describe_garbage(plan: Removal) -> None:
+    if plan.missing:
+        _say(f"{len(plan.missing)} artifact row(s) of kept runs point at files this host cannot see (kept: the "
+             "folder may only be unmounted here; --forget-missing drops them), e.g.:")
+        for artifact in plan.missing[:MISSING_SHOWN]:
+            _say(f"  {artifact.path} (run {artifact.run_id}, {artifact.kind})")
+    if plan.orphans:
+        _say(f"{len(plan.orphans)} run folder(s) no run row knows (a killed rm or crash; --orphans removes them):")
+        for path in plan.orphans:
+            _say(f"  {path}")
 
 
 def gc_runs(
     older_than: Annotated[str, typer.Option("--older-than", help="age of the failed/interrupted runs to drop: "
                                             "90s, 30m, 12h, 7d, 2w")] = "7d",
+    forget_missing: Annotated[bool, typer.Option("--forget-missing", help="also drop the artifact rows whose files "
+                                                 "this host cannot see (asks again; they are gone for every host)")] = False,
+    orphans: Annotated[bool, typer.Option("--orphans", help="also remove the run folders no run row knows")] = False,
+    scan: Annotated[list[Path] | None, typer.Option("--scan", help="another folder of run folders to look for "
+                                                   "orphans in (besides the parents of every run's folder)")] = None,
     yes: Yes = False,
     dry_run: DryRun = False,
 ) -> None:
-    """Drop old failed/interrupted runs and artifact rows whose files are gone; reports bytes freed.
+    """Drop old failed/interrupted runs; report artifact rows whose files are gone and orphan folders.
 
-    A failed run goes with its subtree (a failed cell with its steps) unless that subtree holds a
-    completed, running or pending run of its own; bench runs always stay.
+    A failed run goes with its subtree only when every run in it is failed or interrupted and idle
+    for --older-than; bench runs, completed and running runs and anything they depend on always stay.
     """
     store = STATE.store()
-    plan = store.plan_gc(older_than_s=parse_duration(older_than, "--older-than"))
+    plan = store.plan_gc(older_than_s=parse_duration(older_than, "--older-than"), roots=scan or ())
     _describe(plan, "would delete" if dry_run else "deleting")
-    err_console.print(f"{plan.missing_rows} artifact row(s) point at files that are gone", highlight=False)
-    for run in plan.kept:
-        err_console.print(f"  keeping {run.id} ({run.kind}, {run.status}): runs below it are still live",
-                          highlight=False, soft_wrap=True)
+    _describe_garbage(plan)
     if dry_run:
         return
-    _confirm(len(plan.runs), yes)
-    done = store.remove(plan, missing_artifacts=True)
+    _confirm("delete them?", len(plan.runs), yes)
+    if forget_missing and plan.missing:
+        _confirm(f"forget {len(plan.missing)} artifact row(s) whose files this host cannot see? (the runs then "
+                 "have no such artifact on any host)", len(plan.missing), yes)
+    if orphans and plan.orphans:
+        _confirm(f"remove {len(plan.orphans)} orphan run folder(s)?", len(plan.orphans), yes)
+    done = store.remove(plan, forget_missing=forget_missing, orphans=orphans)
     _report(done)
-    console.print(f"dropped {done.missing_rows} artifact row(s) whose files were gone", highlight=False)
+    if forget_missing:
+        console.print(f"forgot {done.forgotten} artifact row(s) whose files were gone", markup=False, highlight=False)
 
 
 def register(runs_app: typer.Typer) -> None:

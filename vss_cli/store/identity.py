@@ -1,4 +1,5 @@
-"""Ids of runs and workers, and digests of the files runs record (no database access)."""
+"""Ids of runs and workers, whether a worker is alive, and digests of the files runs record (no
+database access)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,11 @@ import socket
 import threading
 import time
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from vss_cli.store.rows import Artifact
+from vss_cli.errors import ConfigError
+from vss_cli.store.rows import Artifact, Run
 
 
 @dataclass
@@ -97,6 +100,52 @@ class WorkerRef:
         else:
             host, pid, scope = ":".join(parts[:-1]), parts[-1] if parts else "", None
         return cls(host, int(pid) if pid.isdigit() else None, scope)
+
+
+def worker_is_dead(worker: str | None) -> bool:
+    """True when `worker` (a `worker_id`) is a process this one can see is gone: same kernel boot and PID
+    namespace (`process_scope`), and no process has its pid. Anywhere else (another host, a container
+    with its own PID namespace but the same host name, rows written before worker tokens) a pid proves
+    nothing, and only the heartbeat's age tells (`is_stale`)."""
+    ref = WorkerRef.parse(worker)
+    if ref.scope is None or ref.scope == "00000000" or ref.scope != process_scope():
+        return False
+    if ref.host != socket.gethostname() or ref.pid is None or ref.pid == os.getpid():
+        return False
+    try:
+        os.kill(ref.pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def is_stale(run: Run, grace_s: float) -> bool:
+    """No heartbeat within the last `grace_s` seconds."""
+    beat = run.heartbeat_at
+    return beat is None or beat < datetime.now(timezone.utc) - timedelta(seconds=grace_s)
+
+
+def is_live(run: Run, grace_s: float) -> bool:
+    """Held by a process that is (as far as this host can tell) alive and heartbeating."""
+    return run.status == "running" and not is_stale(run, grace_s) and not worker_is_dead(run.worker)
+
+
+def holder(run: Run) -> str:
+    """Who holds a running run and how fresh its heartbeat is, for messages."""
+    beat = run.heartbeat_at
+    age = f"{(datetime.now(timezone.utc) - beat).total_seconds():.0f} s ago" if beat else "never"
+    return f"worker {run.worker} (attempt {run.attempt}, last heartbeat {age})"
+
+
+def refuse_live(run: Run, grace_s: float, what: str) -> None:
+    """ConfigError naming the holder when `run` is live: `what` (e.g. "--resume") cannot take it."""
+    if is_live(run, grace_s):
+        raise ConfigError(
+            f"{what}: run {run.id} is held by {holder(run)}: stop that process first, or wait until its "
+            f"heartbeat is {grace_s:.0f} s old"
+        )
 
 
 def file_digest(path: Path) -> tuple[str, int]:
