@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
-import dataclasses
 import multiprocessing as mp
 import os
 import pickle
-from dataclasses import fields
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 from sqlalchemy import inspect, text, update
 
 from vss_cli.errors import CheckpointError, ConfigError, RunNotFound
-from vss_cli.store import Run, Store, canonical_json, config_key, new_run_id, worker_id
+from vss_cli.store import Artifact, Metric, Run, Store, canonical_json, config_key, new_run_id, worker_id
 from vss_cli.store.migrations import MIGRATIONS
-from vss_cli.store.tables import METADATA, RUN
+from vss_cli.store.tables import RUN, TABLES
 
 EXPECTED_COLUMNS = {
     "run": {"id", "kind", "status", "name", "config", "config_key", "created_at", "started_at", "finished_at",
@@ -85,8 +84,15 @@ def test_migrations_build_the_schema_on_a_blank_database(store: Store, store_url
     assert fks == {("run", ("parent_id",)), ("run", ("child_id",))}
 
 
-def test_run_rows_have_the_run_tables_columns() -> None:
-    assert tuple(RUN.c.keys()) == tuple(f.name for f in fields(Run))  # what Run.from_row relies on
+def test_rows_are_read_models_of_the_tables_fields() -> None:
+    """The rows the store hands out subclass the SQLModel field classes the tables are built from (one
+    definition of the columns), in the table's column order (what `Run.from_row` relies on)."""
+    from vss_cli.store.models import ArtifactFields, MetricFields, RunFields, RunRecord
+
+    assert issubclass(Run, RunFields) and issubclass(Artifact, ArtifactFields) and issubclass(Metric, MetricFields)
+    assert RUN is RunRecord.__table__
+    assert list(Run.model_fields) == list(RunFields.model_fields)
+    assert [c.name for c in RUN.columns] == [n.removesuffix("_json") for n in RunFields.model_fields]
 
 
 def test_a_stored_runs_config_is_decoded_when_first_read(store: Store) -> None:
@@ -97,21 +103,63 @@ def test_a_stored_runs_config_is_decoded_when_first_read(store: Store) -> None:
     assert vars(got)["config"] is got.config  # decoded once, then kept
     again = store.get_run(made.id)
     assert pickle.loads(pickle.dumps(again)) == made and again.to_dict()["config"] == made.config
-    assert dataclasses.replace(again, status="failed").config == made.config
+    assert again.model_copy(update={"status": "failed"}).config == made.config
+    assert Run.model_validate(again.model_dump()) == made  # the fast construction builds a valid model
+    with pytest.raises(ValidationError):
+        again.status = "failed"  # frozen
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         again.nope  # noqa: B018
 
 
-def test_tables_match_the_migrated_schema(store: Store) -> None:
-    """The Core tables the queries use are exactly what the migrations build: columns, nullability,
-    indexes."""
+def _reflected(insp, table: str) -> dict[str, object]:
+    """What the database has: column -> (nullable, type affinity), index -> columns, uniques, foreign keys."""
+    return {
+        "columns": {c["name"]: (c["nullable"], c["type"]._type_affinity) for c in insp.get_columns(table)},
+        # PostgreSQL lists a UNIQUE constraint's index too
+        "indexes": {ix["name"]: tuple(ix["column_names"]) for ix in insp.get_indexes(table)
+                    if not ix.get("duplicates_constraint")},
+        "uniques": {u["name"]: tuple(u["column_names"]) for u in insp.get_unique_constraints(table)},
+        "foreign_keys": {(tuple(fk["constrained_columns"]), fk["referred_table"]) for fk in insp.get_foreign_keys(table)},
+    }
+
+
+def _declared(table) -> dict[str, object]:
+    """The same, from a SQLModel table model's `__table__`."""
+    from sqlalchemy import UniqueConstraint
+
+    return {
+        "columns": {c.name: (c.nullable, c.type._type_affinity) for c in table.columns},
+        "indexes": {ix.name: tuple(c.name for c in ix.columns) for ix in table.indexes},
+        "uniques": {u.name: tuple(c.name for c in u.columns) for u in table.constraints
+                    if isinstance(u, UniqueConstraint)},
+        "foreign_keys": {((fk.parent.name,), fk.column.table.name) for fk in table.foreign_keys},
+    }
+
+
+def test_sqlmodel_tables_match_the_migrated_schema(store: Store) -> None:
+    """The SQLModel table models (the one schema definition) are exactly what the migrations build, on
+    each back-end: columns, nullability, type, indexes (names and columns), unique constraints, foreign
+    keys. A migration that adds a column the models lack, or a model field no migration creates, fails here."""
     insp = inspect(store.engine)
-    assert {t.name for t in METADATA.sorted_tables} <= set(insp.get_table_names())
-    for table in METADATA.sorted_tables:
-        migrated = {c["name"]: c["nullable"] for c in insp.get_columns(table.name)}
-        assert {c.name: c.nullable for c in table.columns} == migrated
-        indexes = {ix["name"] for ix in insp.get_indexes(table.name) if not ix.get("duplicates_constraint")}
-        assert {ix.name for ix in table.indexes} == indexes  # PostgreSQL lists a UNIQUE's index too
+    assert {t.name for t in TABLES} == set(insp.get_table_names())
+    for table in TABLES:
+        assert _declared(table) == _reflected(insp, table.name), table.name
+
+
+def test_the_schema_check_sees_a_drifted_model(store: Store) -> None:
+    """The comparison above is not vacuous: a nullability, index or column change is a difference."""
+    from sqlalchemy import Column, Index, MetaData, Text
+
+    insp = inspect(store.engine)
+    drifted = RUN.to_metadata(MetaData())
+    drifted.c.kind.nullable = True
+    assert _declared(drifted) != _reflected(insp, "run")
+    extra = RUN.to_metadata(MetaData())
+    extra.append_column(Column("worker_token", Text))
+    assert _declared(extra) != _reflected(insp, "run")
+    indexed = RUN.to_metadata(MetaData())
+    Index("ix_run_name", indexed.c.name)
+    assert _declared(indexed) != _reflected(insp, "run")
 
 
 def test_migrations_are_idempotent(store_url: str) -> None:

@@ -1,4 +1,5 @@
-"""Lineage store: SQLAlchemy Core tables, named migrations and the `Store` query API. Imports no torch."""
+"""Lineage store: SQLModel tables (Core statements on their `__table__`), named migrations and the `Store`
+query API. Imports no torch."""
 
 from vss_cli.store.keys import canonical_json, config_key
 from vss_cli.store.rows import Artifact, Lineage, LineageNode, Metric, Run

@@ -1,15 +1,20 @@
-"""Plain, detached rows that the store returns (frozen dataclasses; no session attached)."""
+"""The rows the store hands out: read models of the SQLModel field classes in `models` (so their columns
+are declared once), detached from any session and frozen, plus the lineage trees built from them."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from datetime import datetime, timezone
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from vss_cli.store.tables import TERMINAL_STATUSES
+from pydantic import ConfigDict
+
+from vss_cli.store.models import ArtifactFields, MetricFields, RunFields
+from vss_cli.store.tables import RUN, TERMINAL_STATUSES
 
 # A running run whose heartbeat is older than this shows as `stale` (its process likely died).
 STALE_AFTER_S = 300.0
@@ -22,65 +27,51 @@ def utc(value: datetime | None) -> datetime | None:
     return value.replace(tzinfo=timezone.utc)
 
 
-def _jsonable(row: Any) -> dict[str, Any]:
-    return {k: v.isoformat() if isinstance(v, datetime) else v for k, v in asdict(row).items()}
+def _jsonable(values: dict[str, Any]) -> dict[str, Any]:
+    return {k: v.isoformat() if isinstance(v, datetime) else v for k, v in values.items()}
 
 
-@dataclass(frozen=True)
-class Run:
-    """A run as stored; `config` and `versions` are decoded from their JSON columns."""
+class Run(RunFields):
+    """A run as stored: the `run` table's columns (`models.RunFields`), read-only. `config` and
+    `versions` are decoded from their JSON columns (`config_json`, `versions_json`) on first read."""
 
-    id: str
-    kind: str
-    status: str
-    name: str | None
-    config: dict[str, Any]
-    config_key: str
-    created_at: datetime
-    started_at: datetime | None
-    finished_at: datetime | None
-    heartbeat_at: datetime | None
-    worker: str | None
-    attempt: int
-    error: str | None
-    versions: dict[str, Any] | None
-    out_dir: str | None
+    model_config = ConfigDict(frozen=True)
 
     @classmethod
     def from_row(cls, row: Sequence[Any]) -> Run:
         """From the run table's columns in table order: a `select(RUN)` row, or a slice of a wider row
-        (`tests/test_store.py` holds the table's column order to this dataclass's field order)."""
-        return cls._decoded(dict(zip(_RUN_FIELDS, row, strict=True)))
+        (`tests/test_store.py` holds the table's column order to the field order)."""
+        return cls._built(dict(zip(_RUN_FIELDS, row, strict=True)))
 
     @classmethod
     def from_record(cls, rec: Any) -> Run:
-        """From a mapping (or a Core row) with the run table's columns, looked up by name."""
+        """From a mapping (or a Core row) with the run table's columns, looked up by column name."""
         mapping = getattr(rec, "_mapping", rec)
-        return cls._decoded({name: mapping[name] for name in _RUN_FIELDS})
+        return cls._built({name: mapping[column] for name, column in zip(_RUN_FIELDS, _RUN_COLUMNS, strict=True)})
 
     @classmethod
-    def _decoded(cls, values: dict[str, Any]) -> Run:
-        """A run from its columns. `config` and `versions` stay JSON text until first read (see
-        `__getattr__`); the frozen dataclass's __init__, which sets 15 fields one object.__setattr__
-        at a time, is skipped by filling its __dict__ at once (listings build 10 000 of these)."""
+    def _built(cls, values: dict[str, Any]) -> Run:
+        """A run from column values that the database already checked, without pydantic's per-field
+        validation (what `model_construct` does, minus its per-field default lookups: listings build
+        10 000 of these)."""
         for key in _RUN_TIMES:
             values[key] = utc(values[key])
-        for field_name, raw_name in _JSON_FIELDS.items():
-            values[raw_name] = values.pop(field_name)
         run = object.__new__(cls)
-        run.__dict__.update(values)
+        object.__setattr__(run, "__dict__", values)
+        object.__setattr__(run, "__pydantic_fields_set__", set(_RUN_FIELDS))
+        object.__setattr__(run, "__pydantic_extra__", None)
+        object.__setattr__(run, "__pydantic_private__", None)
         return run
 
-    def __getattr__(self, name: str) -> Any:
-        """Decode `config` / `versions` on first read and keep the result (only called for attributes
-        not in __dict__): a 10 000-run listing that shows no config never parses 4 MB of JSON."""
-        raw_name = _JSON_FIELDS.get(name)
-        if raw_name is None or raw_name not in self.__dict__:
-            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
-        raw = self.__dict__[raw_name]
-        value = json.loads(raw) if raw else ({} if name == "config" else None)
-        self.__dict__[name] = value
-        return value
+    @cached_property
+    def config(self) -> dict[str, Any]:
+        """The decoded config (parsed once, on first read: a 10 000-run listing that shows no config
+        never parses 4 MB of JSON)."""
+        return json.loads(self.config_json) if self.config_json else {}
+
+    @cached_property
+    def versions(self) -> dict[str, Any] | None:
+        return json.loads(self.versions_json) if self.versions_json else None
 
     @property
     def is_terminal(self) -> bool:
@@ -95,8 +86,10 @@ class Run:
         return (end - self.started_at).total_seconds()
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready fields (ISO 8601 times)."""
-        return _jsonable(self)
+        """JSON-ready columns, named as in the table, with `config` and `versions` decoded (ISO 8601 times)."""
+        decoded = {"config_json": self.config, "versions_json": self.versions}
+        return _jsonable({column: decoded.get(name, self.__dict__[name])
+                          for name, column in zip(_RUN_FIELDS, _RUN_COLUMNS, strict=True)})
 
     def display_status(self, now: datetime | None = None, stale_after_s: float = STALE_AFTER_S) -> str:
         """The status to show: `stale` for a running run whose heartbeat is older than `stale_after_s`
@@ -107,50 +100,45 @@ class Run:
         return "stale" if age > stale_after_s else self.status
 
 
-_RUN_FIELDS = tuple(f.name for f in fields(Run))
-_JSON_FIELDS = {"config": "_config_json", "versions": "_versions_json"}  # field -> its JSON text, until read
+_RUN_FIELDS = tuple(RunFields.model_fields)
+_RUN_COLUMNS = tuple(RUN.c.keys())  # the same order (tested); config_json -> config, versions_json -> versions
 _RUN_TIMES = ("created_at", "started_at", "finished_at", "heartbeat_at")
 
 
-@dataclass(frozen=True)
-class Artifact:
-    """A recorded file: absolute path, sha256 and size when it was recorded."""
+class Artifact(ArtifactFields):
+    """A recorded file (`models.ArtifactFields`): absolute path, sha256 and size when it was recorded."""
+
+    model_config = ConfigDict(frozen=True)
 
     id: int
-    run_id: str
-    kind: str
     path: Path
-    sha256: str
-    bytes: int
-    created_at: datetime
 
     @classmethod
     def from_record(cls, rec: Any) -> Artifact:
         """From a Core row (or a mapping) with the artifact table's columns."""
         m = getattr(rec, "_mapping", rec)
-        return cls(m["id"], m["run_id"], m["kind"], Path(m["path"]), m["sha256"], m["bytes"], utc(m["created_at"]))
+        values = {name: m[name] for name in cls.model_fields}
+        return cls.model_construct(**{**values, "path": Path(values["path"]), "created_at": utc(values["created_at"])})
 
     def to_dict(self) -> dict[str, Any]:
-        return {**_jsonable(self), "path": str(self.path)}
+        return {**_jsonable(dict(self)), "path": str(self.path)}
 
 
-@dataclass(frozen=True)
-class Metric:
-    """One appended metric value."""
+class Metric(MetricFields):
+    """One appended metric value (`models.MetricFields`)."""
+
+    model_config = ConfigDict(frozen=True)
 
     id: int
-    run_id: str
-    key: str
-    value: float
-    step: int | None
-    created_at: datetime
 
     @classmethod
     def from_record(cls, rec: Any) -> Metric:
-        return cls(rec.id, rec.run_id, rec.key, rec.value, rec.step, utc(rec.created_at))
+        m = getattr(rec, "_mapping", rec)
+        values = {name: m[name] for name in cls.model_fields}
+        return cls.model_construct(**{**values, "created_at": utc(values["created_at"])})
 
     def to_dict(self) -> dict[str, Any]:
-        return _jsonable(self)
+        return _jsonable(dict(self))
 
 
 @dataclass(frozen=True)
