@@ -23,6 +23,7 @@ from vss_cli.engine.complexity import count_complexity
 from vss_cli.engine.speed import measure_speed_pair, speedups
 from vss_cli.models import build_model
 from vss_cli.pruning.base import get_method
+from vss_cli.pruning.budget import get_budget
 from vss_cli.store import Store
 from vss_cli.workflows.latency_budget import LatencySetting, latency_planner
 from vss_cli.workflows.prune import PruneOptions, prune_model
@@ -63,14 +64,14 @@ def _prune(dense, name: str, budget: str, ratio: float, args, store: Store):
     round_to = round_to if round_to == "auto" else int(round_to)
     opts = PruneOptions(ckpt="-", method="l1", global_ratio=ratio, round_to=round_to, samples=0, budget=budget,
                         batch_size=args.batch, dtype=args.dtype)
-    plan_fn = None
+    measured = None
     if budget == "latency":
         setting = LatencySetting(ratio=ratio, round_to=round_to, device=torch.device(args.device), dtype=args.dtype,
                                  batch=args.batch, input_size=args.size, iters=max(10, args.iters // 2))
-        plan_fn, _ = latency_planner(store, setting)
+        measured = get_budget("latency", planner=latency_planner(store, setting)[0])
     report, _ = prune_model(model, name, get_method("l1"), opts, input_size=args.size, device=args.device,
                             batch_source=None, fit=None, num_classes=19, ignore_index=255,
-                            count=lambda m: count_complexity(m, args.size), plan_fn=plan_fn)
+                            count=lambda m: count_complexity(m, args.size), budget=measured)
     return model.eval(), report.macs_before, report.macs_after
 
 

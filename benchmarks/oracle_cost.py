@@ -31,8 +31,8 @@ from rich.console import Console
 from rich.table import Table
 
 from vss_cli.engine.complexity import inference_graph
+from vss_cli.engine.macs import CONVS, conv_macs
 from vss_cli.models import build_model
-from vss_cli.pruning.methods.dmcp import CONVS, conv_macs
 from vss_cli.pruning.oracle import bn_of_group, choose_groups, oracle_importance
 from vss_cli.pruning.oracle_replay import frozen_modules, trace_calls
 from vss_cli.pruning.surgery import LayerGroup, build_graph, collect_groups, output_layers_of

@@ -182,11 +182,12 @@ def test_latency_budget_reaches_the_requested_speedup_on_resnet50_seg(tmp_path, 
     pytest.fail(f"no attempt within ±15% of {requested:.2f}x: {misses}")
 
 
-def test_latency_is_a_registered_budget_that_replaces_the_plan():
+def test_latency_is_a_registered_budget_that_chooses_the_widths_through_the_same_door():
     from vss_cli.errors import ConfigError
-    from vss_cli.pruning.budget import get_budget, list_budgets
+    from vss_cli.pruning.budget import BudgetFit, get_budget, list_budgets
 
-    assert "latency" in list_budgets() and get_budget("latency").replaces_plan
-    assert not get_budget("macs").replaces_plan
+    assert "latency" in list_budgets()
     with pytest.raises(ConfigError, match="timings on the device"):
-        get_budget("latency").widths(None, lambda t: {}, 0.3)
+        get_budget("latency").fit(None, None, {}, 0.3)
+    planned = BudgetFit({"a": 3}, None, 0.3, rule="latency-knapsack")
+    assert get_budget("latency", planner=lambda ctx, scores: planned).fit(None, None, {}, 0.3) is planned

@@ -9,7 +9,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from vss_cli.pruning.base import PruneContext, get_method
-from vss_cli.pruning.planner import global_threshold_plan, normalise
+from vss_cli.pruning.planner import global_threshold_plan, normalise, plan_channels
 from vss_cli.pruning.surgery import LayerGroup, build_graph, collect_groups
 
 NUM_CLASSES = 3
@@ -228,7 +228,7 @@ def test_slimming_ranks_raw_abs_gamma_across_layers():
     assert torch.equal(scores["body.3"], model.body[4].weight.detach().abs())
     assert not method.normalize and ctx.notes["sparse_phase"] is False
 
-    plan = method.plan(ctx, scores)
+    plan = plan_channels(method, ctx, scores).removed
     # the five smallest |γ| of both layers together: 0.02, 0.05, 0.07, 0.08, 0.1
     assert plan == {"body.0": [1, 3, 5, 7], "body.3": [1]}
     # per-layer normalisation would have ranked differently

@@ -9,6 +9,7 @@ import torch.nn as nn
 from seg_cases import CLASSES, SIZE, groups_of, run_prune, synthetic_fit, tiny_model
 
 from vss_cli.engine.complexity import count_complexity
+from vss_cli.engine.macs import measure_conv_macs
 from vss_cli.models import build_model, get_model_info, list_models
 from vss_cli.pruning.base import PruneContext, get_method
 from vss_cli.pruning.methods.dmcp import (
@@ -16,8 +17,8 @@ from vss_cli.pruning.methods.dmcp import (
     MarkovGate,
     flops_loss,
     in_inference_graph,
-    measure_conv_macs,
 )
+from vss_cli.pruning.planner import plan_channels
 from vss_cli.pruning.surgery import LayerGroup, output_layers_of
 
 torch.set_num_threads(1)
@@ -82,7 +83,7 @@ def test_dmcp_restores_weights_keeps_leading_channels_and_removes_its_hooks():
                        fit=lambda hooks, epochs, **kw: synthetic_fit()(model, hooks, epochs, **kw))
     method = get_method("dmcp")
     method.prepare(ctx)
-    plan = method.plan(ctx, method.score(ctx))
+    plan = plan_channels(method, ctx, method.score(ctx)).removed
     assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
     assert all(not m._forward_hooks for m in model.modules()) and not model.training
     assert plan and ctx.notes["dmcp_warmup_iterations"] == 1  # 30% of 4 iterations

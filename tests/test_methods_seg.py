@@ -13,7 +13,13 @@ from seg_cases import CLASSES, groups_of, synthetic_batches, tiny_model
 from vss_cli.errors import ConfigError
 from vss_cli.pruning.base import PruneContext, get_method
 from vss_cli.pruning.methods.fgp import class_normalised_support, cumulative_share_width
-from vss_cli.pruning.methods.sirfp import RedundancyStats, combine, greedy_removal_order, sobel_detail
+from vss_cli.pruning.methods.sirfp import (
+    RedundancyStats,
+    edge_detail,
+    official_gradient_kernel,
+    official_score,
+)
+from vss_cli.pruning.planner import plan_channels
 from vss_cli.pruning.surgery import LayerGroup, output_layers_of
 
 torch.set_num_threads(1)
@@ -30,25 +36,38 @@ def blob(rows: slice, cols: slice) -> torch.Tensor:
     return m
 
 
+def peel_order(weights: torch.Tensor) -> list[int]:
+    """Channels in the order the official peel removes them: its loads only fall along the peel, so
+    ascending −load (the score without edge term) is that order."""
+    return torch.argsort(official_score(weights, torch.zeros(weights.shape[0]), 0.0), stable=True).tolist()
+
+
 def test_sirfp_removes_one_of_two_identical_channels_before_a_distinct_one():
     a = blob(slice(0, 2), slice(0, 2))
     feature = torch.stack([blob(slice(2, 4), slice(2, 4)), a, blob(slice(0, 2), slice(2, 4)), a.clone() * 3])
-    stats = RedundancyStats(with_detail=False)
+    stats = RedundancyStats(with_edge=False)
     stats.add(feature.unsqueeze(0))
-    position = greedy_removal_order(stats.mean_similarity(feature.shape[0]))
-    duplicates, distinct = position[[1, 3]], position[[0, 2]]
-    assert int(duplicates.min()) == 0  # a copy goes first (the scale does not matter after L1 normalisation)
-    assert int(duplicates.min()) < int(distinct.min())
-    scores = combine(position, torch.zeros(4), 0.4)
-    assert int(scores.argmin()) in (1, 3)
+    scores = official_score(stats.mean_similarity(4), torch.zeros(4), 0.4)
+    assert int(scores.argmin()) in (1, 3)  # a copy goes first (the scale does not matter after L1 normalisation)
+    assert bool((scores <= 0).all())  # no edge term: minus the load, self-similarity included
 
 
 def test_sirfp_l1_normalisation_leaves_a_zero_map_at_zero_similarity():
     feature = torch.stack([torch.zeros(4, 4), blob(slice(0, 2), slice(0, 2))])
-    stats = RedundancyStats(with_detail=False)
+    stats = RedundancyStats(with_edge=False, ema_decay=None)
     stats.add(feature.unsqueeze(0))
-    sim = stats.mean_similarity(feature.shape[0])
-    assert torch.equal(sim[0], torch.zeros(2)) and sim[1, 1].item() == pytest.approx(0.25)
+    sim = stats.mean_similarity(2)
+    assert torch.equal(sim[0], torch.zeros(2, dtype=sim.dtype))
+    assert sim[1, 1].item() == pytest.approx(4 / (4 + 1e-5) ** 2)  # map / (L1 norm + 1e-5), as the official code
+
+
+def test_sirfp_keeps_an_exponential_moving_average_from_zero_as_the_official_hook():
+    stats = RedundancyStats(with_edge=False, ema_decay=0.99)
+    first, second = blob(slice(0, 2), slice(0, 2)), blob(slice(0, 4), slice(0, 4))
+    for image in (first, second):
+        stats.add(image.view(1, 1, 4, 4))
+    expected = (0.99 * 0.01 * 4 / (4 + 1e-5) ** 2) + 0.01 * 16 / (16 + 1e-5) ** 2
+    assert stats.mean_similarity(1).item() == pytest.approx(expected)
 
 
 def brute_force_kept_weight(weights: torch.Tensor, keep: int) -> float:
@@ -66,7 +85,7 @@ def test_sirfp_greedy_matches_a_brute_force_maximum_weight_clique():
         [0.1, 0.0, 0.1, 0.2, 0.0, 0.05],
         [0.0, 0.1, 0.0, 0.1, 0.05, 0.0],
     ])
-    order = torch.argsort(greedy_removal_order(w)).tolist()
+    order = peel_order(w)
     # first removal: the unique channel whose removal leaves the lightest 5-clique
     first = [c for c in range(6)
              if sum(float(w[i, j]) for i, j in itertools.combinations([k for k in range(6) if k != c], 2))
@@ -79,13 +98,16 @@ def test_sirfp_greedy_matches_a_brute_force_maximum_weight_clique():
         assert greedy == pytest.approx(brute_force_kept_weight(w, 6 - removed), abs=1e-6)
 
 
-def test_sirfp_detail_is_zero_for_flat_maps_and_positive_for_texture():
+def test_sirfp_edge_uses_the_official_half_sobel_kernel_with_zero_padding():
+    assert official_gradient_kernel().tolist() == [[-0.5, 0.0, 0.5], [-1.0, 0.0, 1.0], [-0.5, 0.0, 0.5]]
     flat, texture = torch.ones(8, 8), (torch.arange(64).reshape(8, 8) % 3 == 0).float()
-    detail = sobel_detail(torch.stack([flat, texture]).unsqueeze(0))[0]
-    assert detail[0].item() == pytest.approx(0.0, abs=1e-6) and detail[1].item() > 0.1
+    detail = edge_detail(torch.stack([torch.zeros(8, 8), flat, texture]).unsqueeze(0))[0]
+    assert detail[0].item() == 0.0
+    assert detail[1].item() > 0  # zero padding: the border of a flat map is an edge, as in the official code
+    assert detail[2].item() > 0.1
 
 
-def test_sirfp_plan_thresholds_backbone_and_head_separately():
+def test_sirfp_regions_threshold_backbone_and_head_separately():
     def group(name: str, region: str) -> LayerGroup:
         conv = nn.Conv2d(1, 16, 1)
         return LayerGroup(name=name, root=conv, size=16, convs=[(name, conv)], region=region)
@@ -94,8 +116,9 @@ def test_sirfp_plan_thresholds_backbone_and_head_separately():
     scores = {"enc": torch.linspace(1.0, 1.4, 16), "dec": torch.linspace(0.0, 0.3, 16)}
     ctx = PruneContext(model=nn.Identity(), groups=groups, device=torch.device("cpu"), num_classes=2,
                        ratio=0.25, round_to=1)
-    plan = get_method("sirfp").plan(ctx, scores)
-    assert plan == {"enc": [0, 1, 2, 3], "dec": [0, 1, 2, 3]}  # a single global threshold would take 8 from dec
+    plan = plan_channels(get_method("sirfp"), ctx, scores)
+    assert plan.removed == {"enc": [0, 1, 2, 3], "dec": [0, 1, 2, 3]}  # one global threshold would take 8 from dec
+    assert plan.rule == "regions"
 
 
 def test_sirfp_scores_a_real_model_without_touching_it():
@@ -104,15 +127,15 @@ def test_sirfp_scores_a_real_model_without_touching_it():
     ignored = output_layers_of(model, "unet")
     ctx = PruneContext(model=model, groups=groups_of(model, ignored), device=torch.device("cpu"),
                        num_classes=CLASSES, batch_source=synthetic_batches(4))
-    scores = get_method("sirfp").score(ctx)
+    scores = get_method("sirfp").score(ctx)  # bn_stats=batch: train-mode BN, running statistics untouched
     assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
     assert model.training and all(not m._forward_hooks for m in model.modules())
+    assert {g.region for g in ctx.groups} == {"backbone", "head"}
     for g in ctx.groups:
         s = scores[g.name]
-        bound = 1.0 + (0.4 if g.region == "backbone" else 0.0)
-        assert s.numel() == g.size and float(s.min()) >= 0 and float(s.max()) <= bound + 1e-6
-        if g.region == "head":  # no detail term: exactly the removal ranks
-            assert sorted(s.tolist()) == pytest.approx([i / (g.size - 1) for i in range(g.size)])
+        assert s.numel() == g.size and bool(torch.isfinite(s).all())
+        if g.region == "head":  # no edge term: minus the load
+            assert float(s.max()) < 0
 
 
 @pytest.mark.heavy
@@ -201,7 +224,8 @@ def test_fgp_share_rule_keeps_the_channels_reaching_the_share():
     conv = nn.Conv2d(1, 4, 1)
     group = LayerGroup(name="c", root=conv, size=4, convs=[("c", conv)])
     ctx = PruneContext(model=nn.Identity(), groups=[group], device=torch.device("cpu"), num_classes=2, round_to=1)
-    assert get_method("fgp", share=0.8).plan(ctx, {"c": support}) == {"c": [0, 2]}
+    plan = plan_channels(get_method("fgp", share=0.8), ctx, {"c": support})
+    assert plan.removed == {"c": [0, 2]} and not plan.budget_applied
 
 
 def test_fgp_heat_modes_differ_when_the_gradient_changes_sign_over_the_image():

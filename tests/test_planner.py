@@ -37,6 +37,10 @@ def run(name: str, method: str, *, ratio: float = 0.3, model_kw=None, count=None
     return model, report
 
 
+def count_complexity_at(size):
+    return lambda m: count_complexity(m, size)
+
+
 def hand_group(name: str, size: int, region: str = "backbone") -> LayerGroup:
     return LayerGroup(name=name, root=nn.Identity(), size=size, region=region)
 
@@ -111,11 +115,13 @@ def test_sirfp_regions_are_thresholded_separately_on_raw_scores():
     assert global_rule(AllocationRequest(groups, scores, "none")).keep(0.5) == {"enc": 1, "dec": 9}
 
 
-def test_fgp_share_rule_fixes_widths_and_says_the_budget_is_not_applied():
+def test_fgp_share_rule_fixes_widths_with_a_given_share_and_meets_the_budget_without():
     _, report = run("unet", "fgp", method_options={"share": 0.8}, budget="macs")
     assert report.notes["allocation_rule"] == "share" and report.notes["budget_applied"] is False
-    _, report = run("unet", "fgp")
-    assert report.notes["allocation_rule"] == "share" and "budget_applied" not in report.notes
+    _, report = run("unet", "fgp", budget="macs", ratio=0.5, round_to=1, count=count_complexity_at(SIZE))
+    assert report.notes["allocation_rule"] == "share" and report.notes["budget_applied"] is True
+    assert report.macs_reduction == pytest.approx(0.5, abs=0.03)
+    assert 0 < report.notes["allocation_knob"] < 1  # T = 1 − knob, the share the search found
 
 
 REFERENCE = ("unet", "simple_segnet", "deeplabv3_resnet50")

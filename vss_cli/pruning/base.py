@@ -1,8 +1,9 @@
 """The pruning-method interface and its registry.
 
-A method scores the channels of each prunable group (low = pruned first), optionally supplies a
-regularizer or a preparation phase run through the one `engine.fit`, and may override how scores
-become a plan. Graph mechanics live in `surgery`, planning in `planner`: a method knows neither.
+A method scores the channels of each prunable group (low = pruned first) and optionally supplies a
+preparation phase run through the one `engine.fit`. How scores become a plan is the planner's
+(`planner.plan_channels`); a method whose paper allocates its own way registers that rule beside
+itself (`planner.register_allocation`) and names it in `paper_allocation`.
 """
 
 from __future__ import annotations
@@ -81,14 +82,6 @@ class PruningMethod:
     def score(self, ctx: PruneContext) -> dict[str, torch.Tensor]:
         """Per-channel importance for each group name (lower = less important)."""
         raise NotImplementedError
-
-    def plan(self, ctx: PruneContext, scores: dict[str, torch.Tensor]) -> dict[str, list[int]]:
-        """Channels to remove per group: the run's allocation under its budget (`planner.plan_channels`).
-
-        A method overrides this only to supply widths of its own (the `searched` rule reads them)."""
-        from vss_cli.pruning.planner import plan_channels
-
-        return plan_channels(self, ctx, scores)
 
 
 _METHODS: dict[str, type[PruningMethod]] = {}

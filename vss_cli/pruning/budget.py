@@ -1,11 +1,11 @@
 """What `--global-ratio` counts (`--budget`): a small registry of budgets.
 
-A budget turns an allocation's family of kept widths (`keep_at(t)`, see `planner`) into one plan.
-The common way: give the cost of a candidate plan — the share of the budget's quantity it removes,
-for kept widths per group — and let `bisect_knob` find the knob t whose plan removes `ratio`
-(bisection on t, then, between the two bracketing plans, groups moved one at a time to the
-narrower width, the closest plan kept). A budget may instead replace the plan by overriding
-`Budget.widths` (e.g. one that measures candidates).
+A budget turns an allocation's family of kept widths (`WidthFamily`, see `planner`) into one plan,
+always through `Budget.fit` (the planner's only door). The common way: give the cost of a candidate
+plan — the share of the budget's quantity it removes, for kept widths per group — and let
+`bisect_knob` find the knob t whose plan removes `ratio` (bisection on t, then, between the two
+bracketing plans, groups moved one at a time to the narrower width, the closest plan kept). A
+budget may instead choose the widths itself by overriding `fit` (latency: one that measures).
 
   channels  removed group channels (each counted once per conv it removes) / all of them, counted on
             the allocation's widths before rounding: uniform at R takes floor(R·C) from every layer and
@@ -16,14 +16,15 @@ narrower width, the closest plan kept). A budget may instead replace the plan by
             macs × out'/out × in'/in (depthwise: × out'/out), where out' is its group's kept width
             and in' drops by what the groups it consumes lose; calibrated against ptflops by
             keeping whatever ptflops counts beyond the convs as a constant.
-  latency   removed share of the parent's measured latency on the run's device; replaces the plan
-            (a knapsack over a cached per-layer latency table, `pruning.latency`).
+  latency   removed share of the parent's measured latency on the run's device; chooses the widths
+            itself (a knapsack over a cached per-layer latency table, `pruning.latency`), through a
+            measuring `planner` the prune workflow gives it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 import torch.nn as nn
@@ -39,11 +40,26 @@ STEPS = 40
 
 @dataclass
 class BudgetFit:
-    """The chosen plan's kept widths, its knob value and the share of the budget it removes."""
+    """The chosen plan's kept widths, its knob value and the share of the budget it removes.
+
+    `rule` names what spread the cut when the budget chose the widths itself (None: the allocation);
+    `details` is what such a budget measured (recorded with the run)."""
 
     widths: Widths
-    knob: float
+    knob: float | None
     cost: float
+    rule: str | None = None
+    details: dict = field(default_factory=dict)
+
+
+@dataclass
+class WidthFamily:
+    """An allocation's kept widths along the knob t, before (`keep`) and after (`rounded`) rounding,
+    and the rounding itself (`round`)."""
+
+    keep: Callable[[float], Widths]
+    rounded: Callable[[float], Widths]
+    round: Callable[[Widths], Widths]
 
 
 def bisect_knob(keep_at: Callable[[float], Widths], cost: Cost, ratio: float, *, strict: bool = True,
@@ -78,20 +94,23 @@ def group_channel_cost(groups: Sequence[LayerGroup]) -> Cost:
 
 
 class Budget:
-    """Base class: `name`, and `cost(ctx)` for the common search (or override `widths`).
+    """Base class: `name`, and `cost(ctx)` for the common search (or override `fit`).
 
     `after_rounding`: the search sees the rounded widths (the cost of the real plan); False counts
     the allocation's own widths and rounds after (rounding only keeps more, so it falls short)."""
 
     name: ClassVar[str] = ""
     after_rounding: ClassVar[bool] = True
-    replaces_plan: ClassVar[bool] = False  # planned by the workflow from measurements (latency), not `widths`
 
     def cost(self, ctx) -> Cost:
         raise NotImplementedError
 
-    def widths(self, ctx, keep_at: Callable[[float], Widths], ratio: float) -> BudgetFit:
-        return bisect_knob(keep_at, self.cost(ctx), ratio, what=self.name)
+    def fit(self, ctx, family: WidthFamily, scores: dict, ratio: float) -> BudgetFit:
+        """The plan of `family` this budget picks for `ratio` (scores: for budgets that measure)."""
+        if self.after_rounding:
+            return bisect_knob(family.rounded, self.cost(ctx), ratio, what=self.name)
+        fit = bisect_knob(family.keep, self.cost(ctx), ratio, what=self.name)
+        return BudgetFit(family.round(fit.widths), fit.knob, fit.cost)
 
 
 _BUDGETS: dict[str, type[Budget]] = {}
@@ -109,10 +128,11 @@ def list_budgets() -> list[str]:
     return list(_BUDGETS)
 
 
-def get_budget(name: str) -> Budget:
+def get_budget(name: str, **setting) -> Budget:
+    """The budget `name`; `setting` goes to its constructor (latency: its measuring planner)."""
     if name not in _BUDGETS:
         raise ConfigError(f"unknown --budget '{name}': choose from {', '.join(_BUDGETS)}")
-    return _BUDGETS[name]()
+    return _BUDGETS[name](**setting)
 
 
 @register_budget
@@ -146,7 +166,7 @@ class MacsModel:
     def __init__(self, model: nn.Module, groups: Sequence[LayerGroup], input_size: tuple[int, int],
                  measured: float | None = None) -> None:
         from vss_cli.engine.complexity import count_complexity
-        from vss_cli.pruning.methods.dmcp import measure_conv_macs  # per conv: its inference MACs
+        from vss_cli.engine.macs import measure_conv_macs  # per conv: its inference MACs
 
         table = measure_conv_macs(model, input_size, next(model.parameters()).device)
         producer = {conv: g.name for g in groups for _, conv in g.convs}
@@ -192,13 +212,18 @@ class MacsBudget(Budget):
 @register_budget
 class LatencyBudget(Budget):
     """`--global-ratio` = share of the parent's measured latency removed on the run's device, dtype,
-    batch and input size. It replaces the plan instead of searching an allocation: the prune workflow
-    reads (or measures and caches) a per-layer latency table and runs the knapsack of
-    `pruning.latency`, calibrated on measured speedups (`workflows.latency_budget.latency_planner`)."""
+    batch and input size. It chooses the widths itself instead of searching the allocation: the prune
+    workflow gives it a `planner(ctx, scores) -> BudgetFit` that reads (or measures and caches) a
+    per-layer latency table and runs the knapsack of `pruning.latency`, calibrated on measured
+    speedups (`workflows.latency_budget.latency_planner`)."""
 
     name = "latency"
-    replaces_plan = True
 
-    def widths(self, ctx, keep_at: Callable[[float], Widths], ratio: float) -> BudgetFit:
-        raise ConfigError("--budget latency is planned from timings on the device: run it through `vss prune` "
-                          "(workflows.latency_budget.latency_planner), not the allocation search")
+    def __init__(self, planner: Callable | None = None) -> None:
+        self.planner = planner
+
+    def fit(self, ctx, family: WidthFamily, scores: dict, ratio: float) -> BudgetFit:
+        if self.planner is None:
+            raise ConfigError("--budget latency is planned from timings on the device: run it through `vss prune` "
+                              "(workflows.latency_budget.latency_planner)")
+        return self.planner(ctx, scores)

@@ -9,28 +9,26 @@ narrower layer keeps exactly that, so rounding never cuts a layer further than a
 search sees the rounded widths, so the total still matches). Inside a layer the lowest-scored
 channels go.
 
-Rules (`ALLOCATIONS`; `--allocation paper` takes each method's `paper_allocation`):
+Rules (`ALLOCATIONS`, a registry; `--allocation paper` takes the method's `paper_allocation`):
   uniform     every layer loses the fraction t of its channels (floor(t·C) of C);
   global      one threshold across layers on scores normalised per layer (`--normalizer`
               mean|max|none): channels taken lowest first until t of all group channels went;
-  global_raw  `global` on raw scores (taylor, slimming);
-  regions     `global_raw` run separately in the backbone and in the head, both at t (sirfp);
-  share       fgp's cumulative-share widths when its `share` option is set (fixed widths: the
-              budget is not applied), else `global` on mean-normalised support;
-  searched    the widths the method's own `plan` found (dmcp), all scaled by one factor set by t
-              (fixed, budget not applied, when the method was given its own `target_macs`).
-A per-layer cap keeps at least 1 − MAX_LAYER_RATIO of every layer (sirfp: its `min_keep`).
+  global_raw  `global` on raw scores (for criteria whose raw values compare across layers).
+A method whose paper spreads the cut its own way registers that rule beside itself
+(`register_allocation`), so this module names no method. A per-layer cap keeps at least
+1 − MAX_LAYER_RATIO of every layer unless the rule sets its own floor.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
 from vss_cli.errors import ConfigError
+from vss_cli.pruning.budget import WidthFamily, bisect_knob, get_budget, group_channel_cost
 from vss_cli.pruning.surgery import LayerGroup
 
 MAX_LAYER_RATIO = 0.9  # at most this fraction of one layer's channels goes
@@ -160,65 +158,32 @@ def global_raw_rule(req: AllocationRequest) -> Allocation:
                        "global_raw")
 
 
-def regions_rule(req: AllocationRequest) -> Allocation:
-    """Raw thresholds per region (backbone / head), both at t; the cap is the method's `min_keep`."""
-    opts = getattr(req.method, "opts", {}) or {}
-    keep_share = float(opts.get("min_keep", 1 - req.max_layer_ratio))
-    if not 0 < keep_share < 1:
-        raise ConfigError(f"min_keep {keep_share} must be in (0, 1) (sirfp paper: 0.02)")
-    floor = {g.name: min_keep(g.size, 1 - keep_share) for g in req.groups}
-    parts = [Threshold([g for g in req.groups if g.region == r], req.scores, "none", floor)
-             for r in sorted({g.region for g in req.groups})]
-    return Allocation("regions", lambda t: {k: v for p in parts for k, v in p.keep(t).items()}, floor)
+ALLOCATIONS: dict[str, Callable[[AllocationRequest], Allocation]] = {}
 
 
-def share_rule(req: AllocationRequest) -> Allocation:
-    """fgp: the top channels whose cumulative share of support reaches `share`, per layer (fixed)."""
-    share = (getattr(req.method, "opts", {}) or {}).get("share")
-    if share is None:
-        return global_rule(AllocationRequest(req.groups, req.scores, "mean", req.method, req.ctx), "share")
-    from vss_cli.pruning.methods.fgp import cumulative_share_width
+def register_allocation(name: str) -> Callable:
+    """Decorator adding `fn(AllocationRequest) -> Allocation` to the allocation rules under `name`."""
 
-    share = float(share)
-    if not 0 < share <= 1:
-        raise ConfigError(f"--fgp-share {share} is outside (0, 1]: pass a share such as 0.8")
-    widths = {g.name: cumulative_share_width(req.scores[g.name], share) for g in req.groups}
-    return Allocation("share", lambda t: dict(widths), {g.name: 1 for g in req.groups}, fixed=True)
+    def decorate(fn: Callable[[AllocationRequest], Allocation]) -> Callable[[AllocationRequest], Allocation]:
+        ALLOCATIONS[name] = fn
+        return fn
+
+    return decorate
 
 
-def searched_rule(req: AllocationRequest) -> Allocation:
-    """The method's own widths (its `plan` override), scaled by one factor: t = 0 full, t = 1 floors."""
-    from vss_cli.pruning.base import PruningMethod
-
-    method = req.method
-    if method is None or type(method).plan is PruningMethod.plan:
-        raise ConfigError(f"method '{getattr(method, 'name', '?')}' has no searched widths: use --allocation "
-                          "uniform or global")
-    plan = method.plan(req.ctx, req.scores)
-    base = {g.name: max(1, g.size - len(plan.get(g.name, []))) for g in req.groups}
-    floor = req.floors()
-    if (getattr(method, "opts", {}) or {}).get("target_macs") is not None:  # the user's own target wins
-        return Allocation("searched", lambda t: dict(base), {n: min(k, floor[n]) for n, k in base.items()}, fixed=True)
-    top = max(g.size / base[g.name] for g in req.groups)
-
-    def keep(t: float) -> Widths:
-        return {g.name: min(g.size, max(floor[g.name], int(round(base[g.name] * (1 - t) * top))))
-                for g in req.groups}
-
-    return Allocation("searched", keep, floor)
-
-
-ALLOCATIONS: dict[str, Callable[[AllocationRequest], Allocation]] = {
-    "uniform": uniform_rule, "global": global_rule, "global_raw": global_raw_rule,
-    "regions": regions_rule, "share": share_rule, "searched": searched_rule,
-}
+register_allocation("uniform")(uniform_rule)
+register_allocation("global")(global_rule)
+register_allocation("global_raw")(global_raw_rule)
 
 
 def rule_for(allocation: str, method) -> str:
     """The rule `--allocation` names: `paper` means the method's own `paper_allocation`."""
     if allocation not in USER_ALLOCATIONS:
         raise ConfigError(f"unknown --allocation '{allocation}': choose from {', '.join(USER_ALLOCATIONS)}")
-    return getattr(method, "paper_allocation", "global") if allocation == "paper" else allocation
+    name = getattr(method, "paper_allocation", "global") if allocation == "paper" else allocation
+    if name not in ALLOCATIONS:
+        raise ConfigError(f"allocation rule '{name}' is not registered: its method registers it beside itself")
+    return name
 
 
 def round_widths(widths: Widths, groups: Sequence[LayerGroup], floor: Widths, round_to: int) -> Widths:
@@ -235,29 +200,48 @@ def rounded(allocation: Allocation, groups: Sequence[LayerGroup], round_to: int)
 # the plan
 
 
-def plan_channels(method, ctx, scores: dict[str, torch.Tensor]) -> dict[str, list[int]]:
-    """The run's plan: its allocation rule, searched under its budget, rounded; notes what it did."""
-    from vss_cli.pruning.budget import get_budget
+@dataclass
+class PlanResult:
+    """A plan and how it was reached: the channels removed per group, the allocation rule, the knob
+    t the budget chose (None: fixed widths), the share of the budget the plan removes as planned
+    (None when the rule fixes the widths, so the budget was not applied), and what a measuring
+    budget recorded."""
 
+    removed: dict[str, list[int]]
+    rule: str
+    knob: float | None = None
+    planned_reduction: float | None = None
+    budget_details: dict = field(default_factory=dict)
+
+    @property
+    def budget_applied(self) -> bool:
+        return self.planned_reduction is not None
+
+    def notes(self) -> dict:
+        out = {"allocation_rule": self.rule, "allocation_knob": self.knob, "budget_applied": self.budget_applied}
+        if self.budget_applied:
+            out["planned_reduction"] = self.planned_reduction
+        return {**out, **self.budget_details}
+
+
+def plan_channels(method, ctx, scores: dict[str, torch.Tensor], budget=None) -> PlanResult:
+    """The run's plan: its allocation rule, searched under its budget (`budget`, else the one
+    `ctx.budget` names), rounded."""
     name = rule_for(getattr(ctx, "allocation", "paper"), method)
     groups = [g for g in ctx.groups if g.name in scores]
     if not groups:
-        return {}
+        return PlanResult({}, name)
     req = AllocationRequest(groups, scores, getattr(ctx, "normalizer", "mean"), method, ctx)
     allocation = ALLOCATIONS[name](req)
     round_at = rounded(allocation, groups, ctx.round_to)
-    budget = get_budget(getattr(ctx, "budget", "channels"))
-    if allocation.fixed:
-        widths, knob = round_at(0.0), None
-        ctx.notes["budget_applied"] = False  # the rule fixes the widths; the ratio is not used
-    else:
-        fit = budget.widths(ctx, round_at if budget.after_rounding else allocation.keep, ctx.ratio)
-        knob = fit.knob
-        widths = fit.widths if budget.after_rounding else round_widths(fit.widths, groups, allocation.floor,
-                                                                         ctx.round_to)
-        ctx.notes["planned_reduction"] = fit.cost
-    ctx.notes.update(allocation_rule=allocation.rule, allocation_knob=knob)
-    return plan_from_widths(groups, scores, widths)
+    if allocation.fixed:  # the rule fixes the widths; the ratio is not used
+        return PlanResult(plan_from_widths(groups, scores, round_at(0.0)), allocation.rule)
+    budget = budget or get_budget(getattr(ctx, "budget", "channels"))
+    family = WidthFamily(allocation.keep, round_at,
+                         lambda w: round_widths(w, groups, allocation.floor, ctx.round_to))
+    fit = budget.fit(ctx, family, scores, ctx.ratio)
+    return PlanResult(plan_from_widths(groups, scores, fit.widths), fit.rule or allocation.rule, fit.knob, fit.cost,
+                      dict(fit.details))
 
 
 def lowest_channels(scores: torch.Tensor, n: int) -> list[int]:
@@ -281,8 +265,6 @@ def global_threshold_plan(groups: Sequence[LayerGroup], scores: dict[str, torch.
                           max_layer_ratio: float = MAX_LAYER_RATIO) -> dict[str, list[int]]:
     """One global threshold (mean-normalised, or raw) removing about `ratio` of the groups' weighted
     channels, rounded as above; asks beyond the per-layer caps take what the caps allow."""
-    from vss_cli.pruning.budget import bisect_knob, group_channel_cost
-
     groups = [g for g in groups if g.name in scores]
     req = AllocationRequest(groups, scores, "mean" if normalize else "none", max_layer_ratio=max_layer_ratio)
     keep_at = rounded(global_rule(req), groups, round_to)

@@ -20,6 +20,7 @@ import torch
 from vss_cli.engine.progress import log
 from vss_cli.engine.speed import DTYPES, TimingSetup, compare_to_parent, device_name
 from vss_cli.fileio import write_json
+from vss_cli.pruning.budget import BudgetFit
 from vss_cli.pruning.latency import (
     LatencyTable,
     build_table,
@@ -142,18 +143,19 @@ def calibrate(model, groups, scores, table: LatencyTable, setting: LatencySettin
 
 
 def latency_planner(store, setting: LatencySetting):
-    """A `plan(ctx, scores)` for prune_model that spends the latency budget; its outcome is filled in."""
+    """A `plan(ctx, scores) -> BudgetFit` for the latency budget (`budget.LatencyBudget`); its outcome
+    is filled in."""
     outcome = LatencyOutcome(requested_speedup=1 / (1 - setting.ratio))
 
     def plan(ctx, scores):
         table, outcome.table_run, outcome.table_reused = cached_table(store, ctx.model, ctx.groups, setting)
         keep = calibrate(ctx.model, ctx.groups, scores, table, setting, outcome)
-        ctx.notes["allocation_rule"] = "latency-knapsack"  # the knapsack spreads the cut, not --allocation
-        ctx.notes["latency_budget"] = {"requested_speedup": outcome.requested_speedup,
-                                       "measured_speedup": outcome.measured_speedup, "table_run": outcome.table_run,
-                                       "table_reused": outcome.table_reused, "trials": outcome.trials}
+        details = {"latency_budget": {"requested_speedup": outcome.requested_speedup,
+                                      "measured_speedup": outcome.measured_speedup, "table_run": outcome.table_run,
+                                      "table_reused": outcome.table_reused, "trials": outcome.trials}}
         log(f"latency budget: x{outcome.measured_speedup:.3f} measured for x{outcome.requested_speedup:.3f} "
             f"requested after {outcome.calibration_steps} step(s)")
-        return plan_from_widths(ctx.groups, scores, keep)
+        # the knapsack spreads the cut, not --allocation
+        return BudgetFit(keep, None, 1 - 1 / outcome.measured_speedup, rule="latency-knapsack", details=details)
 
     return plan, outcome

@@ -174,7 +174,7 @@ def prune_run(opts: PruneOptions, store: RunStore) -> PruneOutcome:
     with recorded(store, run.id):
         model = loaded.model
         parent = copy.deepcopy(model) if opts.speed_check_iters else None
-        plan_fn, latency = latency_plan(store, opts, input_size, device)
+        budget, latency = budget_for(store, opts, input_size, device)
         report, history = prune_model(
             model, loaded.spec.name, method, opts, input_size=input_size, device=device,
             batch_source=sample_source(dataset, data_root, input_size, opts.samples, opts.batch_size, opts.seed)
@@ -182,7 +182,7 @@ def prune_run(opts: PruneOptions, store: RunStore) -> PruneOutcome:
             fit=make_fit(dataset, data_root, input_size, opts.seed, device),
             num_classes=loaded.spec.num_classes, ignore_index=dspec.ignore_index,
             count=lambda m: count_complexity(m, input_size), old_history=loaded.history,
-            parent_config=dict(getattr(ref.run, "config", None) or {}), plan_fn=plan_fn,
+            parent_config=dict(getattr(ref.run, "config", None) or {}), budget=budget,
         )
         if latency is not None:
             store.add_metrics(run.id, latency.metrics())
@@ -197,17 +197,19 @@ def prune_run(opts: PruneOptions, store: RunStore) -> PruneOutcome:
     return PruneOutcome(run_id=run.id, out_dir=out_dir, checkpoint=ckpt, report=report)
 
 
-def latency_plan(store, opts: PruneOptions, input_size, device) -> tuple:
-    """(plan function, outcome) for --budget latency, else (None, None)."""
+def budget_for(store, opts: PruneOptions, input_size, device) -> tuple:
+    """(budget, latency outcome): `--budget latency` gets its measuring planner (and an outcome to
+    record), every other budget is the registry's as it is (outcome None)."""
     from vss_cli.pruning.budget import get_budget
 
-    if not get_budget(opts.budget).replaces_plan:
-        return None, None
+    if opts.budget != "latency":
+        return get_budget(opts.budget), None
     from vss_cli.workflows.latency_budget import LatencySetting, latency_planner
 
-    return latency_planner(store, LatencySetting(ratio=opts.global_ratio, round_to=opts.round_to, device=device,
-                                                 dtype=opts.dtype, batch=opts.batch_size, input_size=tuple(input_size),
-                                                 iters=max(opts.speed_check_iters, 10)))
+    planner, outcome = latency_planner(store, LatencySetting(
+        ratio=opts.global_ratio, round_to=opts.round_to, device=device, dtype=opts.dtype, batch=opts.batch_size,
+        input_size=tuple(input_size), iters=max(opts.speed_check_iters, 10)))
+    return get_budget("latency", planner=planner), outcome
 
 
 def check_parent_speed(parent, model, opts: PruneOptions, input_size, device) -> dict[str, float]:
@@ -243,7 +245,7 @@ def prune_context(model, ignored, opts: PruneOptions, *, input_size, device, bat
 
 def prune_model(model, model_name: str, method, opts: PruneOptions, *, input_size, device, batch_source, fit,
                 num_classes: int, ignore_index: int, count, old_history=(),
-                parent_config: dict | None = None, plan_fn=None) -> tuple[PruneReport, list]:
+                parent_config: dict | None = None, budget=None) -> tuple[PruneReport, list]:
     """Score, plan and apply on an in-memory model; returns the report and the full pruning history."""
     model.to(device).eval()
     ignored = output_layers_of(model, model_name)
@@ -255,9 +257,10 @@ def prune_model(model, model_name: str, method, opts: PruneOptions, *, input_siz
     t0 = time.perf_counter()
     method.prepare(ctx)
     scores = method.score(ctx)
-    plan = plan_fn(ctx, scores) if plan_fn else plan_channels(method, ctx, scores)  # latency replaces the plan
+    plan = plan_channels(method, ctx, scores, budget)
+    ctx.notes.update(plan.notes())
     t1 = time.perf_counter()
-    apply_plan(dg, groups, plan)
+    apply_plan(dg, groups, plan.removed)
     t2 = time.perf_counter()
     model.eval()
     after = count(model)

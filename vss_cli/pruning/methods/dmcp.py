@@ -62,24 +62,20 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn as nn
 
+from vss_cli.engine.hooks import forward_hooks
+from vss_cli.engine.macs import measure_conv_macs
 from vss_cli.engine.train import TrainHooks, segmentation_loss
 from vss_cli.errors import ConfigError
 from vss_cli.pruning.base import PruneContext, PruningMethod, register_method
-from vss_cli.pruning.features import channel_outputs, forward_hooks
-from vss_cli.pruning.methods.dmcp_macs import (  # noqa: F401  (re-exported: the cost model is part of dmcp)
-    BAND,
-    CONVS,
-    ExpectedMacs,
-    WidthFit,
-    conv_macs,
-    fit_widths,
-    flops_loss,
-    in_inference_graph,
-    measure_conv_macs,
-    snap,
-    widths_at,
+from vss_cli.pruning.features import channel_outputs
+from vss_cli.pruning.methods.dmcp_macs import BAND, ExpectedMacs, fit_widths, flops_loss, in_inference_graph
+from vss_cli.pruning.planner import (
+    Allocation,
+    AllocationRequest,
+    min_keep,
+    register_allocation,
+    round_keep,
 )
-from vss_cli.pruning.planner import plan_from_widths, round_keep
 from vss_cli.pruning.surgery import LayerGroup
 
 STEPS = 10  # width steps of 0.1
@@ -361,8 +357,29 @@ class DMCP(PruningMethod):
         """Leading channels first. Without a search (e.g. `vss eval`'s oracle, which runs no `prepare()`)
         the order is the one the search would have started from: |γ| of the parent as it is."""
         ranks = getattr(self, "_ranks", None) or {g.name: leading_rank(g) for g in ctx.groups}
+        if ctx.allocation != "paper":  # the search chose widths, which this allocation does not use
+            ctx.notes["dmcp_ranking"] = (f"|gamma| leading-channel order (as slimming's without a sparse phase): "
+                                         f"--allocation {ctx.allocation} ignores the searched widths")
         return {g.name: rank_scores(ranks[g.name]) for g in ctx.groups}
 
-    def plan(self, ctx: PruneContext, scores: dict[str, torch.Tensor]) -> dict[str, list[int]]:
-        return plan_from_widths(ctx.groups, scores, self._widths)
 
+@register_allocation("searched")
+def searched_rule(req: AllocationRequest) -> Allocation:
+    """DMCP's searched widths, scaled by one factor: t = 0 full width, t = 1 the per-layer floors; fixed
+    (the budget not applied) when the user gave dmcp its own `target_macs`."""
+    method = req.method
+    searched = getattr(method, "_widths", None) if isinstance(method, DMCP) else None
+    if searched is None:
+        raise ConfigError("the searched allocation needs dmcp's search (prepare() before planning): use "
+                          "--allocation uniform or global for other methods")
+    base = {g.name: max(1, min(g.size, searched.get(g.name, g.size))) for g in req.groups}
+    floor = {g.name: min_keep(g.size, req.max_layer_ratio) for g in req.groups}
+    if method.opts["target_macs"] is not None:  # the user's own target wins
+        return Allocation("searched", lambda t: dict(base), {n: min(k, floor[n]) for n, k in base.items()}, fixed=True)
+    top = max(g.size / base[g.name] for g in req.groups)
+
+    def keep(t: float) -> dict[str, int]:
+        return {g.name: min(g.size, max(floor[g.name], int(round(base[g.name] * (1 - t) * top))))
+                for g in req.groups}
+
+    return Allocation("searched", keep, floor)

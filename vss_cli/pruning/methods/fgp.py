@@ -26,13 +26,22 @@ A frequent class thus weighs as much as a rare one, however many pixels it cover
 gradient is zero for every class has S = 0 (layers feeding only an auxiliary head: pruned first,
 which costs nothing at inference).
 
-Selection. Under `--global-ratio` (default) S is the score for the global threshold (per-layer mean
-normalisation). The paper's rule is `share` = T (`--fgp-share`, paper: 0.8): per layer keep the
-highest-S channels whose cumulative share of ΣS first reaches T (adaptive widths, then rounded to
-`--round-to`); `--global-ratio` is then not used. A layer with no evidence at all is kept whole.
+Which classes, which pixels (`mask`, `only_class`). METHODS.md: every class present in the labels,
+each over the pixels labelled with it (`mask=labels`, `only_class` None, the default). The official
+test script instead scores one chosen class against the model's predicted mask (pytorch-grad-cam's
+segmentation target: the class logit summed over the pixels predicted as that class):
+`mask=predicted` takes the pixels the model predicts as d, `only_class=K` scores class K alone.
 
-Options: `share` = None (global ratio); 0.8 when the paper's rule is wanted. `heat` = gradcam,
-`features` = conv (above).
+Allocation (`share`, the paper's rule, registered here): per layer keep the highest-S channels whose
+cumulative share of ΣS first reaches T. Under a budget T is the knob the budget search moves
+(T = 1 − t: t = 0 keeps every layer whole), so `--allocation paper --budget macs 0.5` meets the budget
+with fgp's own per-layer rule; with `--option fgp:share=T` the widths are fixed at that T (paper
+0.8) and the budget is not applied. Widths are then rounded to `--round-to`; at least one channel
+per layer stays (the paper sets no other floor). A layer with no evidence at all is kept whole.
+Under `--allocation uniform|global` S is the score.
+
+Options: `share` = None (T searched by the budget; 0.8 fixes the paper's T), `heat` = gradcam,
+`features` = conv, `mask` = labels, `only_class` = None (above).
 """
 
 from __future__ import annotations
@@ -40,10 +49,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from vss_cli.engine.hooks import capture_hook, eval_mode, forward_hooks
 from vss_cli.errors import ConfigError
 from vss_cli.pruning.base import PruneContext, PruningMethod, register_method
-from vss_cli.pruning.features import capture_hook, channel_outputs, eval_mode, forward_hooks, scoring_batches
-from vss_cli.pruning.planner import plan_from_widths, round_keep
+from vss_cli.pruning.features import channel_outputs, scoring_batches
+from vss_cli.pruning.planner import Allocation, AllocationRequest, register_allocation
 from vss_cli.pruning.surgery import LayerGroup
 
 
@@ -53,12 +63,13 @@ def classes_present(labels: torch.Tensor, num_classes: int) -> list[int]:
 
 
 def class_target(logits: torch.Tensor, labels: torch.Tensor, d: int) -> torch.Tensor:
-    """Class d's logit summed over the pixels labelled d."""
+    """Class d's logit summed over the pixels labelled d (or predicted d, given the predicted mask)."""
     return (logits[:, d] * (labels == d)).sum()
 
 
 HEATS = ("gradcam", "elementwise")
 FEATURES = ("conv", "bn")
+MASKS = ("labels", "predicted")
 
 
 def heat(feature: torch.Tensor, grad: torch.Tensor | None, mode: str = "gradcam") -> torch.Tensor:
@@ -80,9 +91,9 @@ class ClassEvidence:
     """Score(c, d) per group, accumulated over minibatches."""
 
     def __init__(self, groups: list[LayerGroup], num_classes: int, heat: str = "gradcam",
-                 features: str = "conv") -> None:
+                 features: str = "conv", mask: str = "labels", only_class: int | None = None) -> None:
         self.groups = groups
-        self.heat, self.features = heat, features
+        self.heat, self.features, self.mask, self.only_class = heat, features, mask, only_class
         self.scores = {g.name: torch.zeros(g.size, num_classes) for g in groups}
         self.seen = torch.zeros(num_classes, dtype=torch.bool)
 
@@ -95,7 +106,11 @@ class ClassEvidence:
                 logits = F.interpolate(logits, size=labels.shape[-2:], mode="bilinear", align_corners=False)
         order = [(name, i) for name, feats in captured.items() for i in range(len(feats))]
         features = [captured[name][i] for name, i in order]
+        if self.mask == "predicted":
+            labels = logits.detach().argmax(1)
         classes = classes_present(labels, num_classes)
+        if self.only_class is not None:
+            classes = [d for d in classes if d == self.only_class]
         for k, d in enumerate(classes):
             grads = torch.autograd.grad(class_target(logits, labels, d), features,
                                         retain_graph=k < len(classes) - 1, allow_unused=True)
@@ -128,21 +143,38 @@ def cumulative_share_width(support: torch.Tensor, share: float) -> int:
     return int(reached[0]) + 1 if reached.numel() else support.numel()
 
 
+def fgp_settings(opts: dict, num_classes: int | None = None) -> dict:
+    """The options, checked once."""
+    mode, features, mask = str(opts["heat"]), str(opts["features"]), str(opts["mask"])
+    if mode not in HEATS or features not in FEATURES or mask not in MASKS:
+        raise ConfigError(f"fgp: heat={mode} features={features} mask={mask} unknown: use heat={'|'.join(HEATS)}, "
+                          f"features={'|'.join(FEATURES)} and mask={'|'.join(MASKS)}")
+    share, only = opts["share"], opts["only_class"]
+    if share is not None and not 0 < float(share) <= 1:
+        raise ConfigError(f"fgp: share {share} is outside (0, 1]: pass a share such as 0.8")
+    if only is not None and (int(only) < 0 or (num_classes is not None and int(only) >= num_classes)):
+        raise ConfigError(f"fgp: only_class {only} is not a class index of this dataset")
+    return {"heat": mode, "features": features, "mask": mask, "only_class": None if only is None else int(only),
+            "share": None if share is None else float(share)}
+
+
 @register_method
 class FGP(PruningMethod):
     """Class-normalised Grad-CAM support of each channel (Lv et al., 2024)."""
 
     name = "fgp"
-    paper_allocation = "share"  # cumulative share T per layer with --fgp-share, else global on S
+    paper_allocation = "share"  # per layer the channels reaching the cumulative share T (registered below)
     needs_data = True
-    options = {"share": None, "heat": "gradcam", "features": "conv"}
+    options = {"share": None, "heat": "gradcam", "features": "conv", "mask": "labels", "only_class": None}
+
+    def __init__(self, **options):
+        super().__init__(**options)
+        fgp_settings(self.opts)
 
     def score(self, ctx: PruneContext) -> dict[str, torch.Tensor]:
-        mode, features = str(self.opts["heat"]), str(self.opts["features"])
-        if mode not in HEATS or features not in FEATURES:
-            raise ConfigError(f"fgp: heat={mode} features={features} unknown: use heat={'|'.join(HEATS)} "
-                              f"and features={'|'.join(FEATURES)}")
-        evidence = ClassEvidence(ctx.groups, ctx.num_classes, mode, features)
+        cfg = fgp_settings(self.opts, ctx.num_classes)
+        evidence = ClassEvidence(ctx.groups, ctx.num_classes, cfg["heat"], cfg["features"], cfg["mask"],
+                                 cfg["only_class"])
         minibatches = 0
         with eval_mode(ctx.model):
             for images, labels in scoring_batches(ctx, "fgp"):
@@ -150,18 +182,24 @@ class FGP(PruningMethod):
                 minibatches += 1
         if not bool(evidence.seen.any()):
             raise ConfigError("fgp found no labelled pixels in the scoring images: pass more --samples")
-        ctx.notes.update(fgp_minibatches=minibatches, fgp_classes=int(evidence.seen.sum()), fgp_heat=mode,
-                         fgp_features=features)
+        ctx.notes.update(fgp_minibatches=minibatches, fgp_classes=int(evidence.seen.sum()), fgp_heat=cfg["heat"],
+                         fgp_features=cfg["features"], fgp_mask=cfg["mask"])
         return evidence.support()
 
-    def plan(self, ctx: PruneContext, scores: dict[str, torch.Tensor]) -> dict[str, list[int]]:
-        share = self.opts["share"]
-        if share is None:
-            return super().plan(ctx, scores)
-        share = float(share)
-        if not 0 < share <= 1:
-            raise ConfigError(f"--fgp-share {share} is outside (0, 1]: pass a share such as 0.8")
-        keep = {g.name: round_keep(cumulative_share_width(scores[g.name], share), g.size, ctx.round_to, 1)
-                for g in ctx.groups if g.name in scores}
-        ctx.notes["fgp_share"] = share
-        return plan_from_widths(ctx.groups, scores, keep)
+
+@register_allocation("share")
+def share_rule(req: AllocationRequest) -> Allocation:
+    """Per layer the top channels whose cumulative share of support reaches T: fixed at fgp's `share`
+    when given, else T = 1 − t (t = 0 keeps every layer whole) for the budget search."""
+    share = fgp_settings({**FGP.options, **(req.method.opts if isinstance(req.method, FGP) else {})})["share"]
+    floor = {g.name: 1 for g in req.groups}
+    if share is not None:
+        widths = {g.name: cumulative_share_width(req.scores[g.name], share) for g in req.groups}
+        return Allocation("share", lambda t: dict(widths), floor, fixed=True)
+
+    def keep(t: float) -> dict[str, int]:
+        if t <= 0:
+            return {g.name: g.size for g in req.groups}
+        return {g.name: cumulative_share_width(req.scores[g.name], 1.0 - t) for g in req.groups}
+
+    return Allocation("share", keep, floor)

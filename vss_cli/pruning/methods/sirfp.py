@@ -1,61 +1,88 @@
 """`sirfp`: Wu et al., "Structural Pruning via Spatial-aware Information Redundancy for Semantic
-Segmentation" (AAAI 2025).
+Segmentation" (AAAI 2025); computed as the official code does (dywu98/SIRFP: `pruners/graph_pruner.py`,
+`GraphEdgePruner` with the `graph_edge_pruning` statistics; `prune_graph_edge.py` drives it).
 
-Redundancy graph. For every scoring image and every channel of a group's BatchNorm output
-(post-BN, pre-activation, full resolution), the spatial map is flattened and L1-normalised (absolute
-values sum to 1; an all-zero map stays zero). The edge weight between channels i and j is the inner
-product of their normalised maps, averaged over the images (the official code keeps an EMA over
-training steps instead; with a fixed image set the plain mean is the same statistic). A group with
-several BNs (a residual stream) uses the mean of their matrices. The C×C sum is accumulated inside the
-forward hook, a few images at a time (one when maps are large), so no feature map is kept and
-512×1024 inputs fit.
+Statistics, per BatchNorm output (post-BN, pre-activation, full resolution), per forward pass:
+  * similarity: each channel's map flattened and divided by its L1 norm + 1e-5; per image the C×C
+    matrix of inner products, averaged over the images of the batch;
+  * edge: per image and channel the spatial standard deviation (population) of the gradient
+    magnitude √(gx² + gy²), with the official kernel x/(x² + y²) on a 3×3 grid (the Sobel kernel
+    halved: [[−½, 0, ½], [−1, 0, 1], [−½, 0, ½]] and its transpose), zero padding 1; averaged over
+    the images of the batch;
+  * both kept as an exponential moving average over the passes, s ← r·s + (1 − r)·batch value, from
+    s = 0 with r = 0.99 (`average=ema`, `ema_decay`), as the official training-time hook does;
+    `average=mean` takes the plain mean over the images instead.
+A group with no BatchNorm is read at its convs' outputs. The C×C sum is accumulated inside the hook
+a few images at a time (one when maps are large), so no feature map is kept and 512×1024 inputs fit.
 
-Maximum-edge-weight clique, solved greedily (paper §3): the channels to prune are the most mutually
-redundant ones, so repeatedly remove the channel whose summed |similarity| to the channels still kept
-is largest. Edge weights are absolute values (an anti-correlated map is as redundant as a correlated
-one, as in the official code); self-loops are excluded (the official code also counts a channel's
-similarity with itself, which favours spatially diffuse maps; a clique's weight has no self-loops).
-A channel's redundancy rank is its removal position: removed first = least important.
+Score (official `get_para_score`), per BN: start from `detail_weight`·edge (0.4) in the backbone and
+0 elsewhere; then C times take the channel still present with the largest load — its summed
+|similarity| to the channels still present, its own diagonal included — subtract that load from its
+score, and remove its row and column (the greedy peel of the maximum-edge-weight clique). The score
+stays on its raw scale: 0.4·edge − load in the backbone, −load in the head; low = pruned first.
 
-Spatial detail (backbone layers only, paper §3.3): per channel, the spatial standard deviation of the
-Sobel gradient magnitude of its map (replicate padding, so image borders are not edges), averaged
-over the images; weight `detail_weight` = 0.4 as in the official code, 0 in the decoder head.
+Allocation (`regions`, official `get_thresh` / `gen_channel_mask`): one threshold on the raw scores
+over all backbone channels, one over all other channels, each region losing the same share t (the
+knob the budget search moves, as `prune_graph_edge.py` steps `global_percent` until the FLOPs match),
+and every layer keeping at least max(1, int(`layer_keep`·C)) of its best channels (0.01, the
+`GraphEdgePruner` default). The backbone comes from the model's declared structure (`LayerGroup.region`),
+never from module names; a model that declares no structure has no backbone: every group is scored
+and thresholded as the head (no edge term), and the result says so.
 
-Combination. The official code adds 0.4·detail to minus the redundancy at removal time and thresholds
-those raw values; their scales differ by orders of magnitude (inner products of L1-normalised maps
-shrink like 1/(H·W), detail grows with activation size), so in vss both terms are put on [0, 1] per
-layer first: importance = removal position/(C−1) + detail_weight · detail/max(detail of the layer).
-Within a layer the greedy order is unchanged (the redundancy at removal time never increases along
-the removals, so position and the official value order channels alike).
+Remaining departures, each matched or an option whose default is the official one:
+  * statistics gathered during training (official: train-mode BN on augmented minibatches, EMA over
+    iterations) vs vss: over the fixed `--samples` images of the training split without augmentation,
+    BN normalising with each minibatch's statistics (`bn_stats=batch`, official) without updating the
+    running statistics; `bn_stats=running` uses the running statistics (eval mode);
+  * `average=ema` (official) | `mean`; EMA from zero scales every statistic by the same 1 − r^n, so the
+    thresholds' order matches the mean's up to the per-pass weighting;
+  * the exact maximum-edge-weight clique solver in `mewc/exact.py` is not called by the official
+    pruning pipeline (only the greedy peel is): matched, no option;
+  * ties in the peel: the lowest channel index (the official `torch.sort` leaves ties unordered);
+  * `prune_graph_edge.py` passes `layer_keep=0.02`; the class default 0.01 is used (`layer_keep`);
+  * a group of several coupled BNs (a residual stream) takes the mean of its members' official scores;
+    the official code scores each BN alone and leaves coupled layers to its model's ignore list.
+  * the official square root of a variance that rounds below zero gives NaN; here it is clamped to 0.
 
-Planning (official code): global thresholds with the backbone and the head ranked separately, each
-region losing `ratio` of its channels, at least `min_keep` (2%) of every layer kept.
-
-Options: `detail_weight` = 0.4, `min_keep` = 0.02.
+Options: `detail_weight` = 0.4, `layer_keep` = 0.01, `average` = ema, `ema_decay` = 0.99,
+`bn_stats` = batch.
 """
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
+from vss_cli.engine.hooks import batch_statistics, eval_mode, forward_hooks, observer_hook
 from vss_cli.errors import ConfigError
-from vss_cli.pruning.base import PruneContext, PruningMethod, register_method
-from vss_cli.pruning.features import channel_outputs, eval_mode, forward_hooks, observer_hook, scoring_batches
-from vss_cli.pruning.planner import global_threshold_plan
+from vss_cli.pruning.base import PruneContext, PruningMethod, mean_over_members, register_method
+from vss_cli.pruning.features import channel_outputs, scoring_batches
+from vss_cli.pruning.planner import Allocation, AllocationRequest, Threshold, register_allocation
 from vss_cli.pruning.surgery import LayerGroup
 
 CHUNK_ELEMENTS = 1 << 24  # feature values processed at once (a few images, or one 512x1024 map)
-SOBEL_X = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])
+L1_EPS = 1e-5  # official: map / (L1 norm + 1e-5)
+BACKBONE = "backbone"
+AVERAGES = ("ema", "mean")
+BN_STATS = ("batch", "running")
+
+
+def official_gradient_kernel() -> torch.Tensor:
+    """The official `get_sobel_kernel(3)`: x / (x² + y²) on the 3×3 grid, centre column divided by 1."""
+    r = torch.tensor([-1.0, 0.0, 1.0])
+    y, x = torch.meshgrid(r, r, indexing="ij")
+    denominator = x**2 + y**2
+    denominator[:, 1] = 1.0
+    return x / denominator
 
 
 def l1_normalised_maps(features: torch.Tensor) -> torch.Tensor:
-    """[N, C, H, W] -> [N, C, H·W] with each map's absolute values summing to 1 (zero maps stay zero)."""
+    """[N, C, H, W] -> [N, C, H·W], each map divided by its L1 norm + 1e-5 (official)."""
     flat = features.flatten(2).float()
-    mass = flat.abs().sum(2, keepdim=True)
-    return flat / mass.clamp_min(torch.finfo(flat.dtype).tiny)
+    return flat / (flat.abs().sum(2, keepdim=True) + L1_EPS)
 
 
 def spatial_similarity(features: torch.Tensor) -> torch.Tensor:
@@ -64,14 +91,15 @@ def spatial_similarity(features: torch.Tensor) -> torch.Tensor:
     return torch.bmm(maps, maps.transpose(1, 2)).sum(0)
 
 
-def sobel_detail(features: torch.Tensor) -> torch.Tensor:
-    """Per image and channel of [N, C, H, W]: spatial std of the Sobel gradient magnitude -> [N, C]."""
+def edge_detail(features: torch.Tensor) -> torch.Tensor:
+    """Per image and channel of [N, C, H, W]: spatial std of the official gradient magnitude -> [N, C]."""
     n, c, h, w = features.shape
-    kernels = torch.stack([SOBEL_X, SOBEL_X.T]).to(features.device).unsqueeze(1).repeat(c, 1, 1, 1)
-    padded = F.pad(features.float(), (1, 1, 1, 1), mode="replicate")
-    grads = F.conv2d(padded, kernels, groups=c).view(n, c, 2, h, w)
-    magnitude = grads.pow(2).sum(2).sqrt()
-    return magnitude.flatten(2).std(2, unbiased=False)
+    kx = official_gradient_kernel().to(features.device)
+    kernels = torch.stack([kx, kx.T]).unsqueeze(1).repeat(c, 1, 1, 1)
+    grads = F.conv2d(features.float(), kernels, padding=1, groups=c).view(n, c, 2, h, w)
+    magnitude = grads.pow(2).sum(2).sqrt().flatten(2)
+    variance = magnitude.pow(2).mean(2) - magnitude.mean(2).pow(2)
+    return variance.clamp_min(0.0).sqrt()
 
 
 def image_chunks(output: torch.Tensor, budget: int = CHUNK_ELEMENTS) -> list[torch.Tensor]:
@@ -83,103 +111,152 @@ def image_chunks(output: torch.Tensor, budget: int = CHUNK_ELEMENTS) -> list[tor
 
 @dataclass
 class RedundancyStats:
-    """Sums over scoring images of one BN output: the similarity matrix and the detail term."""
+    """One BN output's similarity matrix and edge term, averaged per pass and kept as an EMA (decay
+    `ema_decay`) or a plain mean over images (`ema_decay` None)."""
 
-    with_detail: bool
+    with_edge: bool
+    ema_decay: float | None = 0.99
     similarity: torch.Tensor | None = None
-    detail: torch.Tensor | None = None
+    edge: torch.Tensor | None = None
     images: int = 0
+    _batch_sim: torch.Tensor | None = None
+    _batch_edge: torch.Tensor | None = None
+    _batch_images: int = 0
 
     def add(self, output: torch.Tensor) -> None:
+        """Accumulate one forward pass's output (called by the hook), then fold it in."""
         for chunk in image_chunks(output):  # bounded extra memory: a few small maps or one large one
             sim = spatial_similarity(chunk)
-            self.similarity = sim if self.similarity is None else self.similarity + sim
-            if self.with_detail:
-                det = sobel_detail(chunk).sum(0)
-                self.detail = det if self.detail is None else self.detail + det
-            self.images += chunk.shape[0]
+            self._batch_sim = sim if self._batch_sim is None else self._batch_sim + sim
+            if self.with_edge:
+                det = edge_detail(chunk).sum(0)
+                self._batch_edge = det if self._batch_edge is None else self._batch_edge + det
+            self._batch_images += chunk.shape[0]
+        self._fold()
+
+    def _fold(self) -> None:
+        n = self._batch_images
+        if self.ema_decay is None:  # plain mean: keep sums over images
+            self.similarity = self._add(self.similarity, self._batch_sim, 1.0, 1.0)
+            self.edge = self._add(self.edge, self._batch_edge, 1.0, 1.0)
+        else:
+            r = self.ema_decay
+            self.similarity = self._add(self.similarity, self._batch_sim / n, r, 1 - r)
+            self.edge = self._add(self.edge, None if self._batch_edge is None else self._batch_edge / n, r, 1 - r)
+        self.images += n
+        self._batch_sim, self._batch_edge, self._batch_images = None, None, 0
+
+    @staticmethod
+    def _add(state, value, keep: float, new: float):
+        if value is None:
+            return state
+        return value.mul(new) if state is None else state.mul(keep) + value.mul(new)
+
+    def _scale(self) -> float:
+        return 1.0 / self.images if self.ema_decay is None else 1.0
 
     def mean_similarity(self, size: int) -> torch.Tensor:
-        return self.similarity.cpu() / self.images if self.images else torch.zeros(size, size)
+        return self.similarity.cpu().double() * self._scale() if self.images else torch.zeros(size, size).double()
 
-    def mean_detail(self, size: int) -> torch.Tensor:
-        return self.detail.cpu() / self.images if self.detail is not None and self.images else torch.zeros(size)
+    def mean_edge(self, size: int) -> torch.Tensor:
+        if self.edge is None or not self.images:
+            return torch.zeros(size).double()
+        return self.edge.cpu().double() * self._scale()
 
 
-def greedy_removal_order(similarity: torch.Tensor) -> torch.Tensor:
-    """Position at which each channel leaves the greedy max-edge-weight clique peeling.
+def official_score(similarity: torch.Tensor, edge: torch.Tensor, detail_weight: float) -> torch.Tensor:
+    """`get_para_score`: detail_weight·edge minus each channel's load when the greedy peel removes it.
 
-    Repeatedly removes the channel whose summed |similarity| to the other channels still kept is
-    largest (ties: lowest index); position 0 = removed first = most redundant.
-    """
-    weights = similarity.detach().double().abs().clone()
-    weights.fill_diagonal_(0.0)
+    The peel repeatedly removes the channel still present whose summed |similarity| to the channels
+    still present (its own diagonal included) is largest (ties: lowest index)."""
+    weights = similarity.detach().double().abs()
+    score = detail_weight * edge.detach().double().clone()
     c = weights.shape[0]
-    kept = torch.ones(c, dtype=torch.bool)
+    present = torch.ones(c, dtype=torch.bool)
     load = weights.sum(1)
-    position = torch.empty(c, dtype=torch.long)
-    for step in range(c):
-        candidate = torch.where(kept, load, torch.full_like(load, -float("inf")))
-        j = int(torch.argmax(candidate))
-        position[j] = step
-        kept[j] = False
+    for _ in range(c):
+        j = int(torch.argmax(torch.where(present, load, torch.full_like(load, -float("inf")))))
+        score[j] -= load[j]
+        present[j] = False
         load -= weights[:, j]
-    return position
-
-
-def combine(position: torch.Tensor, detail: torch.Tensor, detail_weight: float) -> torch.Tensor:
-    """Importance = removal position/(C−1) + detail_weight·detail/max(detail), both per layer."""
-    c = position.numel()
-    redundancy_rank = position.float() / max(c - 1, 1)
-    top = float(detail.max()) if detail.numel() else 0.0
-    detail_term = detail.float() / top if top > 0 else torch.zeros(c)
-    return redundancy_rank + detail_weight * detail_term
-
-
-def group_score(stats: list[RedundancyStats], size: int, detail_weight: float) -> torch.Tensor:
-    similarity = torch.stack([s.mean_similarity(size) for s in stats]).mean(0)
-    detail = torch.stack([s.mean_detail(size) for s in stats]).mean(0)
-    return combine(greedy_removal_order(similarity), detail, detail_weight)
+    return score
 
 
 def region_detail_weight(group: LayerGroup, detail_weight: float) -> float:
-    return detail_weight if group.region == "backbone" else 0.0
+    return detail_weight if group.region == BACKBONE else 0.0
+
+
+def group_score(stats: list[RedundancyStats], size: int, detail_weight: float) -> torch.Tensor:
+    """The mean of the members' official scores (one member: exactly its score)."""
+    return mean_over_members([official_score(s.mean_similarity(size), s.mean_edge(size), detail_weight)
+                              for s in stats]).double()
+
+
+@dataclass(frozen=True)
+class SirfpSettings:
+    detail_weight: float
+    layer_keep: float
+    ema_decay: float | None
+    bn_stats: str
+
+
+def settings(opts: dict) -> SirfpSettings:
+    """The options, checked once."""
+    weight, keep = float(opts["detail_weight"]), float(opts["layer_keep"])
+    average, decay, bn = str(opts["average"]), float(opts["ema_decay"]), str(opts["bn_stats"])
+    if weight < 0:
+        raise ConfigError(f"sirfp: detail_weight {weight} must be 0 or more (official: 0.4)")
+    if not 0 < keep < 1:
+        raise ConfigError(f"sirfp: layer_keep {keep} must be in (0, 1) (official: 0.01)")
+    if average not in AVERAGES or bn not in BN_STATS:
+        raise ConfigError(f"sirfp: average={average} bn_stats={bn}: use average={'|'.join(AVERAGES)} and "
+                          f"bn_stats={'|'.join(BN_STATS)}")
+    if not 0 <= decay < 1:
+        raise ConfigError(f"sirfp: ema_decay {decay} must be in [0, 1) (official: 0.99)")
+    return SirfpSettings(weight, keep, decay if average == "ema" else None, bn)
 
 
 @register_method
 class SIRFP(PruningMethod):
-    """Greedy max-edge-weight clique on spatial-map similarity, plus backbone spatial detail (Wu et al., 2025)."""
+    """Official SIRFP score: 0.4·edge − greedy clique load in the backbone, −load elsewhere (Wu et al., 2025)."""
 
     name = "sirfp"
-    paper_allocation = "regions"  # raw thresholds, backbone and head separately (official code)
+    paper_allocation = "regions"  # raw thresholds, backbone and the rest separately (official code)
     needs_data = True
-    normalize = False  # both terms are already on [0, 1] per layer
-    options = {"detail_weight": 0.4, "min_keep": 0.02}
+    normalize = False  # raw scores, thresholded per region
+    options = {"detail_weight": 0.4, "layer_keep": 0.01, "average": "ema", "ema_decay": 0.99, "bn_stats": "batch"}
 
     def score(self, ctx: PruneContext) -> dict[str, torch.Tensor]:
-        weight = float(self.opts["detail_weight"])
-        if weight < 0:
-            raise ConfigError(f"sirfp: detail_weight {weight} must be 0 or more (paper: 0.4)")
-        stats = {g.name: [RedundancyStats(with_detail=region_detail_weight(g, weight) > 0) for _ in channel_outputs(g)]
-                 for g in ctx.groups}
+        cfg = settings(self.opts)
+        stats = {g.name: [RedundancyStats(region_detail_weight(g, cfg.detail_weight) > 0, cfg.ema_decay)
+                          for _ in channel_outputs(g)] for g in ctx.groups}
         hooks = [(module, observer_hook(s.add))
                  for g in ctx.groups for module, s in zip(channel_outputs(g), stats[g.name], strict=True)]
-        with eval_mode(ctx.model), forward_hooks(hooks), torch.no_grad():
+        statistics = batch_statistics(ctx.model) if cfg.bn_stats == "batch" else nullcontext()
+        with eval_mode(ctx.model), statistics, forward_hooks(hooks), torch.no_grad():
             for images, _ in scoring_batches(ctx, "sirfp"):
                 ctx.model(images)
         if not any(s.images for ss in stats.values() for s in ss):
             raise ConfigError("sirfp saw no images: pass --samples N with N > 0")
         ctx.notes["sirfp_images"] = max(s.images for ss in stats.values() for s in ss)
-        return {g.name: group_score(stats[g.name], g.size, region_detail_weight(g, weight)) for g in ctx.groups}
+        if not any(g.region == BACKBONE for g in ctx.groups):
+            ctx.notes["sirfp_no_backbone"] = "the model declares no backbone: no edge term, one region"
+        return {g.name: group_score(stats[g.name], g.size, region_detail_weight(g, cfg.detail_weight)).float()
+                for g in ctx.groups}
 
-    def plan(self, ctx: PruneContext, scores: dict[str, torch.Tensor]) -> dict[str, list[int]]:
-        """Backbone and head thresholded separately, each losing `ratio` of its channels."""
-        keep = float(self.opts["min_keep"])
-        if not 0 < keep < 1:
-            raise ConfigError(f"sirfp: min_keep {keep} must be in (0, 1) (paper: 0.02)")
-        plan: dict[str, list[int]] = {}
-        for region in sorted({g.region for g in ctx.groups}):
-            members = [g for g in ctx.groups if g.region == region]
-            plan.update(global_threshold_plan(members, scores, ctx.ratio, round_to=ctx.round_to,
-                                              normalize=False, max_layer_ratio=1 - keep))
-        return plan
+
+def layer_floor(size: int, layer_keep: float) -> int:
+    """Official `min_channel_num`: int(C·layer_keep), at least 1."""
+    return min(size, max(1, int(size * layer_keep)))
+
+
+@register_allocation("regions")
+def regions_rule(req: AllocationRequest) -> Allocation:
+    """Raw thresholds, one over the backbone's channels and one over the rest, both at t; every layer
+    keeps at least max(1, int(layer_keep·C))."""
+    opts = req.method.opts if isinstance(req.method, SIRFP) else SIRFP.options
+    keep = settings({**SIRFP.options, **opts}).layer_keep
+    floor = {g.name: layer_floor(g.size, keep) for g in req.groups}
+    regions = [[g for g in req.groups if (g.region == BACKBONE) == is_backbone] for is_backbone in (True, False)]
+    parts = [Threshold(members, req.scores, "none", floor) for members in regions if members]
+    return Allocation("regions", lambda t: {k: v for p in parts for k, v in p.keep(t).items()}, floor)
