@@ -34,3 +34,17 @@ class Interrupted(KeyboardInterrupt):
         super().__init__(f"{name} received")
         self.signum, self.signal_name = signum, name
         self.exit_code = 128 + signum
+
+
+class DiskFull(OSError):
+    """A write ran out of space (ENOSPC, EDQUOT): a failure while running (exit 1) whose message is one
+    line naming the path; the partial file is removed."""
+
+    exit_code = 1
+
+    def __init__(self, path, cause: OSError) -> None:
+        super().__init__(cause.errno, f"disk full: {path}: free space there or write elsewhere (--save, --out-dir)")
+        self.path = path
+
+    def __str__(self) -> str:
+        return self.strerror

@@ -1,11 +1,15 @@
 """Atomic file writes: a temporary file in the target folder, fsync, then rename over the target.
 
-An interrupted or failing write never leaves a half-written artifact behind.
+An interrupted or failing write never leaves a half-written artifact behind: a stop signal that comes
+during the write is held until the file is complete and renamed (`signals.deferred_signals`), and a
+full disk is reported as `errors.DiskFull` naming the path, whatever wrapped it (torch's zip writer
+turns the OSError into "RuntimeError: unexpected pos").
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import math
 import os
@@ -14,23 +18,43 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
+from vss_cli.errors import DiskFull
+from vss_cli.signals import deferred_signals
+
+FULL_DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+
 
 @contextlib.contextmanager
 def atomic_output(path: str | Path, mode: str = "wb") -> Iterator[IO]:
     """Yield a file to write; on success it replaces `path`, on failure it is removed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, mode) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with deferred_signals():
+        try:
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        except OSError as exc:
+            _raise_if_disk_full(exc, path)
+            raise
+        try:
+            with os.fdopen(fd, mode) as f:
+                yield f
+                f.flush()
+                os.fsync(f.fileno())
+            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the usual permissions
+            os.replace(tmp, path)
+        except BaseException as exc:
+            Path(tmp).unlink(missing_ok=True)
+            _raise_if_disk_full(exc, path)
+            raise
+
+
+def _raise_if_disk_full(exc: BaseException, path: Path) -> None:
+    """Raise `DiskFull` when `exc`, or an exception it was raised from or during, is a full disk."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno in FULL_DISK_ERRNOS and not isinstance(seen, DiskFull):
+            raise DiskFull(path, seen) from seen
+        seen = seen.__cause__ or seen.__context__
 
 
 def _umask() -> int:

@@ -9,6 +9,7 @@ import sys
 from typing import Annotated
 
 import typer
+from rich.text import Text
 from typer.core import TyperGroup
 
 try:  # typer >= 0.26 vendors click; older typer raises click's own
@@ -19,7 +20,7 @@ except ImportError:  # pragma: no cover
 from vss_cli.cli.output import err_console
 from vss_cli.cli.state import STATE
 from vss_cli.engine.progress import configure as configure_progress
-from vss_cli.errors import Interrupted, VssError
+from vss_cli.errors import DiskFull, Interrupted, VssError
 
 # Each module defines `register(app)`; adding a command means adding a module here.
 COMMAND_MODULES = ("train", "prune", "eval", "bench", "report", "predict", "runs", "data", "models",
@@ -45,6 +46,11 @@ def _flags_as_flags(cmd, ctx) -> None:
         _flags_as_flags(sub, ctx)
 
 
+def _print_error(label: str, message: str) -> None:
+    """`label` in bold red, then `message` as plain text: brackets in it (a run id, a path) are not markup."""
+    err_console.print(Text.assemble((label, "bold red"), " ", message), highlight=False, soft_wrap=True)
+
+
 class VssGroup(TyperGroup):
     """Maps a `VssError` to one line on stderr and exit code 2; anything else to exit 1."""
 
@@ -58,11 +64,14 @@ class VssGroup(TyperGroup):
         except VssError as exc:
             if STATE.debug:
                 raise
-            err_console.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False, soft_wrap=True)
+            _print_error("error:", str(exc))
             ctx.exit(exc.exit_code)
         except KeyboardInterrupt as exc:  # Ctrl-C, and SIGTERM / SIGHUP as errors.Interrupted
             err_console.print(f"interrupted{f' ({exc})' if isinstance(exc, Interrupted) else ''}")
             ctx.exit(getattr(exc, "exit_code", 130))
+        except DiskFull as exc:
+            _print_error("failed:", str(exc))
+            ctx.exit(exc.exit_code)
         except (typer.Exit, typer.Abort):
             raise
         except UsageError as exc:
@@ -72,11 +81,7 @@ class VssGroup(TyperGroup):
         except Exception as exc:  # noqa: BLE001 - the top of the program
             if STATE.debug or getattr(exc, "__module__", "").startswith(("click", "typer")):
                 raise
-            err_console.print(
-                f"[bold red]failed:[/] {type(exc).__name__}: {exc} (rerun with --debug for the traceback)",
-                highlight=False,
-                soft_wrap=True,
-            )
+            _print_error("failed:", f"{type(exc).__name__}: {exc} (rerun with --debug for the traceback)")
             if _is_oom(exc):
                 err_console.print(f"hint: {OOM_HINT}", highlight=False, soft_wrap=True)
             ctx.exit(1)

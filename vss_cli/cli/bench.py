@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import typer
 from rich import box
 from rich.table import Table
+from rich.text import Text
 
 from vss_cli.cli import options as o
 from vss_cli.cli.output import console, err_console
@@ -192,8 +193,8 @@ def bench(
         f"{stats['failed']} failed -> {outcome.summary_path}", highlight=False,
     )
     if stats["failed"]:
-        err_console.print(f"[bold red]failed:[/] {stats['failed']} cell(s) failed; their errors are in the "
-                          "summary and in `vss runs show RUN`", highlight=False)
+        err_console.print(Text.assemble(("failed:", "bold red"), f" {stats['failed']} cell(s) failed; their errors "
+                                        "are in the summary and in `vss runs show RUN`"), highlight=False)
         raise typer.Exit(1)
 
 

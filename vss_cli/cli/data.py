@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.markup import escape
 from rich.progress import Progress
 from rich.table import Table
+from rich.text import Text
 
 from vss_cli.cli.options import DataRoot, Dataset, Seed, parse_list, parse_size
 from vss_cli.cli.output import console, err_console, render_rows
@@ -55,8 +55,8 @@ def findings_table(report) -> Table:
     table.add_column("problem", overflow="fold")
     order = list(SEVERITY_STYLE)
     for finding in sorted(report.findings, key=lambda f: order.index(f.severity)):
-        table.add_row(f"[{SEVERITY_STYLE[finding.severity]}]{finding.severity}[/]", finding.split,
-                      escape(finding.path), escape(finding.problem))
+        table.add_row(Text(finding.severity, style=SEVERITY_STYLE[finding.severity]), finding.split,
+                      finding.path, finding.problem)
     return table
 
 
@@ -66,8 +66,8 @@ def print_report(report) -> None:
                 columns=("split", "images", "labels", "official"))
     if report.findings:
         console.print(findings_table(report))
-    verdict = "usable" if report.usable else "[bold red]NOT usable[/]"
-    console.print(f"{report.dataset}: {verdict} ({report.errors} errors, {report.warnings} warnings)",
+    verdict = Text("usable") if report.usable else Text("NOT usable", style="bold red")
+    console.print(Text.assemble(f"{report.dataset}: ", verdict, f" ({report.errors} errors, {report.warnings} warnings)"),
                   highlight=False)
 
 

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.text import Text
 
 from vss_cli.cli import options as o
 from vss_cli.cli.output import console
@@ -25,8 +26,9 @@ def export_cmd(run: Run, format: Format = o.EXPORT["format"], out: Out = None, i
     opts = ExportOptions(run=run, format=format, out=str(out) if out else None, input_size=o.parse_size(input_size),
                          fuse_bn=fuse_bn)
     outcome = export_run(opts, STATE.store())
-    console.print(f"export run [bold]{outcome.run_id}[/]: {format}, {outcome.bn_folded} conv-BN pairs folded, "
-                  f"max |diff| vs torch {outcome.max_abs_diff:.2e} -> {outcome.path}", highlight=False)
+    console.print(Text.assemble("export run ", (outcome.run_id, "bold"), f": {format}, {outcome.bn_folded} conv-BN "
+                                f"pairs folded, max |diff| vs torch {outcome.max_abs_diff:.2e} -> {outcome.path}"),
+                  highlight=False)
 
 
 def register(app: typer.Typer) -> None:

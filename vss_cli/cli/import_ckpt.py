@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.text import Text
 
 from vss_cli.cli import options as o
 from vss_cli.cli.output import console
@@ -32,8 +33,8 @@ def import_ckpt(
     outcome = import_run(ImportOptions(ckpt=str(ckpt), model=model, dataset=dataset,
                                        data_root=str(data_root) if data_root else None, model_kwargs=kwargs,
                                        trust_pickle=trust_pickle, save=str(save) if save else None), STATE.store())
-    console.print(f"import run [bold]{outcome.run_id}[/]: {outcome.tensors} tensors ({outcome.source_form}) "
-                  f"-> {outcome.checkpoint}", highlight=False, soft_wrap=True)
+    console.print(Text.assemble("import run ", (outcome.run_id, "bold"), f": {outcome.tensors} tensors "
+                                f"({outcome.source_form}) -> {outcome.checkpoint}"), highlight=False, soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:

@@ -12,8 +12,10 @@ from enum import Enum
 from rich.console import Console
 from rich.table import Table
 
-console = Console()
-err_console = Console(stderr=True)
+# No markup: printed text holds run names, paths and error messages, in which `[...]` is text (a folder
+# `ckpt [v1]`, a run id `abc[/red]`); styled parts are `rich.text.Text` spans.
+console = Console(markup=False)
+err_console = Console(stderr=True, markup=False)
 
 
 class Format(str, Enum):

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.text import Text
 
 from vss_cli.cli import options as o
 from vss_cli.cli.output import console
@@ -38,8 +39,8 @@ def predict(ckpt: Ckpt, candidate: Candidate = None, split: Split = None, images
                           data_root=str(data_root) if data_root else None, input_size=o.parse_size(input_size),
                           device=device)
     outcome = predict_run(opts, STATE.store())
-    console.print(f"predict run [bold]{outcome.run_id}[/]: {len(outcome.panels)} panels -> "
-                  f"{outcome.contact_sheet}", highlight=False)
+    console.print(Text.assemble("predict run ", (outcome.run_id, "bold"), f": {len(outcome.panels)} panels -> "
+                                f"{outcome.contact_sheet}"), highlight=False)
 
 
 def register(app: typer.Typer) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
+from rich.text import Text
 
 from vss_cli.cli import options as o
 from vss_cli.cli.output import console
@@ -59,10 +60,10 @@ def prune(
     out = prune_run(opts, STATE.store())
     r = out.report
     console.print(
-        f"prune run [bold]{out.run_id}[/]: {r.method} removed {r.channel_prune_ratio:.1%} of channels "
+        Text.assemble("prune run ", (out.run_id, "bold"), f": {r.method} removed {r.channel_prune_ratio:.1%} of channels "
         f"({r.channels_before} -> {r.channels_after}); MACs {r.macs_before / 1e9:.3f}G -> {r.macs_after / 1e9:.3f}G "
         f"(-{r.macs_reduction:.1%}); "
-        f"params {r.params_before / 1e6:.3f}M -> {r.params_after / 1e6:.3f}M -> {out.checkpoint}", highlight=False,
+        f"params {r.params_before / 1e6:.3f}M -> {r.params_after / 1e6:.3f}M -> {out.checkpoint}"), highlight=False,
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
+from rich.text import Text
 
 from vss_cli.cli import options as o
 from vss_cli.cli.output import console
@@ -49,9 +50,9 @@ def _common(data_root, input_size, amp: bool, amp_dtype: str, save, tensorboard)
 def _print(outcome, kind: str) -> None:
     if outcome.run_id is None:
         return
-    console.print(
-        f"{kind} run [bold]{outcome.run_id}[/]: best val mIoU {outcome.best_miou:.4f} "
-        f"in {outcome.fit.seconds:.1f}s -> {outcome.checkpoint}", highlight=False, soft_wrap=True,
+    console.print(Text.assemble(
+        f"{kind} run ", (outcome.run_id, "bold"), f": best val mIoU {outcome.best_miou:.4f} "
+        f"in {outcome.fit.seconds:.1f}s -> {outcome.checkpoint}"), highlight=False, soft_wrap=True,
     )
 
 

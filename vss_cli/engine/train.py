@@ -20,6 +20,7 @@ from vss_cli.engine.checkpoint import ModelSpec, read_checkpoint, save_checkpoin
 from vss_cli.engine.metrics import ConfusionMatrix, Metrics
 from vss_cli.engine.progress import make_progress
 from vss_cli.errors import ConfigError
+from vss_cli.signals import deferred_signals
 
 
 @dataclass
@@ -378,9 +379,10 @@ def fit(model: nn.Module, train_loader, val_loader, cfg: TrainConfig, *, num_cla
             scalars["epoch_seconds"] = time.perf_counter() - t_epoch
             scalars["elapsed_seconds"] = time.perf_counter() - t0
             epoch_log.append({"epoch": epoch, **scalars})
-            result.last_path = save_last(target, model, loop, epoch, best, best_epoch, epoch_log) or result.last_path
-            if hooks.on_epoch_end is not None and is_main_process():
-                hooks.on_epoch_end(epoch, scalars)
+            with deferred_signals():  # a stop signal waits for last.pt and the epoch's metric rows
+                result.last_path = save_last(target, model, loop, epoch, best, best_epoch, epoch_log) or result.last_path
+                if hooks.on_epoch_end is not None and is_main_process():
+                    hooks.on_epoch_end(epoch, scalars)
             result.last_epoch = epoch
     return _finish(result, target, model, val_loader, best, best_epoch, epoch_log, time.perf_counter() - t0)
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from vss_cli.engine.progress import log, progress_bar
 from vss_cli.report.schema import cell_metrics
+from vss_cli.signals import stop_requested
 from vss_cli.store import Run, Store, artifact_intact
 from vss_cli.store.grid import step_runs
 from vss_cli.store.queue import Heartbeat, StepStore, poll_s, take
@@ -149,6 +150,10 @@ def run_cell(work: CellWork, cell: Run) -> None:
         _finish(store, cell, "interrupted", error=f"interrupted by {getattr(exc, 'signal_name', 'the user')}")
         raise
     except Exception as exc:  # noqa: BLE001 - one failing cell must not stop the grid
+        stop = stop_requested()  # ... unless a stop signal caused it: then the cell is interrupted
+        if stop is not None:
+            _finish(store, cell, "interrupted", error=f"interrupted by {getattr(stop, 'signal_name', 'the user')}")
+            raise stop from exc
         log(f"cell {cell.name} failed: {type(exc).__name__}: {exc}")
         _finish(store, cell, "failed", error=f"{type(exc).__name__}: {exc}")
     finally:
@@ -183,6 +188,8 @@ def work_through(work: CellWork, cells: Sequence[Run], retry: dict[str, int], on
             todo = [r for r in current if not _settled(r, retry)]
             if not todo:
                 return ran
+            if (stop := stop_requested()) is not None:  # after a stop signal, no new cell
+                raise stop
             cell = next((r for r in todo if take(store, r, grace, retry=r.id in retry)), None)
             if cell is None:
                 time.sleep(poll_s(grace))  # the rest are running in other processes

@@ -16,7 +16,7 @@ import torch
 import vss_cli
 from vss_cli.engine.progress import log
 from vss_cli.errors import CheckpointError, ConfigError, Interrupted, RunNotFound, RunTakenOver
-from vss_cli.signals import HANDLED_SIGNALS, install_signal_handlers  # noqa: F401 - moved there (torch-free)
+from vss_cli.signals import HANDLED_SIGNALS, install_signal_handlers, stop_requested  # noqa: F401 - torch-free
 from vss_cli.store.queue import Heartbeat
 
 
@@ -171,6 +171,10 @@ def infer_dataset(dataset: str | None, data_root: str | Path | None) -> str | No
     return name
 
 
+def _signal_name(stop: KeyboardInterrupt) -> str:
+    return getattr(stop, "signal_name", "the user")
+
+
 HEARTBEAT_S = 30.0  # how often `recorded` heartbeats its run (store.queue.Heartbeat)
 
 
@@ -195,6 +199,10 @@ def recorded(store, run_id: str, *, during: str | None = None, complete: bool = 
         store.set_status(run_id, "interrupted", error=f"interrupted{where or ' by the user'}")
         raise
     except BaseException as exc:
+        stop = stop_requested()  # a failure a stop signal caused (raised inside a C++ callback, say)
+        if stop is not None:
+            store.set_status(run_id, "interrupted", error=f"interrupted by {_signal_name(stop)}{where}")
+            raise stop from exc
         store.set_status(run_id, "failed", error=f"{type(exc).__name__}{where}: {exc}")
         raise
     else:
