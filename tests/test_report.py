@@ -234,11 +234,34 @@ def test_eval_table_channel_row_shows_channels_removed_and_noise():
 
 def test_report_tables_mark_a_noisy_speedup():
     from vss_cli.report.schema import CellRow
-    from vss_cli.report.tables import NOISY_MARK, aggregate, display_rows
+    from vss_cli.report.tables import aggregate, display_rows
 
     rows = [CellRow("l1", 0.3, s, "completed", metrics={"speedup_latency": 1.1, "speedup_noisy": float(s == 1)})
             for s in (0, 1)]
     shown = display_rows(aggregate(rows))
-    assert shown[0]["speedup"].endswith(NOISY_MARK)
+    assert shown[0]["speedup"] == "1.10 ± 0.00" and shown[0]["timing"] == "noisy"
     quiet = display_rows(aggregate([CellRow("l1", 0.3, 0, "completed", metrics={"speedup_latency": 1.1})]))
-    assert NOISY_MARK not in quiet[0]["speedup"]
+    assert "timing" not in quiet[0]
+
+
+def test_a_row_never_claims_a_speedup_and_slower_than_parent():
+    """Eval's paired timing says x1.24 while prune's paired check said no faster: `disputed`, not both."""
+    from vss_cli.report.schema import CellRow
+    from vss_cli.report.tables import aggregate, display_rows, speed_mark
+
+    faster = CellRow("l1", 0.3, 0, "completed", metrics={"speedup_latency": 1.24, "slower_than_parent": 1.0})
+    slower = CellRow("l2", 0.3, 0, "completed", metrics={"speedup_latency": 0.97, "slower_than_parent": 1.0})
+    shown = {r["method"]: r for r in display_rows(aggregate([faster, slower]))}
+    assert shown["l1"]["timing"] == "disputed" and shown["l2"]["timing"] == "slower than parent"
+    assert "slower" not in speed_mark(1.24, True, True) and "noisy" in speed_mark(1.24, True, True)
+
+
+def test_report_tables_show_no_absolute_latency():
+    """Absolute medians measured minutes apart under changing load are not a column; the paired speedup is."""
+    from vss_cli.report.schema import CellRow
+    from vss_cli.report.tables import aggregate, aggregate_columns, display_rows
+
+    row = CellRow("l1", 0.3, 0, "completed", metrics={"speedup_latency": 1.2, "candidate_latency_ms": 94.5})
+    shown = display_rows(aggregate([row]))[0]
+    assert not any("ms" in k.replace("_", " ").split() for k in (*shown, *aggregate_columns()))
+    assert shown["speedup"] == "1.20"

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from screens import as_terminal, plain
 from typer.testing import CliRunner
 
 from vss_cli.cli.app import app
@@ -196,8 +197,8 @@ def test_list_at_80_columns_keeps_id_kind_status_age_and_miou_whole(lineage: Lin
     with Store(db) as store:
         run = store.create_run(kind="finetune", config={}, name="a very long name " * 6, metrics={"val_miou": 0.123456})
         store.set_status(run.id, "interrupted")
-    monkeypatch.setenv("COLUMNS", "80")
-    out = _ok("runs", "list")
+    as_terminal(monkeypatch, 80)
+    out = plain(_ok("runs", "list"))
     lines = out.splitlines()
     assert all(len(line) <= 80 for line in lines)
     row = next(line for line in lines if "finetune" in line and "interrupted" in line)
@@ -206,8 +207,8 @@ def test_list_at_80_columns_keeps_id_kind_status_age_and_miou_whole(lineage: Lin
     assert re.search(r"\binterrupted\s+\d+s\s+0\.1235\s+a very long", row) and row.rstrip().endswith("…")
     assert "…" not in " ".join(row.split()[:5])
     assert len([line for line in lines if "train" in line and "0.7" in line]) == 1  # one line per run
-    monkeypatch.setenv("COLUMNS", "130")
-    wide = _ok("runs", "list")
+    as_terminal(monkeypatch, 130)
+    wide = plain(_ok("runs", "list"))
     assert "parents" in wide and "created" in wide and "duration" in wide
 
 

@@ -17,6 +17,8 @@ try:  # typer >= 0.26 vendors click; older typer raises click's own
 except ImportError:  # pragma: no cover
     from click.exceptions import UsageError
 
+from vss_cli.cli.help import assign_panels, unwrap_help
+from vss_cli.cli.help import install as install_help_layout
 from vss_cli.cli.output import err_console
 from vss_cli.cli.state import STATE
 from vss_cli.engine.progress import configure as configure_progress
@@ -38,7 +40,10 @@ def _is_oom(exc: BaseException) -> bool:
 
 
 def _flags_as_flags(cmd, ctx) -> None:
-    """Show boolean flags as `--amp` (with their `--no-amp`), not as options taking a `<bool>`."""
+    """Show boolean flags as `--amp` (with their `--no-amp`), not as options taking a `<bool>`; help
+    paragraphs without hard line breaks; options in groups."""
+    cmd.help = unwrap_help(cmd.help)
+    assign_panels(cmd)
     for param in [*cmd.params, cmd.get_help_option(ctx)]:
         if param is not None and getattr(param, "is_flag", False) and param.metavar is None:
             param.metavar = ""
@@ -49,6 +54,9 @@ def _flags_as_flags(cmd, ctx) -> None:
 def _print_error(label: str, message: str) -> None:
     """`label` in bold red, then `message` as plain text: brackets in it (a run id, a path) are not markup."""
     err_console.print(Text.assemble((label, "bold red"), " ", message), highlight=False, soft_wrap=True)
+
+
+install_help_layout()
 
 
 class VssGroup(TyperGroup):

@@ -70,7 +70,10 @@ FINETUNE_FIELDS = {"dataset": "dataset", "data_root": "data_root", "input_size":
                    "device": "device", "num_workers": "num_workers", "tensorboard": "tensorboard"}
 BASELINE_FIELDS = {"dataset": "dataset", "data_root": "data_root", "input_size": "input_size", "model": "model",
                    "baseline_epochs": "epochs", "max_iters_per_epoch": "max_iters_per_epoch", "device": "device"}
-CELL_COLUMNS = ("method", "ratio", "seed", "status", "mIoU", "retain", "speedup", "ch↓", "MACs↓", "note")
+BenchBudget = Annotated[str, typer.Option("--budget", help="what each of --ratios counts: macs (every cell of a "
+                                         "ratio removes the same share of MACs), channels, or latency (measured "
+                                         "on --device/--dtype/--batch-size/--input-size)")]
+CELL_COLUMNS = ("method", "ratio", "seed", "mIoU", "retain", "speedup", "MACs↓", "ch↓", "status", "note")
 E, P = o.EVAL, o.PRUNE
 
 
@@ -123,24 +126,98 @@ def _num(value: float | None, spec: str) -> str:
 
 
 def _table_rows(rows) -> list[dict]:
+    from vss_cli.report.tables import speed_mark
+
     return [{
-        "method": r.method, "ratio": f"{r.ratio:g}", "seed": r.seed, "status": r.status,
+        "method": r.method, "ratio": f"{r.ratio:g}", "seed": r.seed, "status": SHORT_STATUS.get(r.status, r.status),
         "mIoU": _num(r.metric("miou"), ".4f"), "retain": _num(r.metric("miou_retention"), ".3f"),
-        "speedup": _num(r.metric("speedup_latency"), ".2f") + (" noisy" if r.speed_noisy else "")
-        + (" slower" if r.slower_than_parent else ""),
+        "speedup": _num(r.metric("speedup_latency"), ".2f"),
         "ch↓": _pct(r.metric("channel_reduction")), "MACs↓": _pct(r.metric("macs_reduction")),
-        "note": "reused" if r.skipped else (r.error or "")[:60],
+        "note": "; ".join(p for p in ("reused" if r.skipped else "", r.error or "", speed_mark(
+            r.metric("speedup_latency"), r.speed_noisy, r.slower_than_parent).replace(") (", "; ").strip(" ()")) if p),
     } for r in rows]
 
 
+SHORT_STATUS = {"completed": "done"}  # the one long status word, so the column stays narrow
+SPEED_LEGEND = ("note: noisy = the paired timings spread widely (IQR/median); disputed = eval's paired timing "
+                "says faster, prune's paired check found it no faster than its parent")
+KEY_COLUMNS = ("method", "ratio", "seed", "mIoU", "retain", "speedup")  # never cut or folded, whatever the width
+
+
 def _cell_table(run_id: str, rows) -> Table:
-    """One line per cell; a light box so it fits an 80-column terminal."""
+    """One row per cell: the key values whole at any width, the other columns fold (never cut)."""
     table = Table(title=f"vss bench {run_id}", box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
     for name in CELL_COLUMNS:
-        table.add_column(name, no_wrap=name != "note", justify="left" if name in ("method", "status", "note") else "right")
+        table.add_column(name, no_wrap=name in KEY_COLUMNS, overflow="fold", min_width=min(len(name), 6),
+                         justify="left" if name in ("method", "status", "note") else "right")
     for row in _table_rows(rows):
         table.add_row(*(str(row[name]) for name in CELL_COLUMNS))
     return table
+
+
+NOT_IN_RERUN = ("join", "prepare_only", "out_dir", "force_new")  # left out of the command the closing lines suggest
+
+
+def _flag(name: str, value: Any, default: Any) -> list[str]:
+    """The command-line words that give parameter `name` the value `value` (none when it is the default)."""
+    flag = "--" + name.replace("_", "-")
+    if value == default or value is None:
+        return []
+    if isinstance(value, bool):
+        return [flag if value else "--no-" + flag[2:]]
+    if isinstance(value, list):
+        return [w for v in value for w in (flag, str(v))]
+    text = str(value)
+    return [flag, text if text and all(c.isalnum() or c in "-_.,/:=+" for c in text) else repr(text)]
+
+
+def rerun_command(given: dict[str, Any], **changes: Any) -> str:
+    """`vss bench ...` with this invocation's options (those not at their default) and `changes` applied."""
+    import inspect
+    import os
+
+    defaults = {n: p.default for n, p in inspect.signature(bench).parameters.items()}
+    words = ["vss"]
+    if STATE.db and STATE.db != os.environ.get("VSS_DB"):
+        words += ["--db", STATE.db]
+    words.append("bench")
+    for name, value in {**given, **changes}.items():
+        if name not in NOT_IN_RERUN:
+            words += _flag(name, value, defaults.get(name))
+    return " ".join(words)
+
+
+def _closing_answer(given: dict[str, Any], opts: BenchOptions, outcome) -> None:
+    """The answer in words (report.answer) and, when the grid cannot tell, the command that would."""
+    from vss_cli.report.answer import answer, more_seeds_grid
+
+    found = answer(outcome.rows, budget=opts.prune.budget, finetune_epochs=opts.finetune_epochs)
+    for line in found.lines:
+        console.print(line, highlight=False, markup=False)
+    if found.decided:
+        return
+    methods, seeds = more_seeds_grid(opts.methods, opts.seeds)
+    done = {(r.method, r.ratio, r.seed) for r in outcome.rows if r.status == "completed"}
+    wanted = [(m, r, s) for m in methods for r in opts.ratios for s in seeds]
+    todo = sum(cell not in done for cell in wanted)
+    pace = _seconds_per_cell(outcome.rows)
+    eta = f", about {_minutes(todo * pace)} at this grid's pace of {pace:.0f} s a cell" if pace else ""
+    console.print(f"To tell, run the grid with random and {len(seeds)} seeds (reuses the {len(wanted) - todo} "
+                  f"cells done, runs {todo} more{eta}):", highlight=False, markup=False)
+    command = rerun_command(given, methods=",".join(methods), seeds=",".join(map(str, seeds)), skip_existing=True)
+    console.print(f"  {command}", highlight=False, markup=False, soft_wrap=True)
+
+
+def _seconds_per_cell(rows) -> float | None:
+    """Mean wall time of the completed cells this grid ran (None when none is known)."""
+    store = STATE.store()
+    times = [d for r in rows if r.status == "completed" and not r.skipped
+             and (d := store.get_run(r.cell_run).duration_s) is not None]
+    return sum(times) / len(times) if times else None
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds / 60:.0f} min" if seconds >= 90 else f"{seconds:.0f} s"
 
 
 def bench(
@@ -151,7 +228,7 @@ def bench(
     dataset: o.Dataset = None, data_root: o.DataRoot = None, model: o.Model = None, width: Width = None,
     baseline_epochs: BaselineEpochs = None, input_size: o.InputSize = None, max_iters_per_epoch: o.MaxIters = None,
     round_to: o.RoundToAuto = str(P["round_to"]), allocation: o.Allocation = P["allocation"],
-    normalizer: o.Normalizer = P["normalizer"], budget: o.Budget = BENCH_BUDGET, samples: o.Samples = P["samples"],
+    normalizer: o.Normalizer = P["normalizer"], budget: BenchBudget = BENCH_BUDGET, samples: o.Samples = P["samples"],
     prune_batch_size: PruneBatch = P["batch_size"], option: BenchOption = None,
     speed_check_iters: o.SpeedCheckIters = P["speed_check_iters"], require_speedup: o.RequireSpeedup = P["require_speedup"],
     fuse_bn: o.FuseBn = E["fuse_bn"], compile: o.Compile = E["compile"], cuda_graphs: o.CudaGraphs = E["cuda_graphs"],
@@ -188,10 +265,14 @@ def bench(
                       f"{stats['failed']} failed of {stats['total_experiments']})", highlight=False)
         return
     console.print(_cell_table(outcome.run_id, outcome.rows))
+    if any(r.speed_noisy or r.slower_than_parent for r in outcome.rows):
+        console.print(SPEED_LEGEND, highlight=False, markup=False)
     console.print(
         f"{stats['completed']}/{stats['total_experiments']} cells completed ({stats['skipped']} reused), "
-        f"{stats['failed']} failed -> {outcome.summary_path}", highlight=False,
+        f"{stats['failed']} failed -> {outcome.summary_path}", highlight=False, soft_wrap=True,
     )
+    if join is None:
+        _closing_answer(given, opts, outcome)
     if stats["failed"]:
         err_console.print(Text.assemble(("failed:", "bold red"), f" {stats['failed']} cell(s) failed; their errors "
                                         "are in the summary and in `vss runs show RUN`"), highlight=False)

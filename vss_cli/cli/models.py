@@ -10,7 +10,7 @@ from vss_cli.cli import options as o
 from vss_cli.cli.output import Format, render_rows
 from vss_cli.errors import ConfigError
 
-TABLE_COLUMNS = ("model", "params_str", "macs_str", "description")
+TABLE_COLUMNS = ("model", "params", "MACs", "description")  # the table shows the counts as people read them
 
 
 def models(
@@ -47,6 +47,8 @@ def models(
             "description": get_model_info(name).description,
         })
     title = f"MACs at {size[0]}x{size[1]}, {num_classes} classes, width {width}" + (", aux head counted" if aux_loss else "")
+    if fmt == "table":
+        rows = [{**row, "params": row["params_str"], "MACs": row["macs_str"]} for row in rows]
     render_rows(rows, fmt, title=title, columns=TABLE_COLUMNS if fmt == "table" else None)
 
 

@@ -9,13 +9,14 @@ import sys
 from collections.abc import Sequence
 from enum import Enum
 
-from rich.console import Console
 from rich.table import Table
+
+from vss_cli.consoles import make_console
 
 # No markup: printed text holds run names, paths and error messages, in which `[...]` is text (a folder
 # `ckpt [v1]`, a run id `abc[/red]`); styled parts are `rich.text.Text` spans.
-console = Console(markup=False)
-err_console = Console(stderr=True, markup=False)
+console = make_console(markup=False)
+err_console = make_console(stderr=True, markup=False)
 
 
 class Format(str, Enum):
@@ -32,8 +33,10 @@ def _cell(value) -> str:
     return str(value)
 
 
-def render_rows(rows: Sequence[dict], fmt: str, *, title: str | None = None, columns: Sequence[str] | None = None) -> None:
-    """Print rows as a table (Rich), CSV or JSON. CSV/JSON go to stdout plainly so they pipe."""
+def render_rows(rows: Sequence[dict], fmt: str, *, title: str | None = None, columns: Sequence[str] | None = None,
+                keep: Sequence[str] = ()) -> None:
+    """Print rows as a table (Rich), CSV or JSON. CSV/JSON go to stdout plainly so they pipe. In the table
+    the `keep` columns are never cut or folded; on a narrow terminal the others fold (wrap in their cell)."""
     fmt = getattr(fmt, "value", fmt)
     cols = list(columns) if columns else (list(rows[0].keys()) if rows else [])
     if fmt == "json":  # a list with one object per line: readable, and C-encoded (10 000 rows in ~0.1 s)
@@ -52,7 +55,7 @@ def render_rows(rows: Sequence[dict], fmt: str, *, title: str | None = None, col
     else:
         table = Table(title=title)
         for c in cols:
-            table.add_column(c)
+            table.add_column(c, no_wrap=c in keep, overflow="fold", min_width=None if c in keep else min(len(c), 6))
         for r in rows:
             table.add_row(*(_cell(r.get(c)) for c in cols))
         console.print(table)

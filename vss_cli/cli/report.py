@@ -36,8 +36,8 @@ def _timing_setting(run) -> str:
 def _bench(store, run, fmt: str, plot: Path | None, per_class: bool, x: str, curves: Path | None) -> None:
     from vss_cli.report import aggregate, baseline_point, cell_rows, display_rows
     from vss_cli.report import per_class as pc
-    from vss_cli.report.plots import PARETO_X, plot_bench
-    from vss_cli.report.tables import verdict_note
+    from vss_cli.report.plots import PARETO_X, plot_bench, seeds_title
+    from vss_cli.report.tables import KEY_LABELS, verdict_note
     from vss_cli.store.grid import Grid
 
     if x not in PARETO_X:
@@ -53,23 +53,36 @@ def _bench(store, run, fmt: str, plot: Path | None, per_class: bool, x: str, cur
     elif fmt in ("csv", "json"):
         render_rows(table, fmt)
     else:
-        render_rows(display_rows(table), fmt, title=title)
+        render_rows(display_rows(table), fmt, title=title, keep=KEY_LABELS)
         note = verdict_note(table)
         if note is not None and fmt == "markdown":
             print(f"\n{note}")
         elif note is not None:
             console.print(note, highlight=False)
+        if fmt == "table":
+            _answer(run, rows)
     if plot is not None:
         heat = pc.heat_map(damage) if damage is not None else None
         path = plot_bench(table, rows, baseline_point(store, run, rows), plot, x=x, heat=heat, grid=grid,
-                          title=f"vss bench {run.id} ({run.name or 'grid'}): mean ± std over seeds",
-                          latency_setting=_timing_setting(run))
+                          title=f"vss bench {run.id} ({run.name or 'grid'}): {seeds_title(grid.seeds)}",
+                          latency_setting=_timing_setting(run), budget=run.config.get("prune", {}).get("budget", "macs"))
         err_console.print(f"plot -> {path}", highlight=False)
     if curves is not None:
         from vss_cli.report.curves import bench_curves, plot_bench_curves
 
         path = plot_bench_curves(f"vss bench {run.id}: fine-tune curves per method", bench_curves(store, rows), curves)
         err_console.print(f"curves -> {path}", highlight=False)
+
+
+def _answer(run, rows) -> None:
+    """The closing lines `vss bench` printed: which method kept more mIoU at each cost (report.answer)."""
+    from vss_cli.report.answer import answer
+
+    config = run.config
+    found = answer(rows, budget=config.get("prune", {}).get("budget", "macs"),
+                   finetune_epochs=config.get("finetune", {}).get("epochs"))
+    for line in found.lines:
+        console.print(line, highlight=False, markup=False)
 
 
 def _training(store, run, fmt: str, plot: Path | None, curves: Path | None) -> None:

@@ -31,7 +31,8 @@ if TYPE_CHECKING:
     from vss_cli.store import Lineage, LineageNode, Run, Store
     from vss_cli.store.queries import RunOverview
 
-MIOU_KEYS = ("val_miou", "miou", "candidate_miou")  # train/finetune, cell, eval
+# train/finetune (best.pt's mIoU once finished, as its eval sees it; the last epoch's while running), cell, eval
+MIOU_KEYS = ("best_val_miou", "val_miou", "miou", "candidate_miou")
 LIST_COLUMNS = ("id", "kind", "status", "created", "duration", "parents", "miou", "name")  # csv / json
 NARROW_COLUMNS = ("id", "kind", "status", "age", "miou", "name")  # the table below 120 columns
 WIDE_COLUMNS = ("id", "kind", "status", "created", "age", "duration", "parents", "miou", "name")
@@ -60,6 +61,7 @@ class Entry:
     item: RunOverview
     now: datetime
     abbrev: Mapping[str, str]  # run id -> shortest unique prefix (table only)
+    label: str = ""  # what an unnamed step is: its method and ratio (table only)
 
     @property
     def run(self) -> Run:
@@ -107,7 +109,7 @@ COLUMNS: dict[str, ListColumn] = {
         ListColumn("parents", lambda e: [f"{rel}:{pid}" for rel, pid in e.item.parents],
                    lambda e: " ".join(f"{rel}:{e.short(pid)}" for rel, pid in e.item.parents)),
         ListColumn("miou", lambda e: main_metric(e.item.metrics), keep=True, justify="right"),
-        ListColumn("name", lambda e: e.run.name),
+        ListColumn("name", lambda e: e.run.name, lambda e: e.run.name or e.label),
         ListColumn("worker", lambda e: e.run.worker),
         ListColumn("attempt", lambda e: e.run.attempt, justify="right"),
         ListColumn("config_key", lambda e: e.run.config_key, lambda e: e.run.config_key[:12]),
@@ -115,6 +117,46 @@ COLUMNS: dict[str, ListColumn] = {
                    lambda e: fmt_age((e.now - e.run.heartbeat_at).total_seconds()) if e.run.heartbeat_at else ""),
     )
 }  # fmt: skip
+
+
+def prune_label(config: Mapping[str, Any]) -> str:
+    """`fpgm r0.2 macs`: a prune run's method, ratio and what the ratio counted."""
+    ratio = config.get("global_ratio")
+    return " ".join(str(p) for p in (config.get("method"), f"r{ratio:g}" if isinstance(ratio, float | int) else None,
+                                     config.get("budget")) if p)
+
+
+UPSTREAM = ("finetuned-from", "evaluates")  # the edges a fine-tune or an eval takes its method and ratio through
+
+
+def step_labels(store: Store, items: Sequence[RunOverview]) -> dict[str, str]:
+    """Per run id, the method and ratio of the prune it is (prune), fine-tunes (finetune) or evaluates
+    (eval, through its fine-tune); the model of a train run. At most two batched parent lookups."""
+    labels: dict[str, str] = {}
+    pending: dict[str, str] = {}  # run id -> the run whose parents are looked at next
+    for item in items:
+        run = item.run
+        if run.kind == "prune":
+            labels[run.id] = prune_label(run.config)
+        elif run.kind == "train" and run.config.get("model"):
+            labels[run.id] = str(run.config["model"])
+        elif run.kind in ("finetune", "eval"):
+            pending[run.id] = run.id
+    for _ in range(2):  # eval -> finetune -> prune
+        if not pending:
+            break
+        parents = store.parents_many(sorted(set(pending.values())))
+        following: dict[str, str] = {}
+        for rid, at in pending.items():
+            ups = [p for rel, p in parents.get(at, []) if rel in UPSTREAM]
+            prune = next((p for p in ups if p.kind == "prune"), None)
+            tuned = next((p for p in ups if p.kind == "finetune"), None)
+            if prune is not None:
+                labels[rid] = prune_label(prune.config)
+            elif tuned is not None:
+                following[rid] = tuned.id
+        pending = following
+    return labels
 
 
 def _dynamic(name: str) -> ListColumn:
@@ -203,10 +245,14 @@ def list_runs(
     items = store.overview(flt, metric_keys=_metric_keys(cols))
     shown = [rid for i in items for rid in (i.run.id, *(pid for _, pid in i.parents))] if fmt == "table" else []
     abbrev = abbreviations(shown, store.run_ids()) if shown else {}
-    entries = [Entry(item, now, abbrev) for item in items]
+    labels = step_labels(store, items) if fmt == "table" and any(c.name == "name" for c in cols) else {}
+    entries = [Entry(item, now, abbrev, labels.get(item.run.id, "")) for item in items]
     if fmt == "table":
         rows = [[c.cell(e) for c in cols] for e in entries]
-        print_fitted_table(rows, [TableColumn(c.name, c.keep, c.justify) for c in cols], title=f"runs ({len(rows)})")
+        total = store.count_runs(flt) if len(rows) >= limit else len(rows)
+        title = f"runs ({len(rows)} of {total}, newest first; --limit N shows more)" if total > len(rows) \
+            else f"runs ({len(rows)})"
+        print_fitted_table(rows, [TableColumn(c.name, c.keep, c.justify) for c in cols], title=title)
         return
     rows = [{c.name: c.value(e) for c in cols} for e in entries]
     if fmt == "csv":
@@ -262,7 +308,7 @@ def _summary_fields(run: Run) -> dict[str, Any]:
 
 def _section(rows: list[dict[str, Any]], title: str, columns: tuple[str, ...]) -> None:
     if rows:
-        render_rows(rows, "table", title=title, columns=columns)
+        render_rows(rows, "table", title=title, columns=columns, keep=columns[:1])
     else:
         console.print(Text(f"no {title}", style="dim"))
 

@@ -1,7 +1,8 @@
 """Progress on stderr for epochs, batches and grid cells.
 
 On a terminal: Rich bars. Off a terminal (a cluster job's log file): no bars at all, one plain line
-per epoch (`epoch_line`) and per grid cell (`progress_bar`), never wrapped. `--quiet` silences both;
+per epoch (`epoch_line`) and per tenth of a `progress_bar` (grid cells, oracle layers, scored
+images), never wrapped. `--quiet` silences both;
 the CLI sets it with `configure(quiet=True)` (`VSS_QUIET=1` in the environment does the same, for
 tests and child processes).
 """
@@ -11,9 +12,9 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import time
 from dataclasses import dataclass
 
-from rich.console import Console
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -23,7 +24,9 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-_console = Console(stderr=True)
+from vss_cli.consoles import make_console
+
+_console = make_console(stderr=True)
 
 
 @dataclass
@@ -80,41 +83,81 @@ class PlainProgress:
         pass
 
 
-def make_progress() -> Progress | PlainProgress:
+def make_progress(*, rich_eta: bool = True) -> Progress | PlainProgress:
+    """Rich bars (or nothing off a terminal); `rich_eta=False` leaves the time-remaining column out for a
+    bar that shows its own estimate (Rich's forgets its rate after 30 s without an advance)."""
     if quiet() or plain():
         return PlainProgress()
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        TextColumn("{task.fields[info]}"),
-        console=_console,
-        transient=True,
-    )
+    columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
+    if rich_eta:
+        columns.append(TimeRemainingColumn())
+    return Progress(*columns, TextColumn("{task.fields[info]}"), console=_console, transient=True)
+
+
+PLAIN_EVERY_PCT = 10  # off a terminal, a progress_bar writes one line per this many percent of its total
+ALREADY_DONE_S = 1.0  # advances within this long of the start are work found done (reused cells), not timed
+
+
+def fmt_eta(seconds: float) -> str:
+    """`42s`, `4m05s`, `2h03m`."""
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+
+
+class Eta:
+    """Time left from the rate of this process's own steps (steps found done at the start excluded)."""
+
+    def __init__(self, total: int | None) -> None:
+        self.total, self.start, self.done, self.base = total, time.monotonic(), 0, 0
+
+    def advance(self, n: int) -> None:
+        self.done += n
+        if time.monotonic() - self.start < ALREADY_DONE_S:
+            self.base = self.done
+
+    def text(self) -> str:
+        """`eta 4m05s`, or '' before the first timed step (or without a total)."""
+        timed = self.done - self.base
+        if not self.total or timed <= 0 or self.done >= self.total:
+            return ""
+        return "eta " + fmt_eta((time.monotonic() - self.start) / timed * (self.total - self.done))
 
 
 @contextlib.contextmanager
 def progress_bar(description: str, total: int | None):
-    """A single progress bar; yields `update(advance=1, info='')`. Off a terminal every update with
-    an advance is one line: `description done/total info`."""
+    """A single progress bar with its own ETA; yields `update(advance=1, info='')`. Off a terminal it
+    writes one line per PLAIN_EVERY_PCT percent of the total (every step when the total is unknown):
+    `description done/total (pct%) eta 4m05s info`."""
+    eta = Eta(total)
     if quiet() or plain():
-        done = 0
+        next_line = 0.0
 
         def update_line(advance: int = 1, info: str = "") -> None:
-            nonlocal done
-            done += advance
-            if advance:
-                log(f"{description} {done}/{total if total is not None else '?'} {info}".rstrip())
+            nonlocal next_line
+            eta.advance(advance)
+            if not advance:
+                return
+            if total:
+                if eta.done < next_line and eta.done < total:
+                    return
+                next_line = (eta.done * 100 // total // PLAIN_EVERY_PCT + 1) * PLAIN_EVERY_PCT * total / 100
+                head = f"{description} {eta.done}/{total} ({eta.done / total:.0%})"
+            else:
+                head = f"{description} {eta.done}/?"
+            log(" ".join(p for p in (head, eta.text(), info) if p))
 
         yield update_line
         return
-    with make_progress() as prog:
+    with make_progress(rich_eta=False) as prog:
         task = prog.add_task(description, total=total, info="")
 
         def update(advance: int = 1, info: str = "") -> None:
-            prog.update(task, advance=advance, info=info)
+            eta.advance(advance)
+            prog.update(task, advance=advance, info=" ".join(p for p in (eta.text(), info) if p))
 
         yield update
 

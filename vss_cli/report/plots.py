@@ -91,12 +91,24 @@ def _series(table: Sequence[dict[str, Any]], x_key: str, y_key: str) -> dict[str
     return {method: sorted(points) for method, points in out.items()}
 
 
-def _retention_panel(ax, table: Sequence[dict[str, Any]]) -> None:
-    for method, points in _series(table, "ratio", "miou_retention").items():
+RATIO_AXIS = {  # --budget -> what the pruning ratio counted
+    "macs": "pruning ratio (share of the model's MACs removed, --budget macs)",
+    "channels": "pruning ratio (share of prunable channels removed, --budget channels)",
+    "latency": "pruning ratio (share of measured latency removed, --budget latency)",
+}
+
+
+def seeds_title(seeds: Sequence[int]) -> str:
+    """What a plot's points are: `mean ± std over 3 seeds`, or `one seed (no spread)`."""
+    return f"mean ± std over {len(seeds)} seeds" if len(seeds) > 1 else "one seed (no spread, no error bars)"
+
+
+def _retention_panel(ax, table: Sequence[dict[str, Any]], budget: str) -> None:
+    for method, points in _series(table, "ratio", "miou_retention").items():  # sorted by x
         xs, ys, errs, _ = zip(*points, strict=True)
         ax.errorbar(xs, ys, yerr=errs, marker="o", capsize=3, label=method)
     ax.axhline(1.0, color="grey", linestyle=":", linewidth=1)
-    ax.set_xlabel("pruning ratio (fraction of prunable channels removed)")
+    ax.set_xlabel(RATIO_AXIS.get(budget, f"pruning ratio (--budget {budget})"))
     ax.set_ylabel("mIoU retention (candidate / baseline)")
     ax.set_title("Accuracy kept vs. pruning ratio")
 
@@ -144,11 +156,13 @@ def _heat_panel(fig, ax, heat) -> None:
 
 
 def bench_figure(table: Sequence[dict[str, Any]], rows: Sequence[CellRow], baseline: BaselinePoint | None, *,
-                 title: str, x: str = "latency", latency_setting: str = "", heat=None, grid: Grid | None = None):
+                 title: str, x: str = "latency", latency_setting: str = "", heat=None, grid: Grid | None = None,
+                 budget: str = "macs"):
     """The figure: retention from `aggregate()` rows, the Pareto panel from the cell rows, and the
     per-class heat map below when `heat` (a `per_class.HeatMap`) is given. Axes order: retention, Pareto.
 
-    `latency_setting` says what the latency was measured on (batch, device, dtype) for the axis label.
+    `latency_setting` says what the latency was measured on (batch, device, dtype) for the axis label;
+    `budget` what the ratios counted (the retention panel's x axis). Lines join points in x order.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -162,7 +176,7 @@ def bench_figure(table: Sequence[dict[str, Any]], rows: Sequence[CellRow], basel
     else:
         axes = fig.subplot_mosaic([["left", "right"], ["heat", "heat"]])
         left, right = axes["left"], axes["right"]
-    _retention_panel(left, table)
+    _retention_panel(left, table, budget)
     _pareto_panel(right, points, baseline, x, latency_setting)
     if heat is not None:
         _heat_panel(fig, axes["heat"], heat)

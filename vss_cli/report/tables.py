@@ -20,6 +20,17 @@ from vss_cli.store.writes import finite
 
 NOISY_MARK = " (noisy)"
 SLOWER_MARK = " (slower than parent)"  # prune's paired check found a seed's model no faster than its parent
+DISPUTED_MARK = " (disputed)"  # eval's paired timing says faster, prune's paired check said not faster
+
+
+def speed_mark(speedup: float | None, noisy: bool, slower: bool) -> str:
+    """What to add after a speedup: `(noisy)` when the timings spread widely; `(slower than parent)` when
+    prune's paired check found the model no faster and the speedup agrees (<= 1 or unknown), but
+    `(disputed)` when the speedup says faster: a row never claims both a speedup and a slowdown."""
+    mark = NOISY_MARK if noisy else ""
+    if slower:
+        mark += DISPUTED_MARK if speedup is not None and speedup > 1 else SLOWER_MARK
+    return mark
 
 
 @dataclass
@@ -141,20 +152,26 @@ def _pm(mean: float | None, std: float | None, spec: str) -> str:
     return format(mean, spec) + (f" ± {format(std, spec)}" if std is not None else "")
 
 
+KEY_LABELS = ("method", "ratio", "mIoU", "retention", "speedup")  # kept whole on a narrow terminal
+TIMING_LABEL = "timing"
+
+
 def display_rows(table: Sequence[dict[str, Any]]) -> list[dict[str, str]]:
-    """The aggregated rows as text for people (table and markdown): `mean ± std` per metric; a speedup
-    the timing engine flagged as noisy in any seed is marked."""
+    """The aggregated rows as text for people (table and markdown): `mean ± std` per metric, the key
+    columns (KEY_LABELS) first; a `timing` column says when a speedup is in doubt (`speed_mark`:
+    noisy in any seed; slower than its parent, or disputed)."""
+    marks = [speed_mark(row["speedup_latency_mean"], bool(row.get("noisy_speedups")),
+                        bool(row.get("slower_than_parent"))).replace(") (", "; ").strip(" ()") for row in table]
     out = []
-    for row in table:
+    for row, mark in zip(table, marks, strict=True):
         shown = {"method": row["method"], "ratio": f"{row['ratio']:g}", "n": str(row["n"])}
         if row["failed"]:
             shown["n"] += f" ({row['failed']} failed)"
-        for metric in aggregated():
-            shown[metric.label] = _pm(row[f"{metric.name}_mean"], row[f"{metric.name}_std"], metric.spec)
-            if metric.name == "speedup_latency" and row.get("noisy_speedups"):
-                shown[metric.label] += NOISY_MARK
-            if metric.name == "speedup_latency" and row.get("slower_than_parent"):
-                shown[metric.label] += SLOWER_MARK
+        metrics = {m.label: _pm(row[f"{m.name}_mean"], row[f"{m.name}_std"], m.spec) for m in aggregated()}
+        shown.update({k: metrics.pop(k) for k in KEY_LABELS if k in metrics})
+        shown.update(metrics)
+        if any(marks):
+            shown[TIMING_LABEL] = mark
         if has_verdict(table):
             shown["vs random"] = row.get("vs_random") or ""
         out.append(shown)

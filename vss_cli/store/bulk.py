@@ -30,6 +30,10 @@ class BulkStore:
                 _check(value, allowed, what)
         return self._read(lambda conn: queries.overview(conn, flt, metric_keys))
 
+    def count_runs(self, flt: queries.RunFilter) -> int:
+        """How many runs match `flt`, ignoring its limit."""
+        return self._read(lambda conn: queries.count_runs(conn, flt))
+
     def latest_metrics_many(self, run_ids: Sequence[str], keys: Sequence[str] | None = None) -> dict[str, dict[str, float]]:
         """{run id: {key: last value}} for many runs at once (what `latest_metrics` gives for one)."""
         return self._read(lambda conn: queries.latest_metrics(conn, run_ids, keys))

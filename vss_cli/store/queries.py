@@ -124,6 +124,16 @@ def select_runs(conn: Connection, flt: RunFilter) -> list[Run]:
     return runs
 
 
+def count_runs(conn: Connection, flt: RunFilter) -> int:
+    """How many runs match `flt` without its limit (what `runs list` shows N of)."""
+    from dataclasses import replace
+
+    if flt.where:
+        return len(select_runs(conn, replace(flt, limit=None)))
+    query = select(func.count()).select_from(RUN).where(*flt.conditions(datetime.now(timezone.utc)))
+    return int(conn.execute(query).scalar_one())
+
+
 IDS = bindparam("ids", expanding=True)
 ID_ARRAY = bindparam("ids", type_=ARRAY(String))
 KEYS = bindparam("keys", expanding=True)
