@@ -3,7 +3,10 @@
 removed), each timed against its dense parent as deployed (conv-BN folded, paired iterations).
 
 Prints per model, ratio and budget: MACs reduction (before / after), the measured speedup, and the
-efficiency = speedup / MACs reduction (1.0: latency falls as fast as MACs do).
+efficiency = speedup / MACs reduction (1.0: latency falls as fast as MACs do). For `--budget latency`,
+`target` is the speedup the ratio asks for, 1 / (1 - ratio), and `ok` whether the measured speedup is
+within ±15% of it: the timing claim `tests/test_latency.py` used to make on the shared CI machine
+(the test now checks the planner with deterministic timings).
 
     python benchmarks/latency_budget.py                      # CUDA when present: 512x1024, bf16, batch 4, width 1
     python benchmarks/latency_budget.py --device cpu --threads 1   # CPU: width 0.25, 64x64, fp32, batch 1
@@ -80,7 +83,7 @@ def main() -> None:
     print(f"l1 on {args.device} {args.dtype}, batch {args.batch}, input {args.size[0]}x{args.size[1]}, "
           f"width {args.width}, round-to {args.round_to}, {torch.get_num_threads()} CPU threads, {args.iters} iters")
     print(f"{'model':<20} {'ratio':>5} {'budget':>8} {'MACs cut':>9} {'MACs x':>7} {'speedup':>8} {'IQR':>5} "
-          f"{'effic.':>6} {'s':>5}")
+          f"{'effic.':>6} {'target':>6} {'ok':>3} {'s':>5}")
     with tempfile.TemporaryDirectory() as tmp:
         store = Store(Path(tmp) / "vss.db")  # latency tables are measured once per model and reused across ratios
         for name in args.models.split(","):
@@ -93,10 +96,12 @@ def main() -> None:
                     base, cand = measure_speed_pair(dense, pruned, input_size=args.size, batch=args.batch,
                                                     device=args.device, dtype=args.dtype, warmup=5, iters=args.iters)
                     ups = speedups(base, cand)
-                    factor = before / after
+                    factor, target = before / after, 1 / (1 - ratio)
+                    ok = ("yes" if abs(ups["speedup_latency"] / target - 1) <= 0.15 else "no") if budget == "latency" else ""
                     print(f"{name:<20} {ratio:>5.2f} {budget:>8} {1 - after / before:>9.1%} {factor:>7.2f} "
                           f"{ups['speedup_latency']:>8.3f} {ups['speedup_iqr']:>5.2f} "
-                          f"{ups['speedup_latency'] / factor:>6.2f} {time.perf_counter() - t0:>5.0f}", flush=True)
+                          f"{ups['speedup_latency'] / factor:>6.2f} {f'{target:.2f}' if budget == 'latency' else '':>6} "
+                          f"{ok:>3} {time.perf_counter() - t0:>5.0f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -122,7 +122,7 @@ def _global(
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
                                           help="print the vss version and exit")] = False,
 ) -> None:
-    STATE.db, STATE.quiet, STATE.debug = db, quiet, debug
+    STATE.db, STATE.quiet, STATE.debug, STATE.threads = db, quiet, debug, threads
     configure_progress(quiet=quiet)
     if threads:
         import torch

@@ -180,6 +180,8 @@ def rerun_command(given: dict[str, Any], **changes: Any) -> str:
     words = ["vss"]
     if STATE.db and STATE.db != os.environ.get("VSS_DB"):
         words += ["--db", STATE.db]
+    if STATE.threads:
+        words += ["--threads", str(STATE.threads)]
     words.append("bench")
     for name, value in {**given, **changes}.items():
         if name not in NOT_IN_RERUN:

@@ -46,15 +46,16 @@ def _side_rows(table: Table, report) -> None:
 def summary_table(report) -> Table:
     """Baseline vs candidate side by side, then the ratios (`report` is a `report.schema.EvalReport`)."""
     table = Table(title=f"vss eval {report.run_id or ''}")
-    for col in ("", "baseline", "candidate"):
-        table.add_column(col, justify="right" if col else "left")
+    for col in ("", "baseline", "candidate"):  # the values whole at any width; the row names fold
+        table.add_column(col, justify="right" if col else "left", overflow="fold")
     _side_rows(table, report)
     ratios = report.pruning_ratios
     table.add_section()
     table.add_row("mIoU retention", "", _fmt(report.miou_retention))
     table.add_row("pixel accuracy retention", "", _fmt(report.pixel_accuracy_retention))
     iqr = report.speedups.get("speedup_iqr")
-    noisy = (f" [noisy: IQR/median {iqr:.2f}]" if iqr is not None else NOISY) if report.speed_noisy else ""
+    # parentheses, not brackets: Rich reads `[noisy: ...]` as a markup tag and drops it from the cell
+    noisy = (f" (noisy: IQR/median {iqr:.2f})" if iqr is not None else NOISY) if report.speed_noisy else ""
     table.add_row("speedup (latency / fps)", "", f"{_fmt(report.speedup_latency, '.3f')} / "
                   f"{_fmt(report.speedups.get('speedup_fps'), '.3f')}{noisy}")
     timed = report.candidate_speed
@@ -96,7 +97,7 @@ def eval_cmd(
     )
     outcome = eval_run(opts, STATE.store())
     console.print(summary_table(outcome.report))
-    console.print(f"report -> {outcome.report_path}", highlight=False)
+    console.print(f"report -> {outcome.report_path}", highlight=False, soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:

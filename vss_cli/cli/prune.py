@@ -64,7 +64,21 @@ def prune(
         f"({r.channels_before} -> {r.channels_after}); MACs {r.macs_before / 1e9:.3f}G -> {r.macs_after / 1e9:.3f}G "
         f"(-{r.macs_reduction:.1%}); "
         f"params {r.params_before / 1e6:.3f}M -> {r.params_after / 1e6:.3f}M -> {out.checkpoint}"), highlight=False,
+        soft_wrap=True,
     )
+    note = rounding_note(opts, r.channel_prune_ratio)
+    if note:
+        console.print(note, highlight=False, markup=False, soft_wrap=True)
+
+
+def rounding_note(opts, achieved: float) -> str | None:
+    """Why a channel budget removed fewer channels than asked: --round-to rounds kept widths up."""
+    k = opts.round_to
+    if opts.budget != "channels" or not isinstance(k, int) or k <= 1 or achieved >= opts.global_ratio - 0.005:
+        return None
+    return (f"note: --global-ratio {opts.global_ratio:g} asked for {opts.global_ratio:.1%} of the channels; "
+            f"{achieved:.1%} were removed because --round-to {k} rounds kept widths up to multiples of {k} in "
+            f"layers at least {4 * k} wide (--round-to 1 removes exactly what the allocation asks)")
 
 
 def register(app: typer.Typer) -> None:

@@ -14,6 +14,7 @@ class AppState:
     db: str | None = None
     quiet: bool = False
     debug: bool = False
+    threads: int | None = None  # --threads as given (None: vss's default)
     _store: object | None = field(default=None, repr=False)
 
     def db_url(self) -> str:

@@ -92,7 +92,8 @@ def _seeds(n: int) -> str:
 def _pair_line(best: MethodAt, other: MethodAt) -> tuple[str, bool]:
     """`fpgm +0.0173 over sirfp, beyond seed noise (...)`, and whether noise was judged."""
     diff = best.mean - other.mean
-    head = f"{best.method} keeps {diff:+.4f} mIoU over {other.method}"
+    head = (f"{best.method} keeps {diff:+.4f} mIoU over {other.method}" if diff > 0 else
+            f"{best.method} and {other.method} kept the same mIoU")
     p = two_sided_p(best.values, other.values)
     if p is None:
         return (f"{head}; with {_seeds(min(best.n, other.n))} there is no spread to judge it against: "
@@ -141,7 +142,7 @@ def answer(rows: Sequence[CellRow], *, budget: str = "macs", finetune_epochs: in
         ranking = ", ".join(f"{m.method} {m.mean:.4f}" for m in methods)
         out.lines.append(f"  at {cost_label(ratio, budget, cells)}: {ranking}")
         best = methods[0]
-        if len(methods) > 1:
+        if len(methods) > 1 and best.mean > methods[1].mean:
             wins.setdefault(best.method, []).append(f"{ratio:g}")
         for other in methods[1:]:
             text, decided = _pair_line(best, other)
@@ -153,10 +154,10 @@ def answer(rows: Sequence[CellRow], *, budget: str = "macs", finetune_epochs: in
             text, decided = _random_line(methods, random)
             out.lines.append(f"    {text}")
             out.decided &= decided
-    if len(wins) > 0 and sum(len(v) for v in wins.values()) > 0:
-        total = sum(len(v) for v in wins.values())
-        tally = "; ".join(f"{m} at {len(r)} of {total} ratio{'s' if total != 1 else ''} ({', '.join(r)})"
-                          for m, r in sorted(wins.items(), key=lambda kv: -len(kv[1])))
+    compared = sum(len([m for m in cells if m.method != RANDOM]) > 1 for cells in by_ratio.values())
+    if compared:
+        tally = "; ".join(f"{m} at {len(r)} of {compared} ratio{'s' if compared != 1 else ''} ({', '.join(r)})"
+                          for m, r in sorted(wins.items(), key=lambda kv: -len(kv[1]))) or "no method (ties)"
         noise = (f"{shown_beyond} of {judged} judged difference{'s' if judged != 1 else ''} beyond seed noise"
                  if judged else "no difference could be judged against noise")
         out.lines.append(f"Overall: more mIoU kept by {tally}; {noise}.")
