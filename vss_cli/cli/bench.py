@@ -103,14 +103,22 @@ def build_options(given: dict[str, Any]) -> BenchOptions:
 JOIN_OWN = ("join", "device", "worker_grace")  # what a joining worker sets for itself
 
 
-def _check_join(given: dict[str, Any]) -> None:
-    """`--join` takes the grid's recorded options: refuse grid options given beside it instead of ignoring them."""
+CONTINUE_OWN = ("out_dir", "skip_existing", "device", "worker_grace")  # the seed's resume command gives only these
+
+
+def _given_beyond(given: dict[str, Any], own: tuple[str, ...]) -> list[str]:
+    """The parameters given with a value other than their default, besides `own`."""
     import inspect
 
+    defaults = {n: p.default for n, p in inspect.signature(bench).parameters.items()}
+    return [n for n, v in given.items() if n not in own and v != defaults.get(n)]
+
+
+def _check_join(given: dict[str, Any]) -> None:
+    """`--join` takes the grid's recorded options: refuse grid options given beside it instead of ignoring them."""
     from vss_cli.errors import ConfigError
 
-    defaults = {n: p.default for n, p in inspect.signature(bench).parameters.items()}
-    extra = [n for n, v in given.items() if n not in JOIN_OWN and v != defaults.get(n)]
+    extra = _given_beyond(given, JOIN_OWN)
     if extra:
         flags = ", ".join("--" + n.replace("_", "-") for n in extra)
         raise ConfigError(f"--join runs the grid with its recorded options: drop {flags} (only --device and "
@@ -256,7 +264,8 @@ def bench(
     if join is not None:
         _check_join(given)
     opts = build_options(given)
-    outcome = bench_run(opts, STATE.store(), join=join, prepare_only=prepare_only)
+    outcome = bench_run(opts, STATE.store(), join=join, prepare_only=prepare_only,
+                        continue_out_dir=out_dir is not None and not _given_beyond(given, CONTINUE_OWN))
     stats = outcome.stats
     if outcome.prepared_only:
         console.print(f"bench run {outcome.run_id}: {stats['total_experiments']} cells recorded; add workers with "

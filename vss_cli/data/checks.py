@@ -47,6 +47,7 @@ class CheckReport:
     root: Path | None
     findings: list[Finding] = field(default_factory=list)
     counts: list[SplitCount] = field(default_factory=list)
+    sample: int | None = None  # decode only this many evenly spaced pairs per split (None: every pair)
 
     @property
     def usable(self) -> bool:
@@ -87,14 +88,31 @@ class CheckReport:
 
 @dataclass(frozen=True)
 class LabelRule:
-    """Which values a label file may hold, and how to say so."""
+    """Which values a label file may hold, and how to say so; `swapped_values` are those of the file
+    kind it is often confused with, and `swap_fix` says what to do when a file holds exactly those."""
 
     valid: frozenset[int]
     description: str
+    swapped_values: frozenset[int] = frozenset()
+    swap_fix: str = ""
+
+    def problem(self, bad: list[int], values: list[int]) -> str:
+        """The finding for a label whose `values` include `bad` ones (naming a likely swap)."""
+        text = f"label values {format_values(bad)} are outside the valid set ({self.description})"
+        if self.swap_fix and set(values) <= self.swapped_values:
+            text += f": {self.swap_fix}"
+        return text
 
 
-CITYSCAPES_LABEL_IDS = LabelRule(cityscapes.VALID_LABEL_IDS, "Cityscapes label ids -1..33")
-CITYSCAPES_TRAIN_IDS = LabelRule(cityscapes.VALID_TRAIN_IDS, "Cityscapes train ids 0..18 and 255")
+CITYSCAPES_LABEL_IDS = LabelRule(
+    cityscapes.VALID_LABEL_IDS, "Cityscapes label ids -1..33", cityscapes.VALID_TRAIN_IDS,
+    f"the file looks like it holds train ids (0..18, 255), not label ids: name it "
+    f"*{cityscapes.TRAIN_ID_SUFFIX}, or regenerate it with cityscapesScripts' createTrainIdLabelImgs")
+CITYSCAPES_TRAIN_IDS = LabelRule(
+    cityscapes.VALID_TRAIN_IDS, "Cityscapes train ids 0..18 and 255",
+    frozenset(v % 256 for v in cityscapes.VALID_LABEL_IDS),
+    f"the file looks like it holds raw label ids (0..33), not train ids: name it *{cityscapes.LABEL_ID_SUFFIX} "
+    "(vss maps label ids to train ids itself)")
 CAMVID_LABELS = LabelRule(camvid.VALID_LABELS, "CamVid labels 0..11 (11 = void)")
 
 
@@ -146,10 +164,10 @@ def check_pair(report: CheckReport, split: str, image_path: Path, label_path: Pa
         report.error(split, label_path, f"label is {label.mode} ({len(label.mode)} channels): labels must be "
                                         "single-channel class ids, not a colour-coded image")
     elif label.values is not None:
-        bad = [v for v in label.values.tolist() if v not in rule.valid]
+        values = label.values.tolist()
+        bad = [v for v in values if v not in rule.valid]
         if bad:
-            report.error(split, label_path, f"label values {format_values(bad)} are outside the valid set "
-                                            f"({rule.description})")
+            report.error(split, label_path, rule.problem(bad, values))
     if image.size != label.size:
         report.error(split, label_path, f"label is {label.size[0]}x{label.size[1]} but its image "
                                         f"{image_path.name} is {image.size[0]}x{image.size[1]} (W x H)")
@@ -197,8 +215,16 @@ def check_count(report: CheckReport, spec: DatasetSpec, split: str, images: int,
         report.add("info", split, where, f"{images} {split} images, more than the official {official}")
 
 
+def sampled(pairs: list, sample: int | None) -> list:
+    """`sample` evenly spaced items of `pairs` (all of them when there are no more, or sample is None)."""
+    if sample is None or len(pairs) <= sample:
+        return pairs
+    return [pairs[i * len(pairs) // sample] for i in range(sample)]
+
+
 def check_pairs(report: CheckReport, split: str, pairs: list[tuple[Path, Path, LabelRule]],
                 progress: Progress | None) -> None:
+    pairs = sampled(pairs, report.sample)
     for done, (image, label, rule) in enumerate(pairs, start=1):
         check_pair(report, split, image, label, rule)
         if progress:
@@ -326,13 +352,35 @@ def _matches(marker: str, names: list[str], exact: bool) -> bool:
 
 
 def check_dataset(name: str, data_root: str | Path | None, splits: Sequence[str] = ("train", "val"),
-                  progress: Progress | None = None) -> CheckReport:
-    """Check a dataset tree; a missing root raises DataError, every other fault becomes a Finding."""
+                  progress: Progress | None = None, *, sample: int | None = None) -> CheckReport:
+    """Check a dataset tree; a missing root raises DataError, every other fault becomes a Finding.
+    With `sample`, pairing and folders are checked in full but only `sample` pairs per split are decoded."""
     spec = get_spec(name)
     unknown = [s for s in splits if s not in SPLITS]
     if unknown or not splits:
         raise ConfigError(f"--split {','.join(splits)} is not valid: choose from {', '.join(SPLITS)}")
     root = require_root(spec, data_root) if spec.needs_root else None
-    report = CheckReport(spec.name, root)
+    report = CheckReport(spec.name, root, sample=sample)
     CHECKERS[spec.name](report, spec, list(splits), progress)
     return report
+
+
+PREFLIGHT_SAMPLE = 8  # label files decoded per split before a train, finetune, eval or bench starts
+
+
+def preflight(name: str, data_root: str | Path | None, splits: Sequence[str]) -> None:
+    """The cheap part of `vss data check`, run before any work: folders, pairing, and label values,
+    modes and sizes on `PREFLIGHT_SAMPLE` files per split. Raises DataError naming the first bad
+    file (and a likely swap of label kinds); built-in datasets pass."""
+    spec = get_spec(name)
+    if not spec.needs_root:
+        return
+    report = check_dataset(name, data_root, splits, sample=PREFLIGHT_SAMPLE)
+    errors = [f for f in report.findings if f.severity == "error"]
+    if not errors:
+        return
+    first = errors[0]
+    where = report.root / first.path if first.path else report.root
+    more = f" ({len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})" if len(errors) > 1 else ""
+    raise DataError(f"{where}: {first.problem}{more}; `vss data check --dataset {spec.name} --data-root "
+                    f"{report.root}` lists every problem")

@@ -55,8 +55,10 @@ def check_out_dir(store: Store, out_dir: Path, config_key: str, *, force_new: bo
     if same:
         return
     if not force_new:
-        raise ConfigError(f"--out-dir {out_dir} holds the summary of another grid (bench run {owner or 'unknown'}): "
-                          "pass another --out-dir, or --force-new to start a new grid there")
+        cont = (f"to continue that grid, run `vss bench --join {owner}` or `vss bench --skip-existing --out-dir "
+                f"{out_dir}` with no grid options; " if owner else "")
+        raise ConfigError(f"--out-dir {out_dir} holds the summary of another grid (bench run {owner or 'unknown'}) "
+                          f"than these options give: {cont}to start this grid, pass another --out-dir, or --force-new")
     path = Path(out_dir) / SUMMARY_NAME
     path.rename(path.with_name(f"benchmark_summary.{owner or 'old'}.json"))
 

@@ -28,9 +28,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from vss_cli.engine.progress import log
-from vss_cli.errors import ConfigError
+from vss_cli.errors import ConfigError, RunNotFound
 from vss_cli.report.schema import CellRow
-from vss_cli.report.summary import Summary, check_out_dir, write_summary
+from vss_cli.report.summary import Summary, check_out_dir, summary_owner, write_summary
 from vss_cli.report.tables import summary_stats
 from vss_cli.store import Run, Store, config_key
 from vss_cli.store.grid import grid_cells, resolve_bench
@@ -115,6 +115,29 @@ def _step_check(where: str, check, step_opts) -> None:
         raise ConfigError(f"{where}: {exc}") from None
 
 
+def continued_options(store: Store, opts: BenchOptions) -> BenchOptions:
+    """The seed's resume command, `vss bench --skip-existing --out-dir DIR` with no grid options: the
+    recorded options of the grid whose summary DIR holds (unchanged options when it holds none)."""
+    owner = summary_owner(Path(opts.out_dir))
+    if not owner:
+        return opts
+    try:
+        bench = resolve_bench(store, owner)
+    except RunNotFound:
+        raise ConfigError(f"--out-dir {opts.out_dir} holds the summary of bench {owner}, which this database "
+                          "does not hold: pass the --db it was run with, or another --out-dir") from None
+    plain = bench.config.get("options")
+    if plain is None:
+        raise ConfigError(f"bench {bench.id} in {opts.out_dir} was recorded without its options: continue it "
+                          "with its own command line")
+    recorded = BenchOptions.from_plain(plain)
+    log(f"--out-dir {opts.out_dir} holds grid {bench.id} ({bench.name or _axes_name(recorded)}, {bench.status}): "
+        "continuing it with its recorded options")
+    continued = replace(recorded, out_dir=opts.out_dir, skip_existing=opts.skip_existing, force_new=False,
+                        baseline=bench.config.get("baseline_path") or recorded.baseline)
+    return continued.with_device(opts.device) if opts.device != "auto" else continued
+
+
 def join_options(store: Store, ref: str, *, device: str | None, worker_grace: float | None) -> tuple[BenchOptions, Run]:
     """The recorded options of an existing grid, for one more worker (its own device and grace)."""
     bench = resolve_bench(store, ref)
@@ -148,10 +171,7 @@ def bench_identity(opts: BenchOptions, source: BaselineSource, settings: dict) -
 
 
 def open_bench(store: Store, opts: BenchOptions, config: dict, key: str, device) -> tuple[Run, Path]:
-    """The bench run of this grid (created once) and its output folder; a folder holding another grid's
-    summary is refused before anything is written."""
-    if opts.out_dir:
-        check_out_dir(store, Path(opts.out_dir), key, force_new=opts.force_new)
+    """The bench run of this grid (created once) and its output folder (`check_out_dir` has passed)."""
     run, created = store.create_run_once(kind="bench", config=config, config_key=key, status="pending",
                                          name=_axes_name(opts), versions=versions(device))
     out_dir = Path(opts.out_dir or run.out_dir or Path("runs") / "bench" / run.id).resolve()
@@ -159,6 +179,24 @@ def open_bench(store: Store, opts: BenchOptions, config: dict, key: str, device)
         run = store.update_run(run.id, out_dir=out_dir)
     log(f"bench run {run.id} ({'new' if created else 'continuing'}) -> {out_dir}")
     return run, out_dir
+
+
+def preflight_data(store: Store, opts: BenchOptions, source: BaselineSource) -> None:
+    """`vss data check`'s cheap part on the grid's data (the given one, else the baseline's), before any row."""
+    from vss_cli.data.checks import preflight
+    from vss_cli.engine.checkpoint import read_checkpoint
+
+    dataset, data_root = opts.eval.dataset, opts.eval.data_root
+    if source.checkpoint is not None:
+        recorded = read_checkpoint(source.checkpoint.path).get("dataset", {})
+        same = not dataset or dataset == recorded.get("name")
+        dataset = dataset or recorded.get("name")
+        data_root = data_root or (recorded.get("data_root") if same else None)
+    elif source.train is not None:
+        dataset = dataset or source.train.dataset
+        data_root = data_root or source.train.data_root
+    if dataset and data_root:
+        preflight(dataset, data_root, ("train", opts.eval.split))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -198,10 +236,14 @@ def ensure_cells(store: Store, bench: Run, opts: BenchOptions, baseline: Baselin
 # the verb
 
 
-def bench_run(opts: BenchOptions, store: Store, *, join: str | None = None, prepare_only: bool = False) -> BenchOutcome:
+def bench_run(opts: BenchOptions, store: Store, *, join: str | None = None, prepare_only: bool = False,
+              continue_out_dir: bool = False) -> BenchOutcome:
     """Run (or continue, or with `join` take cells of) a grid; returns the summary once every cell is
-    completed or failed. With `prepare_only`, records the grid, its baseline and its cells and stops."""
+    completed or failed. With `prepare_only`, records the grid, its baseline and its cells and stops.
+    `continue_out_dir` (no grid options were given) continues the grid whose summary `--out-dir` holds."""
     joined = None
+    if join is None and continue_out_dir and opts.out_dir:
+        opts = continued_options(store, opts)
     if join is not None:
         opts, joined = join_options(store, join, device=None if opts.device == "auto" else opts.device,
                                     worker_grace=opts.worker_grace)
@@ -213,6 +255,9 @@ def bench_run(opts: BenchOptions, store: Store, *, join: str | None = None, prep
     if joined is not None and key != joined.config_key:
         raise ConfigError(f"bench {joined.id}'s recorded options no longer give its configuration (its baseline "
                           "file changed?): continue it with its own command line")
+    if opts.out_dir:  # before the baseline is reused or trained: nothing happens for a refused folder
+        check_out_dir(store, Path(opts.out_dir), key, force_new=opts.force_new)
+    preflight_data(store, opts, source)
     if joined is None:
         explain_baseline(store, source)
     bench, out_dir = open_bench(store, opts, config, key, device)

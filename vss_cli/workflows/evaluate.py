@@ -18,6 +18,7 @@ import torch
 import torch.nn as nn
 from torch.utils.data import Dataset
 
+from vss_cli.data.checks import preflight
 from vss_cli.data.specs import DatasetSpec
 from vss_cli.engine.progress import log
 from vss_cli.errors import ConfigError
@@ -29,9 +30,11 @@ from vss_cli.workflows.common import (
     CheckpointRef,
     check_model_name,
     check_writable,
+    choose_input_size,
     default_out_dir,
     recorded,
-    resolve_checkpoint,
+    recorded_input_size,
+    resolve_checkpoints,
     resolve_device,
     save_artifact,
     versions,
@@ -129,8 +132,8 @@ def resolve(opts: EvalOptions, store: RunStore) -> EvalSetting:
     validate(opts)
     device = resolve_device(opts.device)
     check_setup(timing_setup(opts), device)
-    base_ref = resolve_checkpoint(store, opts.baseline, option="--baseline")
-    cand_ref = resolve_checkpoint(store, opts.candidate, option="--candidate")
+    refs = resolve_checkpoints(store, {"--baseline": opts.baseline, "--candidate": opts.candidate})
+    base_ref, cand_ref = refs["--baseline"], refs["--candidate"]
     base, cand = load_checkpoint(base_ref.path, device), load_checkpoint(cand_ref.path, device)
     check_model_name(opts.model, base.spec.name, base_ref.path)
     check_model_name(opts.model, cand.spec.name, cand_ref.path)
@@ -147,7 +150,10 @@ def resolve(opts: EvalOptions, store: RunStore) -> EvalSetting:
                           f"{spec.num_classes}: pass the --dataset they were trained on")
     same_dataset = recorded_ds.get("name") == dataset
     data_root = opts.data_root or (recorded_ds.get("data_root") if same_dataset else None)
-    input_size = tuple(opts.input_size or spec.default_input_size)
+    recorded_size = (recorded_input_size(cand.dataset, cand_ref.run) if same_dataset else None)
+    input_size = choose_input_size(opts.input_size, recorded_size, spec.default_input_size,
+                                   recorded_from=str(cand_ref.path))
+    preflight(dataset, data_root, (opts.split,))
     val = build_dataset(dataset, opts.split, data_root=data_root, input_size=input_size, train=False)
     methods, note = _oracle_methods(opts, cand, cand_ref, store)
     return EvalSetting(device=device, baseline_ref=base_ref, candidate_ref=cand_ref, baseline=base, candidate=cand,

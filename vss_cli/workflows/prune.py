@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from vss_cli.data.checks import preflight
 from vss_cli.engine.checkpoint import read_checkpoint, save_checkpoint
 from vss_cli.engine.progress import log
 from vss_cli.errors import ConfigError
@@ -29,8 +30,10 @@ from vss_cli.pruning.surgery import (
 from vss_cli.store.queue import RunStore
 from vss_cli.workflows.common import (
     check_model_name,
+    choose_input_size,
     default_out_dir,
     recorded,
+    recorded_input_size,
     resolve_checkpoint,
     resolve_device,
     save_artifact,
@@ -158,9 +161,12 @@ def prune_run(opts: PruneOptions, store: RunStore) -> PruneOutcome:
     dataset = opts.dataset or ds.get("name") or "synthetic"
     dspec = get_spec(dataset)
     data_root = opts.data_root or ds.get("data_root")
-    input_size = tuple(opts.input_size or dspec.default_input_size)
+    input_size = choose_input_size(opts.input_size, recorded_input_size(ds, ref.run), dspec.default_input_size,
+                                   recorded_from=str(ref.path))
     if method.needs_data and dspec.needs_root and not data_root:
         raise ConfigError(f"method '{method.name}' needs {dataset} images: pass --data-root DIR")
+    if opts.samples > 0 and data_root:
+        preflight(dataset, data_root, ("train",))  # scored images: their labels are checked before any row
     loaded = load_checkpoint(ref.path, device)
     check_model_name(opts.model, loaded.spec.name, ref.path)
     config = {**asdict(opts), "ckpt": None, "save": None, "model": loaded.spec.name, "device": None, "dataset": dataset,
@@ -189,7 +195,8 @@ def prune_run(opts: PruneOptions, store: RunStore) -> PruneOutcome:
         if parent is not None:
             store.add_metrics(run.id, check_parent_speed(parent, model, opts, input_size, device))
         ckpt = save_artifact(store, run.id, "checkpoint", out_dir / "pruned.pt", lambda p: save_checkpoint(
-            p, model=model, spec=loaded.spec, history=history, dataset={**dspec.to_dict(), "data_root": data_root},
+            p, model=model, spec=loaded.spec, history=history, dataset={**dspec.to_dict(), "data_root": data_root,
+                                                                    "input_size": list(input_size)},
             extra={"method": opts.method, "global_ratio": opts.global_ratio}))
         save_artifact(store, run.id, "widths", out_dir / "widths.json",
                       lambda p: write_json(p, {"widths": layer_widths(model), "notes": report.notes}))

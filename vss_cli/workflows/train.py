@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from vss_cli.data.checks import preflight
 from vss_cli.engine.checkpoint import ModelSpec
 from vss_cli.engine.progress import log, log_epoch
 from vss_cli.engine.train import FitResult, TrainConfig, TrainHooks, fit, seed_everything
@@ -19,9 +20,12 @@ from vss_cli.store.queue import RunStore, refuse_live, take
 from vss_cli.store.rows import STALE_AFTER_S
 from vss_cli.workflows.common import (
     check_writable,
+    choose_input_size,
     default_out_dir,
     infer_dataset,
+    looks_like_path,
     recorded,
+    recorded_input_size,
     resolve_checkpoint,
     resolve_device,
     versions,
@@ -44,16 +48,22 @@ RESULT_FREE_FIELDS = ("save", "resume", "num_workers", "device", "tensorboard")
 
 
 def inherit_dataset(opts: TrainOptions, store: RunStore) -> TrainOptions:
-    """Fine-tuning without --dataset uses the dataset (and root) recorded in the checkpoint."""
-    if opts.dataset:
-        return opts
+    """Fine-tuning uses the dataset (and root) and the input size recorded in its checkpoint, unless
+    given; a fresh run without --dataset takes what its --data-root layout shows, else synthetic."""
     if opts.model_from:
         from vss_cli.engine.checkpoint import read_checkpoint
 
-        ds = read_checkpoint(resolve_checkpoint(store, opts.model_from, option="--model-from").path)["dataset"]
-        return TrainOptions(**{**asdict(opts), "dataset": ds.get("name", "synthetic"),
-                               "data_root": opts.data_root or ds.get("data_root")})
-    return TrainOptions(**{**asdict(opts), "dataset": infer_dataset(None, opts.data_root) or "synthetic"})
+        ref = resolve_checkpoint(store, opts.model_from, option="--model-from")
+        ds = read_checkpoint(ref.path)["dataset"]
+        same = not opts.dataset or opts.dataset == ds.get("name")
+        if not Path(opts.model_from).is_file() and looks_like_path(opts.model_from):
+            opts = replace(opts, model_from=str(ref.path))  # a seed path, resolved (and said) once
+        return replace(opts, dataset=opts.dataset or ds.get("name", "synthetic"),
+                       data_root=opts.data_root or (ds.get("data_root") if same else None),
+                       input_size=opts.input_size or (recorded_input_size(ds, ref.run) if same else None))
+    if opts.dataset:
+        return opts
+    return replace(opts, dataset=infer_dataset(None, opts.data_root) or "synthetic")
 
 
 def resolve_options(opts: TrainOptions, parent_dataset: dict | None = None) -> TrainOptions:
@@ -177,8 +187,12 @@ def train_run(opts: TrainOptions, store: RunStore, *, kind: str = "train", hooks
     device = resolve_device(opts.device)
     if opts.model_from and kind == "train":
         kind = "finetune"
+    given_size = opts.input_size
     opts = inherit_dataset(opts, store)
+    inherited_size = None if given_size else opts.input_size
     opts = resolve_options(opts)
+    choose_input_size(given_size, inherited_size, opts.input_size, recorded_from=str(opts.model_from))
+    preflight(opts.dataset, opts.data_root, ("train", "val"))  # bad labels stop here, before any run row
     if opts.tensorboard:
         from vss_cli.engine.tensorboard import require_tensorboard
 
@@ -212,7 +226,7 @@ def train_run(opts: TrainOptions, store: RunStore, *, kind: str = "train", hooks
             check_writable(store, run_id, out_dir / name)
         result = fit(model, train_loader, val_loader, cfg, num_classes=mspec.num_classes,
                      ignore_index=get_spec(opts.dataset).ignore_index, spec=mspec, history=history,
-                     dataset={**dspec, "data_root": opts.data_root}, out_dir=out_dir, hooks=hooks,
+                     dataset={**dspec, "data_root": opts.data_root, "input_size": list(opts.input_size)}, out_dir=out_dir, hooks=hooks,
                      resume_from=resume_from, class_weights=_class_weights(opts))
         if main:
             store.add_metrics(run_id, {"best_val_miou": result.best_miou, "best_epoch": result.best_epoch,
