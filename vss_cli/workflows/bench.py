@@ -45,7 +45,7 @@ from vss_cli.workflows.bench_baseline import (
 )
 from vss_cli.workflows.bench_cells import CellWork, cell_intact, starting_point, work_through
 from vss_cli.workflows.bench_options import BenchOptions
-from vss_cli.workflows.common import resolve_device, versions
+from vss_cli.workflows.common import infer_dataset, resolve_device, versions
 
 
 @dataclass
@@ -193,8 +193,8 @@ def preflight_data(store: Store, opts: BenchOptions, source: BaselineSource) -> 
         dataset = dataset or recorded.get("name")
         data_root = data_root or (recorded.get("data_root") if same else None)
     elif source.train is not None:
-        dataset = dataset or source.train.dataset
         data_root = data_root or source.train.data_root
+        dataset = dataset or infer_dataset(source.train.dataset, data_root)
     if dataset and data_root:
         preflight(dataset, data_root, ("train", opts.eval.split))
 
