@@ -13,7 +13,18 @@ from rich.progress import Progress
 from rich.table import Table
 from rich.text import Text
 
-from vss_cli.cli.options import DataRoot, Dataset, Seed, parse_list, parse_size
+from vss_cli.cli.options import (
+    DataRoot,
+    Dataset,
+    IgnoreIndex,
+    ImgSuffix,
+    NumClasses,
+    Seed,
+    SegSuffix,
+    folder_layout,
+    parse_list,
+    parse_size,
+)
 from vss_cli.cli.output import console, err_console, render_rows
 from vss_cli.cli.state import STATE
 from vss_cli.errors import ConfigError, DataError
@@ -81,6 +92,8 @@ def register(app: typer.Typer) -> None:
         data_root: DataRoot = None,
         split: Annotated[str, typer.Option("--split", help="comma-separated splits to check")] = "train,val",
         fmt: Annotated[str, typer.Option("--format", help="table or json")] = "table",
+        num_classes: NumClasses = None, ignore_index: IgnoreIndex = None, img_suffix: ImgSuffix = None,
+        seg_suffix: SegSuffix = None,
     ) -> None:
         """Check a dataset tree file by file; exit 2 when it is not usable."""
         if fmt not in CHECK_FORMATS:
@@ -89,7 +102,8 @@ def register(app: typer.Typer) -> None:
 
         name = dataset or (infer_dataset(data_root) if data_root is not None else "synthetic")
         with check_progress(fmt == "table" and not STATE.quiet and sys.stderr.isatty()) as progress:
-            report = check_dataset(name, data_root, parse_list(split), progress=progress)
+            report = check_dataset(name, data_root, parse_list(split), progress=progress,
+                                   **folder_layout(num_classes, ignore_index, img_suffix, seg_suffix))
         if report.root is not None and not _holds_images(report.root):
             raise DataError(f"no images anywhere under {report.root}: point --data-root at the {name} folder "
                             f"(the layout `vss data synth --format {name}` writes; see docs/guide.md#datasets)")
@@ -103,14 +117,15 @@ def register(app: typer.Typer) -> None:
     @group.command("synth")
     def synth(
         out: Annotated[Path, typer.Option("--out", help="folder to write the tree into")],
-        fmt: Annotated[str, typer.Option("--format", help="cityscapes or camvid")] = "cityscapes",
+        fmt: Annotated[str, typer.Option("--format", help="cityscapes, camvid or folder (img_dir/ + ann_dir/ + "
+                                         "classes.txt, mmsegmentation's custom layout)")] = "cityscapes",
         n: Annotated[int, typer.Option("--n", help="number of scenes over train/val/test (about 60/20/20)")] = 24,
         size: Annotated[str, typer.Option("--size", help="H,W of every image")] = "256,512",
         seed: Seed = 0,
         train_ids: Annotated[bool, typer.Option("--train-ids", help="also write *_gtFine_labelTrainIds.png")] = False,
         color: Annotated[bool, typer.Option("--color", help="also write *_gtFine_color.png")] = False,
     ) -> None:
-        """Write synthetic street scenes as a Cityscapes- or CamVid-format tree."""
+        """Write synthetic street scenes as a Cityscapes-, CamVid- or image/mask-folder tree."""
         from vss_cli.data.synth import write_tree
 
         tree = write_tree(out, fmt, n=n, size=parse_size(size), seed=seed, with_train_ids=train_ids,

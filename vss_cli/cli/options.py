@@ -89,10 +89,26 @@ TRAIN = {name: default_of(TrainOptions, name) for name in (
     "weight_decay", "scheduler", "warmup_epochs", "slimming_lambda", "seed", "num_workers")}
 EXPORT = {name: default_of(ExportOptions, name) for name in ("format", "fuse_bn")}
 
-Dataset = Annotated[str | None, typer.Option("--dataset", help="synthetic, cityscapes or camvid (default: what "
-                                             "the --data-root layout shows, else synthetic)")]
-CkptDataset = Annotated[str | None, typer.Option("--dataset", help="synthetic, cityscapes or camvid (default: the "
-                                                 "dataset recorded in the checkpoint)")]
+Dataset = Annotated[str | None, typer.Option("--dataset", help="synthetic, cityscapes, camvid or folder (default: "
+                                             "what the --data-root layout shows, else synthetic)")]
+CkptDataset = Annotated[str | None, typer.Option("--dataset", help="synthetic, cityscapes, camvid or folder "
+                                                 "(default: the dataset recorded in the checkpoint)")]
+NumClasses = Annotated[int | None, typer.Option("--num-classes", help="folder dataset without classes.txt: its "
+                                                "class count (masks hold 0..N-1)")]
+IgnoreIndex = Annotated[int | None, typer.Option("--ignore-index", help="folder dataset: the mask value that "
+                                                 "marks unlabelled pixels (default 255)")]
+ImgSuffix = Annotated[str | None, typer.Option("--img-suffix", help="folder dataset: image file ending, e.g. "
+                                               ".jpg (default: any common image type)")]
+SegSuffix = Annotated[str | None, typer.Option("--seg-suffix", help="folder dataset: mask file ending, e.g. "
+                                               "_mask.png (default .png)")]
+
+
+def folder_layout(num_classes: int | None = None, ignore_index: int | None = None, img_suffix: str | None = None,
+                  seg_suffix: str | None = None) -> dict:
+    """The folder-dataset settings given on the command line (the others stay the format's defaults)."""
+    given = {"num_classes": num_classes, "ignore_index": ignore_index, "img_suffix": img_suffix,
+             "seg_suffix": seg_suffix}
+    return {k: v for k, v in given.items() if v is not None}
 DataRoot = Annotated[Path | None, typer.Option("--data-root", help="dataset root folder (not needed for synthetic)")]
 Model = Annotated[str | None, typer.Option("--model", help="model name (see `vss models`); default depends on the dataset")]
 InputSize = Annotated[str | None, typer.Option("--input-size", help="H,W crop/evaluation size; default depends on the dataset")]

@@ -67,7 +67,8 @@ def train(
     class_weights: ClassWeights = False, sync_bn: SyncBN = False, max_iters_per_epoch: o.MaxIters = None,
     model_from: Annotated[str | None, typer.Option("--model-from", help="start from this (pruned) checkpoint or "
                                                    "run: the same as `vss finetune`")] = None,
-    tensorboard: o.TensorBoard = None,
+    tensorboard: o.TensorBoard = None, num_classes: o.NumClasses = None, ignore_index: o.IgnoreIndex = None,
+    img_suffix: o.ImgSuffix = None, seg_suffix: o.SegSuffix = None,
 ) -> None:
     """Train a baseline (defaults: built-in synthetic data and the small default model)."""
     from vss_cli.workflows.train import TrainOptions, train_run
@@ -78,6 +79,7 @@ def train(
         warmup_epochs=warmup_epochs, slimming_lambda=slimming_lambda, seed=seed, device=device,
         num_workers=num_workers, class_weights=class_weights, sync_bn=sync_bn,
         max_iters_per_epoch=max_iters_per_epoch, model_from=model_from, resume=resume,
+        dataset_options=o.folder_layout(num_classes, ignore_index, img_suffix, seg_suffix),
         **_common(data_root, input_size, amp, amp_dtype, save, tensorboard),
     )
     _print(train_run(opts, STATE.store()), "finetune" if model_from else "train")

@@ -1,4 +1,5 @@
-"""Datasets: specs, the built-in synthetic scenes, Cityscapes and CamVid, paired transforms, loaders."""
+"""Datasets: specs, the built-in synthetic scenes, Cityscapes, CamVid and image/mask folders, paired
+transforms, loaders."""
 
 from __future__ import annotations
 
@@ -12,15 +13,25 @@ from torch.utils.data.distributed import DistributedSampler
 
 from vss_cli.data.camvid import CamVidSegmentation, median_frequency_weights
 from vss_cli.data.cityscapes import CityscapesSegmentation
-from vss_cli.data.specs import SPLITS, DatasetSpec, get_spec, list_datasets, register_dataset
+from vss_cli.data.folder import FolderSegmentation
+from vss_cli.data.specs import (
+    SPLITS,
+    DatasetSpec,
+    dataset_defaults,
+    get_spec,
+    list_datasets,
+    recorded_spec,
+    register_dataset,
+)
 from vss_cli.data.synthetic import SyntheticScenes
 from vss_cli.data.transforms import eval_transform, train_transform
 from vss_cli.errors import ConfigError, DataError
 from vss_cli.signals import leave_stop_signals_to_the_parent
 
 __all__ = [
-    "BuildRequest", "DatasetSpec", "build_dataset", "build_loader", "class_weights", "get_spec", "list_datasets",
-    "register_dataset", "register_builder",
+    "BuildRequest", "DatasetSpec", "build_dataset", "build_loader", "class_weights", "dataset_defaults", "get_spec",
+    "list_datasets",
+    "recorded_spec", "register_dataset", "register_builder",
 ]
 
 # The synthetic scenes are one fixed set, whatever the run's seed, so that every training run and
@@ -36,6 +47,7 @@ class BuildRequest:
     root: Path | None
     size: tuple[int, int]
     transform: Callable | None
+    spec: DatasetSpec | None = None
 
 
 Builder = Callable[[BuildRequest], Dataset]
@@ -69,6 +81,11 @@ def _build_camvid(request: BuildRequest) -> Dataset:
     return CamVidSegmentation(request.root, request.split, request.transform)
 
 
+@register_builder("folder")
+def _build_folder(request: BuildRequest) -> Dataset:
+    return FolderSegmentation(request.root, request.split, request.spec, request.transform)
+
+
 def _require_root(spec: DatasetSpec, data_root: str | Path | None) -> Path | None:
     if data_root is None:
         if spec.needs_root:
@@ -81,16 +98,17 @@ def _require_root(spec: DatasetSpec, data_root: str | Path | None) -> Path | Non
     return root
 
 
-def build_dataset(name: str, split: str, *, data_root: str | Path | None = None,
+def build_dataset(name: str | DatasetSpec, split: str, *, data_root: str | Path | None = None,
                   input_size: tuple[int, int] | None = None, train: bool = False, seed: int = 0) -> Dataset:
     """A Dataset of `(image float32 [3, H, W] normalised, label int64 [H, W])`, ignore pixels = 255.
 
     `train=True` applies random scale (`spec.train_scale` of `input_size`) / crop / flip; otherwise
     images are resized to `input_size` (default: the spec's). `seed` never changes the data (see
     SYNTHETIC_DATA_SEED); augmentation draws from torch's RNG, i.e. `torch.manual_seed` in the main
-    process and the loader's seeded per-worker streams.
+    process and the loader's seeded per-worker streams. `name` may be a resolved spec (a folder
+    dataset's, with its classes and layout).
     """
-    spec = get_spec(name)
+    spec = get_spec(name, data_root)
     if split not in SPLITS:
         raise ConfigError(f"unknown split '{split}': choose one of {', '.join(SPLITS)}")
     root = _require_root(spec, data_root)
@@ -99,7 +117,7 @@ def build_dataset(name: str, split: str, *, data_root: str | Path | None = None,
         transform = train_transform(size, spec.mean, spec.std, scale=spec.train_scale)
     else:
         transform = eval_transform(size, spec.mean, spec.std)
-    return _BUILDERS[spec.name](BuildRequest(split, root, size, transform))
+    return _BUILDERS[spec.name](BuildRequest(split, root, size, transform, spec))
 
 
 class ShardSampler(torch.utils.data.Sampler):
@@ -146,9 +164,10 @@ def build_loader(dataset: Dataset, *, batch_size: int, train: bool, num_workers:
     )
 
 
-def class_weights(name: str, data_root: str | Path | None = None, *, split: str = "train") -> torch.Tensor:
+def class_weights(name: str | DatasetSpec, data_root: str | Path | None = None, *,
+                  split: str = "train") -> torch.Tensor:
     """Median-frequency class weights of a dataset's raw training labels (for a weighted loss)."""
-    spec = get_spec(name)
+    spec = get_spec(name, data_root)
     root = _require_root(spec, data_root)
-    dataset = _BUILDERS[spec.name](BuildRequest(split, root, spec.default_input_size, None))
+    dataset = _BUILDERS[spec.name](BuildRequest(split, root, spec.default_input_size, None, spec))
     return median_frequency_weights(dataset, spec.num_classes)

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from vss_cli.data import camvid, cityscapes
+from vss_cli.data import camvid, cityscapes, folder
 from vss_cli.data.specs import SPLITS, DatasetSpec, get_spec
 from vss_cli.errors import ConfigError, DataError
 
@@ -314,13 +314,53 @@ def check_camvid(report: CheckReport, spec: DatasetSpec, splits: Sequence[str], 
         check_camvid_split(report, spec, split, progress)
 
 
+def folder_label_rule(spec: DatasetSpec) -> LabelRule:
+    layout = folder.layout_of(spec)
+    valid = frozenset(range(spec.num_classes)) | {layout.ignore_index}
+    return LabelRule(valid, f"class ids 0..{spec.num_classes - 1} of the {spec.num_classes} classes, and ignore "
+                            f"{layout.ignore_index}")
+
+
+def check_folder_split(report: CheckReport, spec: DatasetSpec, split: str, progress: Progress | None) -> None:
+    image_folder, label_folder = report.root / folder.IMAGE_DIR / split, report.root / folder.LABEL_DIR / split
+    if not require_folders(report, split, (image_folder, label_folder)):
+        report.counts.append(SplitCount(split, 0, 0, None))
+        return
+    layout = folder.layout_of(spec)
+    images, labels = folder.list_pairs(report.root, split, layout)
+    for stem in sorted(images.keys() - labels.keys()):
+        report.error(split, images[stem], f"image has no mask: expected "
+                                          f"{report.relative(label_folder / stem)}{layout.seg_suffix}")
+    for stem in sorted(labels.keys() - images.keys()):
+        report.error(split, labels[stem], f"mask has no image: expected {report.relative(image_folder / stem)}"
+                                          f"{' or '.join(layout.image_suffixes())}")
+    check_count(report, spec, split, len(images), len(labels), image_folder)
+    rule = folder_label_rule(spec)
+    check_pairs(report, split, [(images[s], labels[s], rule) for s in sorted(images.keys() & labels.keys())], progress)
+
+
+def check_folder(report: CheckReport, spec: DatasetSpec, splits: Sequence[str], progress: Progress | None) -> None:
+    top = [report.root / folder.IMAGE_DIR, report.root / folder.LABEL_DIR]
+    if not require_folders(report, "", top):
+        report.counts.extend(SplitCount(split, 0, 0, None) for split in splits)
+        return
+    names = folder.read_classes(report.root)
+    source = f"{folder.CLASSES_FILE}" if names is not None else "--num-classes"
+    report.add("info", "", "", f"{spec.num_classes} classes (from {source}), ignore index "
+                               f"{folder.layout_of(spec).ignore_index}")
+    for split in splits:
+        check_folder_split(report, spec, split, progress)
+
+
 Checker = Callable[[CheckReport, DatasetSpec, Sequence[str], "Progress | None"], None]
-CHECKERS: dict[str, Checker] = {"synthetic": check_synthetic, "cityscapes": check_cityscapes, "camvid": check_camvid}
+CHECKERS: dict[str, Checker] = {"synthetic": check_synthetic, "cityscapes": check_cityscapes, "camvid": check_camvid,
+                                "folder": check_folder}
 
 # top-level folders that identify a format when --dataset is not given
 LAYOUT_MARKERS: dict[str, tuple[str, ...]] = {
     "cityscapes": (cityscapes.IMAGE_DIR, cityscapes.LABEL_DIR),
     "camvid": tuple(camvid.annot_dir(split) for split in SPLITS),
+    "folder": (folder.IMAGE_DIR, folder.LABEL_DIR),
 }
 
 
@@ -334,28 +374,44 @@ def require_root(spec: DatasetSpec, data_root: str | Path | None) -> Path:
 
 
 def infer_dataset(data_root: str | Path) -> str:
-    """Guess the format of a tree from its top-level folders (near-miss names count too)."""
+    """Guess the format of a tree from its top-level folders (near-miss names count too); a root one
+    folder off (the folder above the tree, or one inside it) is named in the error as the fix."""
     root = Path(data_root).expanduser()
     if not root.is_dir():
         raise DataError(f"data root {root} does not exist: pass --data-root pointing at an existing folder")
+    found = layout_of(root)
+    if found is not None:
+        return found
+    nearby = [p for p in (*sorted(q for q in root.iterdir() if q.is_dir()), root.parent)
+              if layout_of(p, exact=True) is not None]
+    if nearby:
+        fix = nearby[0]
+        raise DataError(f"{root} is one folder off a {layout_of(fix, exact=True)} tree: pass --data-root {fix}")
+    raise DataError(f"cannot tell the format of {root}: expected leftImg8bit/ and gtFine/ (cityscapes), "
+                    "train/ and trainannot/ (camvid) or img_dir/ and ann_dir/ (folder); pass --dataset, or "
+                    "point --data-root at the folder that holds them")
+
+
+def layout_of(root: Path, *, exact: bool = False) -> str | None:
+    """The format whose top-level folders `root` holds (near-miss names too unless `exact`)."""
     names = [p.name for p in root.iterdir() if p.is_dir()]
-    for exact in (True, False):
+    for exact_pass in (True,) if exact else (True, False):
         for dataset, markers in LAYOUT_MARKERS.items():
-            if any(_matches(marker, names, exact) for marker in markers):
+            if any(_matches(marker, names, exact_pass) for marker in markers):
                 return dataset
-    raise DataError(f"cannot tell the format of {root}: expected leftImg8bit/ and gtFine/ (cityscapes) or "
-                    "train/ and trainannot/ (camvid); pass --dataset")
+    return None
 
 
 def _matches(marker: str, names: list[str], exact: bool) -> bool:
     return marker in names if exact else bool(difflib.get_close_matches(marker, names, n=1, cutoff=0.8))
 
 
-def check_dataset(name: str, data_root: str | Path | None, splits: Sequence[str] = ("train", "val"),
-                  progress: Progress | None = None, *, sample: int | None = None) -> CheckReport:
+def check_dataset(name: str | DatasetSpec, data_root: str | Path | None, splits: Sequence[str] = ("train", "val"),
+                  progress: Progress | None = None, *, sample: int | None = None, **layout) -> CheckReport:
     """Check a dataset tree; a missing root raises DataError, every other fault becomes a Finding.
-    With `sample`, pairing and folders are checked in full but only `sample` pairs per split are decoded."""
-    spec = get_spec(name)
+    With `sample`, pairing and folders are checked in full but only `sample` pairs per split are decoded.
+    `layout`: a folder dataset's settings (num_classes, ignore_index, img_suffix, seg_suffix)."""
+    spec = get_spec(name, data_root, **layout)
     unknown = [s for s in splits if s not in SPLITS]
     if unknown or not splits:
         raise ConfigError(f"--split {','.join(splits)} is not valid: choose from {', '.join(SPLITS)}")
@@ -368,7 +424,7 @@ def check_dataset(name: str, data_root: str | Path | None, splits: Sequence[str]
 PREFLIGHT_SAMPLE = 8  # label files decoded per split before a train, finetune, eval or bench starts
 
 
-def preflight(name: str, data_root: str | Path | None, splits: Sequence[str]) -> None:
+def preflight(name: str | DatasetSpec, data_root: str | Path | None, splits: Sequence[str]) -> None:
     """The cheap part of `vss data check`, run before any work: folders, pairing, and label values,
     modes and sizes on `PREFLIGHT_SAMPLE` files per split. Raises DataError naming the first bad
     file (and a likely swap of label kinds); built-in datasets pass."""

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
 from vss_cli.errors import ConfigError
@@ -35,6 +36,7 @@ class DatasetSpec:
     ignore_index: int = IGNORE_INDEX
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
+    layout: Mapping[str, Any] = field(default_factory=dict, hash=False)  # a per-tree format's settings (folder)
 
     def __post_init__(self) -> None:
         if len(self.palette) != len(self.class_names):
@@ -42,6 +44,7 @@ class DatasetSpec:
         # private copies so a caller mutating its dict cannot change a registered spec
         object.__setattr__(self, "split_sizes", dict(self.split_sizes))
         object.__setattr__(self, "default_model_kwargs", dict(self.default_model_kwargs))
+        object.__setattr__(self, "layout", dict(self.layout))
 
     @property
     def num_classes(self) -> int:
@@ -75,6 +78,9 @@ def _json_safe(value: Any) -> Any:
 
 
 _SPECS: dict[str, DatasetSpec] = {}
+# formats whose classes live with each tree (folder): name -> (template spec, factory(template, root, **layout))
+SpecFactory = Callable[..., DatasetSpec]
+_FACTORIES: dict[str, SpecFactory] = {}
 
 
 def register_dataset(spec: DatasetSpec) -> DatasetSpec:
@@ -83,12 +89,40 @@ def register_dataset(spec: DatasetSpec) -> DatasetSpec:
     return spec
 
 
-def get_spec(name: str) -> DatasetSpec:
-    """The registered spec called `name`; an unknown name is a ConfigError listing the known ones."""
+def register_spec_factory(template: DatasetSpec, factory: SpecFactory) -> DatasetSpec:
+    """A format whose spec depends on its tree: `get_spec(name, root, **layout)` calls
+    `factory(template, root, **layout)`; the template carries the defaults (model, epochs, size)."""
+    register_dataset(template)
+    _FACTORIES[template.name] = factory
+    return template
+
+
+def get_spec(name: str | DatasetSpec, data_root: str | Path | None = None, **layout: Any) -> DatasetSpec:
+    """The spec called `name` (a spec passes through); an unknown name is a ConfigError listing the
+    known ones. A per-tree format (folder) reads its classes from `data_root` with `layout` settings."""
+    if isinstance(name, DatasetSpec):
+        return name
     try:
-        return _SPECS[name]
+        spec = _SPECS[name]
     except KeyError:
         raise ConfigError(f"unknown dataset '{name}': choose one of {', '.join(list_datasets())}") from None
+    if name in _FACTORIES:
+        return _FACTORIES[name](spec, data_root, **{k: v for k, v in layout.items() if v is not None})
+    return spec
+
+
+def dataset_defaults(name: str) -> DatasetSpec:
+    """The format's own defaults (model, epochs, batch, lr, size, whether it needs a root), also for a
+    per-tree format whose classes are known only with its root."""
+    return get_spec(name) if name not in _FACTORIES else _SPECS[name]
+
+
+def recorded_spec(name: str, data_root: str | Path | None, recorded: Mapping[str, Any] | None) -> DatasetSpec:
+    """The spec of dataset `name` for a checkpoint whose dataset record is `recorded`: a per-tree
+    format reuses the recorded layout (classes, suffixes) when the record is of the same dataset."""
+    recorded = recorded or {}
+    layout = recorded.get("layout") or {} if recorded.get("name") == name else {}
+    return get_spec(name, data_root, **layout)
 
 
 def list_datasets() -> list[str]:

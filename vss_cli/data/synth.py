@@ -1,5 +1,5 @@
-"""Write synthetic scenes as a real-format dataset tree (Cityscapes or CamVid), for trying the
-real-data code paths and `vss data check` without downloading anything."""
+"""Write synthetic scenes as a real-format dataset tree (Cityscapes, CamVid, or an mmsegmentation-style
+image/mask folder), for trying the real-data code paths and `vss data check` without downloading anything."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from vss_cli.data import folder
 from vss_cli.data.camvid import VOID_LABEL, annot_dir
 from vss_cli.data.cityscapes import (
     COLOR_SUFFIX,
@@ -116,8 +117,23 @@ def write_camvid_scene(out: Path, split: str, index: int, image: np.ndarray, lab
     return 2
 
 
+def write_folder_scene(out: Path, split: str, index: int, image: np.ndarray, label: np.ndarray,
+                       options: TreeOptions) -> int:
+    """`img_dir/<split>/<stem>.png` and `ann_dir/<split>/<stem>.png` (the synthetic class ids, 255 = ignore),
+    plus `classes.txt` once."""
+    name = f"synth_{split}_{index:04d}.png"
+    save_png(image, out / folder.IMAGE_DIR / split / name)
+    save_png(label.astype(np.uint8), out / folder.LABEL_DIR / split / name)
+    classes = out / folder.CLASSES_FILE
+    if classes.is_file():
+        return 2
+    classes.write_text("".join(f"{n}\n" for n in SYNTHETIC.class_names), encoding="utf-8")
+    return 3
+
+
 SceneWriter = Callable[[Path, str, int, np.ndarray, np.ndarray, TreeOptions], int]
-WRITERS: dict[str, SceneWriter] = {"cityscapes": write_cityscapes_scene, "camvid": write_camvid_scene}
+WRITERS: dict[str, SceneWriter] = {"cityscapes": write_cityscapes_scene, "camvid": write_camvid_scene,
+                                   "folder": write_folder_scene}
 
 
 def write_tree(out: str | Path, fmt: str = "cityscapes", n: int = 24, size: tuple[int, int] = (256, 512),

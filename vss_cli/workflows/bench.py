@@ -183,20 +183,23 @@ def open_bench(store: Store, opts: BenchOptions, config: dict, key: str, device)
 
 def preflight_data(store: Store, opts: BenchOptions, source: BaselineSource) -> None:
     """`vss data check`'s cheap part on the grid's data (the given one, else the baseline's), before any row."""
+    from vss_cli.data import get_spec, recorded_spec
     from vss_cli.data.checks import preflight
     from vss_cli.engine.checkpoint import read_checkpoint
 
-    dataset, data_root = opts.eval.dataset, opts.eval.data_root
+    dataset, data_root, spec = opts.eval.dataset, opts.eval.data_root, None
     if source.checkpoint is not None:
         recorded = read_checkpoint(source.checkpoint.path).get("dataset", {})
         same = not dataset or dataset == recorded.get("name")
         dataset = dataset or recorded.get("name")
         data_root = data_root or (recorded.get("data_root") if same else None)
+        spec = recorded_spec(dataset, data_root, recorded) if dataset and data_root else None
     elif source.train is not None:
         data_root = data_root or source.train.data_root
         dataset = dataset or infer_dataset(source.train.dataset, data_root)
-    if dataset and data_root:
-        preflight(dataset, data_root, ("train", opts.eval.split))
+        spec = get_spec(dataset, data_root, **source.train.dataset_options) if dataset and data_root else None
+    if spec is not None:
+        preflight(spec, data_root, ("train", opts.eval.split))
 
 
 # ----------------------------------------------------------------------------------------------

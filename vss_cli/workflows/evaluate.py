@@ -126,7 +126,7 @@ def _oracle_methods(opts: EvalOptions, candidate: LoadedCheckpoint, ref: Checkpo
 
 def resolve(opts: EvalOptions, store: RunStore) -> EvalSetting:
     """Check options, checkpoints, class counts and the dataset; raises VssError on bad input."""
-    from vss_cli.data import build_dataset, get_spec
+    from vss_cli.data import build_dataset, recorded_spec
     from vss_cli.engine.speed import check_setup, timing_setup
 
     validate(opts)
@@ -144,17 +144,17 @@ def resolve(opts: EvalOptions, store: RunStore) -> EvalSetting:
         )
     recorded_ds = cand.dataset or base.dataset
     dataset = opts.dataset or recorded_ds.get("name") or "synthetic"
-    spec = get_spec(dataset)
+    same_dataset = recorded_ds.get("name") == dataset
+    data_root = opts.data_root or (recorded_ds.get("data_root") if same_dataset else None)
+    spec = recorded_spec(dataset, data_root, recorded_ds)
     if spec.num_classes != cand.spec.num_classes:
         raise ConfigError(f"the models predict {cand.spec.num_classes} classes but {dataset} has "
                           f"{spec.num_classes}: pass the --dataset they were trained on")
-    same_dataset = recorded_ds.get("name") == dataset
-    data_root = opts.data_root or (recorded_ds.get("data_root") if same_dataset else None)
     recorded_size = (recorded_input_size(cand.dataset, cand_ref.run) if same_dataset else None)
     input_size = choose_input_size(opts.input_size, recorded_size, spec.default_input_size,
                                    recorded_from=str(cand_ref.path))
-    preflight(dataset, data_root, (opts.split,))
-    val = build_dataset(dataset, opts.split, data_root=data_root, input_size=input_size, train=False)
+    preflight(spec, data_root, (opts.split,))
+    val = build_dataset(spec, opts.split, data_root=data_root, input_size=input_size, train=False)
     methods, note = _oracle_methods(opts, cand, cand_ref, store)
     return EvalSetting(device=device, baseline_ref=base_ref, candidate_ref=cand_ref, baseline=base, candidate=cand,
                        dataset=dataset, data_root=data_root, spec=spec, input_size=input_size, val=val,
@@ -213,7 +213,7 @@ def oracle_section(setting: EvalSetting, opts: EvalOptions) -> dict:
         images=setting.val, samples=opts.oracle_samples, layers=opts.oracle_layers, batch_size=opts.batch_size,
         device=setting.device, num_classes=setting.baseline.spec.num_classes, ignore_index=setting.spec.ignore_index,
         input_size=setting.input_size, note=setting.oracle_note,
-        score_batches=sample_source(setting.dataset, setting.data_root, setting.input_size, opts.oracle_samples,
+        score_batches=sample_source(setting.spec, setting.data_root, setting.input_size, opts.oracle_samples,
                                     opts.batch_size, 0),
     ))
 

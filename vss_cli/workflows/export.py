@@ -133,13 +133,14 @@ def deployable(model: nn.Module, fuse_bn: bool) -> tuple[nn.Module, int]:
 
 def export_run(opts: ExportOptions, store) -> ExportOutcome:
     """Write the export, check it against torch, and record it as an `export` run."""
-    from vss_cli.data import get_spec
+    from vss_cli.data import dataset_defaults
     from vss_cli.store import config_key, file_sha256
 
     exporter = _check(opts)
     ref = resolve_checkpoint(store, opts.run, option="RUN")
     loaded = load_checkpoint(ref.path, "cpu")
-    input_size = tuple(opts.input_size or get_spec(loaded.dataset.get("name", "synthetic")).default_input_size)
+    input_size = tuple(opts.input_size or loaded.dataset.get("input_size")
+                       or dataset_defaults(loaded.dataset.get("name", "synthetic")).default_input_size)
     config = {**asdict(opts), "run": None, "out": None, "input_size": list(input_size), "kind": "export",
               "model": loaded.spec.name, "opset": ONNX_OPSET if opts.format == "onnx" else None}
     parents = [(ref.run_id, "exported-from")] if ref.run_id else []

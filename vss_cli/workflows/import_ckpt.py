@@ -142,7 +142,7 @@ def import_run(opts: ImportOptions, store) -> ImportOutcome:
     path = Path(opts.ckpt)
     state, form = extract_state_dict(_load_any(path, opts.trust_pickle), path)
     dataset = infer_dataset(opts.dataset, opts.data_root) or "synthetic"
-    dspec = get_spec(dataset)
+    dspec = get_spec(dataset, opts.data_root)
     model = build_model(opts.model, dspec.num_classes, **opts.model_kwargs)
     options = "".join(f" {k}={v}" for k, v in opts.model_kwargs.items())
     load_strict(model, state, f"{opts.model}{options} with {dspec.num_classes} classes ({dataset})")

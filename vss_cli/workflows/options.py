@@ -42,6 +42,7 @@ class TrainOptions:
 
     dataset: str | None = None  # None: the parent checkpoint's dataset, else synthetic
     data_root: str | None = None
+    dataset_options: dict = field(default_factory=dict)  # folder: num_classes, ignore_index, img/seg_suffix
     model: str | None = None
     model_kwargs: dict = field(default_factory=dict)
     epochs: int | None = None

@@ -85,7 +85,7 @@ def _display(tensor: torch.Tensor, spec: DatasetSpec) -> np.ndarray:
 def split_samples(spec: DatasetSpec, split: str, data_root, size, n: int) -> list[Sample]:
     from vss_cli.data import build_dataset
 
-    dataset = build_dataset(spec.name, split, data_root=data_root, input_size=size, train=False)
+    dataset = build_dataset(spec, split, data_root=data_root, input_size=size, train=False)
     out = []
     for i in range(min(n, len(dataset))):
         tensor, label = dataset[i]
@@ -143,7 +143,7 @@ class Setting:
 
 def resolve(opts: PredictOptions, store) -> Setting:
     """Check the options, load the checkpoints and pick the dataset; nothing is written yet."""
-    from vss_cli.data import get_spec
+    from vss_cli.data import recorded_spec
 
     _check(opts)
     device = resolve_device(opts.device)
@@ -152,7 +152,9 @@ def resolve(opts: PredictOptions, store) -> Setting:
         refs["candidate"] = resolve_checkpoint(store, opts.candidate, option="--candidate")
     models = {side: load_checkpoint(ref.path, device) for side, ref in refs.items()}
     recorded_ds = models["baseline"].dataset
-    spec = get_spec(opts.dataset or recorded_ds.get("name") or "synthetic")
+    name = opts.dataset or recorded_ds.get("name") or "synthetic"
+    spec = recorded_spec(name, opts.data_root or (recorded_ds.get("data_root") if recorded_ds.get("name") == name
+                                                  else None), recorded_ds)
     for side, loaded in models.items():
         if loaded.spec.num_classes != spec.num_classes:
             raise ConfigError(f"the {side} {refs[side].path} predicts {loaded.spec.num_classes} classes but "

@@ -111,7 +111,7 @@ def validate(opts: PruneOptions) -> None:
         raise ConfigError("--require-speedup needs the parent timing: pass --speed-check-iters N with N > 0")
 
 
-def sample_source(dataset: str, data_root: str | None, input_size, samples: int, batch_size: int, seed: int):
+def sample_source(dataset, data_root: str | None, input_size, samples: int, batch_size: int, seed: int):
     """Minibatches of the first `samples` training images after a seeded shuffle, without augmentation."""
     from vss_cli.data import build_dataset
 
@@ -127,15 +127,15 @@ def sample_source(dataset: str, data_root: str | None, input_size, samples: int,
     return batches
 
 
-def make_fit(dataset: str, data_root: str | None, input_size, seed: int, device):
+def make_fit(dataset, data_root: str | None, input_size, seed: int, device):
     """The `ctx.fit` given to methods: `engine.fit` on the training split with the dataset's recipe."""
 
     def run_fit(model, hooks, epochs: int, lr: float | None = None, optimizer=None, max_iters: int | None = None):
         from vss_cli.data import build_dataset, build_loader, get_spec
         from vss_cli.engine.train import TrainConfig, fit
 
-        spec = get_spec(dataset)
-        train = build_loader(build_dataset(dataset, "train", data_root=data_root, input_size=input_size, train=True,
+        spec = get_spec(dataset, data_root)
+        train = build_loader(build_dataset(spec, "train", data_root=data_root, input_size=input_size, train=True,
                                            seed=seed), batch_size=spec.default_batch_size, train=True, seed=seed)
         cfg = TrainConfig(epochs=epochs, lr=lr or spec.default_lr, seed=seed, device=str(device),
                           max_iters_per_epoch=max_iters)
@@ -147,7 +147,7 @@ def make_fit(dataset: str, data_root: str | None, input_size, seed: int, device)
 
 def prune_run(opts: PruneOptions, store: RunStore) -> PruneOutcome:
     """Prune a checkpoint with one method at a global ratio; returns the new run and checkpoint."""
-    from vss_cli.data import get_spec
+    from vss_cli.data import recorded_spec
     from vss_cli.engine.complexity import count_complexity
     from vss_cli.engine.speed import check_dtype
     from vss_cli.store import config_key, file_sha256
@@ -159,14 +159,14 @@ def prune_run(opts: PruneOptions, store: RunStore) -> PruneOutcome:
     ref = resolve_checkpoint(store, opts.ckpt)
     ds = read_checkpoint(ref.path).get("dataset", {})
     dataset = opts.dataset or ds.get("name") or "synthetic"
-    dspec = get_spec(dataset)
     data_root = opts.data_root or ds.get("data_root")
+    dspec = recorded_spec(dataset, data_root, ds)
     input_size = choose_input_size(opts.input_size, recorded_input_size(ds, ref.run), dspec.default_input_size,
                                    recorded_from=str(ref.path))
     if method.needs_data and dspec.needs_root and not data_root:
         raise ConfigError(f"method '{method.name}' needs {dataset} images: pass --data-root DIR")
     if opts.samples > 0 and data_root:
-        preflight(dataset, data_root, ("train",))  # scored images: their labels are checked before any row
+        preflight(dspec, data_root, ("train",))  # scored images: their labels are checked before any row
     loaded = load_checkpoint(ref.path, device)
     check_model_name(opts.model, loaded.spec.name, ref.path)
     config = {**asdict(opts), "ckpt": None, "save": None, "model": loaded.spec.name, "device": None, "dataset": dataset,
@@ -183,9 +183,9 @@ def prune_run(opts: PruneOptions, store: RunStore) -> PruneOutcome:
         budget, latency = budget_for(store, opts, input_size, device)
         report, history = prune_model(
             model, loaded.spec.name, method, opts, input_size=input_size, device=device,
-            batch_source=sample_source(dataset, data_root, input_size, opts.samples, opts.batch_size, opts.seed)
+            batch_source=sample_source(dspec, data_root, input_size, opts.samples, opts.batch_size, opts.seed)
             if opts.samples > 0 else None,
-            fit=make_fit(dataset, data_root, input_size, opts.seed, device),
+            fit=make_fit(dspec, data_root, input_size, opts.seed, device),
             num_classes=loaded.spec.num_classes, ignore_index=dspec.ignore_index,
             count=lambda m: count_complexity(m, input_size), old_history=loaded.history,
             parent_config=dict(getattr(ref.run, "config", None) or {}), budget=budget,

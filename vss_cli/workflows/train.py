@@ -60,17 +60,25 @@ def inherit_dataset(opts: TrainOptions, store: RunStore) -> TrainOptions:
             opts = replace(opts, model_from=str(ref.path))  # a seed path, resolved (and said) once
         return replace(opts, dataset=opts.dataset or ds.get("name", "synthetic"),
                        data_root=opts.data_root or (ds.get("data_root") if same else None),
+                       dataset_options=opts.dataset_options or (dict(ds.get("layout") or {}) if same else {}),
                        input_size=opts.input_size or (recorded_input_size(ds, ref.run) if same else None))
     if opts.dataset:
         return opts
     return replace(opts, dataset=infer_dataset(None, opts.data_root) or "synthetic")
 
 
-def resolve_options(opts: TrainOptions, parent_dataset: dict | None = None) -> TrainOptions:
-    """Fill dataset defaults and validate ranges before anything is written."""
+def dataset_spec(opts: TrainOptions):
+    """The dataset spec of the options (a folder dataset's classes and layout included)."""
     from vss_cli.data import get_spec
 
-    spec = get_spec(opts.dataset)
+    return get_spec(opts.dataset, opts.data_root, **opts.dataset_options)
+
+
+def resolve_options(opts: TrainOptions, parent_dataset: dict | None = None) -> TrainOptions:
+    """Fill dataset defaults and validate ranges before anything is written."""
+    from vss_cli.data import dataset_defaults
+
+    spec = dataset_defaults(opts.dataset)  # its root (and a folder tree's classes) are checked below
     if spec.needs_root and not opts.data_root:
         raise ConfigError(f"--dataset {spec.name} needs --data-root DIR (the folder laid out as the guide says)")
     model = opts.model or (parent_dataset or {}).get("model") or spec.default_model
@@ -140,9 +148,10 @@ def _distributed_setup(device: torch.device) -> tuple[bool, int, int]:
 def _loaders(opts: TrainOptions, distributed: bool):
     from vss_cli.data import build_dataset, build_loader
 
-    train_ds = build_dataset(opts.dataset, "train", data_root=opts.data_root, input_size=opts.input_size,
+    spec = dataset_spec(opts)
+    train_ds = build_dataset(spec, "train", data_root=opts.data_root, input_size=opts.input_size,
                              train=True, seed=opts.seed)
-    val_ds = build_dataset(opts.dataset, "val", data_root=opts.data_root, input_size=opts.input_size,
+    val_ds = build_dataset(spec, "val", data_root=opts.data_root, input_size=opts.input_size,
                            train=False, seed=opts.seed)
     train = build_loader(train_ds, batch_size=opts.batch_size, train=True, num_workers=opts.num_workers,
                          seed=opts.seed, distributed=distributed)
@@ -156,15 +165,14 @@ def _class_weights(opts: TrainOptions):
         return None
     from vss_cli.data import class_weights
 
-    return class_weights(opts.dataset, opts.data_root)
+    return class_weights(dataset_spec(opts), opts.data_root)
 
 
 def prepare_model(opts: TrainOptions, store: RunStore):
     """Build the model (fresh, or from a pruned checkpoint for finetune); returns (model, spec, history, parent)."""
-    from vss_cli.data import get_spec
     from vss_cli.models import build_model
 
-    spec = get_spec(opts.dataset)
+    spec = dataset_spec(opts)
     if opts.model_from:
         ref = resolve_checkpoint(store, opts.model_from, option="--model-from")
         loaded = load_checkpoint(ref.path)
@@ -182,8 +190,6 @@ def prepare_model(opts: TrainOptions, store: RunStore):
 
 def train_run(opts: TrainOptions, store: RunStore, *, kind: str = "train", hooks: TrainHooks | None = None) -> TrainOutcome:
     """Train (or fine-tune) a model and record the run, its checkpoints and per-epoch metrics."""
-    from vss_cli.data import get_spec
-
     device = resolve_device(opts.device)
     if opts.model_from and kind == "train":
         kind = "finetune"
@@ -192,7 +198,7 @@ def train_run(opts: TrainOptions, store: RunStore, *, kind: str = "train", hooks
     inherited_size = None if given_size else opts.input_size
     opts = resolve_options(opts)
     choose_input_size(given_size, inherited_size, opts.input_size, recorded_from=str(opts.model_from))
-    preflight(opts.dataset, opts.data_root, ("train", "val"))  # bad labels stop here, before any run row
+    preflight(dataset_spec(opts), opts.data_root, ("train", "val"))  # bad labels stop here, before any run row
     if opts.tensorboard:
         from vss_cli.engine.tensorboard import require_tensorboard
 
@@ -212,7 +218,8 @@ def train_run(opts: TrainOptions, store: RunStore, *, kind: str = "train", hooks
     run_id, out_dir, resume_from = None, None, None
     if main:
         run_id, out_dir, resume_from = _open_run(store, kind, config, key, opts, parent, device, world)
-    dspec = get_spec(opts.dataset).to_dict()
+    dataset = dataset_spec(opts)
+    dspec = dataset.to_dict()
     cfg = TrainConfig(
         epochs=opts.epochs, lr=opts.lr, weight_decay=opts.weight_decay, scheduler=opts.scheduler,
         warmup_epochs=opts.warmup_epochs, amp=opts.amp,
@@ -225,7 +232,7 @@ def train_run(opts: TrainOptions, store: RunStore, *, kind: str = "train", hooks
         for name in ("best.pt", "last.pt") if main else ():
             check_writable(store, run_id, out_dir / name)
         result = fit(model, train_loader, val_loader, cfg, num_classes=mspec.num_classes,
-                     ignore_index=get_spec(opts.dataset).ignore_index, spec=mspec, history=history,
+                     ignore_index=dataset.ignore_index, spec=mspec, history=history,
                      dataset={**dspec, "data_root": opts.data_root, "input_size": list(opts.input_size)}, out_dir=out_dir, hooks=hooks,
                      resume_from=resume_from, class_weights=_class_weights(opts))
         if main:
