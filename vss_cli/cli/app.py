@@ -23,6 +23,7 @@ from vss_cli.cli.output import err_console
 from vss_cli.cli.state import STATE
 from vss_cli.engine.progress import configure as configure_progress
 from vss_cli.errors import DiskFull, Interrupted, VssError
+from vss_cli.threads import apply_threads
 
 # Each module defines `register(app)`; adding a command means adding a module here.
 COMMAND_MODULES = ("train", "prune", "eval", "bench", "report", "predict", "runs", "data", "models",
@@ -118,16 +119,14 @@ def _global(
     quiet: Annotated[bool, typer.Option("--quiet", help="no progress bars")] = False,
     debug: Annotated[bool, typer.Option("--debug", help="show tracebacks")] = False,
     threads: Annotated[int | None, typer.Option("--threads", envvar="VSS_THREADS",
-                                                help="CPU threads for torch (default: torch's choice)")] = None,
+                                                help="CPU threads for torch (default: OMP_NUM_THREADS, else half "
+                                                "the CPUs, which holds up beside other jobs)")] = None,
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
                                           help="print the vss version and exit")] = False,
 ) -> None:
     STATE.db, STATE.quiet, STATE.debug, STATE.threads = db, quiet, debug, threads
     configure_progress(quiet=quiet)
-    if threads:
-        import torch
-
-        torch.set_num_threads(threads)
+    apply_threads(threads)
     STATE._store = None
 
 
