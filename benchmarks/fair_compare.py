@@ -35,7 +35,7 @@ from vss_cli.engine.progress import progress_bar
 from vss_cli.engine.train import TrainHooks, evaluate
 from vss_cli.fileio import atomic_output, write_json
 from vss_cli.models import build_model
-from vss_cli.pruning.base import get_method, list_methods
+from vss_cli.pruning.registry import get_method, list_methods
 from vss_cli.report.verdict import verdict_footer, verdict_rows
 from vss_cli.workflows.prune import PruneOptions, make_fit, prune_model, sample_source
 
@@ -71,7 +71,7 @@ def baseline_model(args) -> tuple[torch.nn.Module, torch.nn.Module, float]:
         model.load_state_dict(saved["state"])
         return initial, model.eval(), saved["seconds"]
     t0 = time.perf_counter()
-    make_fit(DATASET, None, spec.default_input_size, 0, "cpu", {})(model, TrainHooks(), args.epochs)
+    make_fit(DATASET, None, spec.default_input_size, 0, "cpu")(model, TrainHooks(), args.epochs)
     seconds = time.perf_counter() - t0
     if args.baseline:
         with atomic_output(args.baseline, "wb") as f:
@@ -80,24 +80,25 @@ def baseline_model(args) -> tuple[torch.nn.Module, torch.nn.Module, float]:
 
 
 def reuse_preparation(method, key: tuple, cache: dict):
-    """A method whose prepare() (slimming's sparse phase, DMCP's search) runs once per (method, seed):
-    the first call records the model state and method state it leaves; later calls restore them."""
+    """A method whose prepare() (a sparse phase, a width search) runs once per (method, seed): the first
+    call records the model state, method state and report it leaves; later calls restore them."""
     if key in cache:
-        state, prepared, notes = cache[key]
+        state, prepared, report = cache[key]
         prepared = copy.deepcopy(prepared)
 
         def restore(ctx):
             ctx.model.load_state_dict(state)
-            ctx.notes.update(notes)
+            return copy.deepcopy(report)
 
         prepared.prepare = restore
         return prepared
     original = method.prepare
 
     def record(ctx):
-        original(ctx)
+        report = original(ctx)
         cache[key] = ({k: v.detach().clone() for k, v in ctx.model.state_dict().items()}, copy.deepcopy(method),
-                      dict(ctx.notes))
+                      copy.deepcopy(report))
+        return report
 
     method.prepare = record
     return method

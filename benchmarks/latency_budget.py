@@ -25,8 +25,8 @@ import torch
 from vss_cli.engine.complexity import count_complexity
 from vss_cli.engine.speed import measure_speed_pair, speedups
 from vss_cli.models import build_model
-from vss_cli.pruning.base import get_method
 from vss_cli.pruning.budget import get_budget
+from vss_cli.pruning.registry import get_method
 from vss_cli.store import Store
 from vss_cli.workflows.latency_budget import LatencySetting, latency_planner
 from vss_cli.workflows.prune import PruneOptions, prune_model

@@ -31,7 +31,7 @@ from rich.table import Table
 from vss_cli.engine.complexity import count_complexity
 from vss_cli.engine.speed import device_name, measure_speed_pair
 from vss_cli.models import build_model, list_models
-from vss_cli.pruning.base import get_method
+from vss_cli.pruning.registry import get_method
 from vss_cli.workflows.prune import PruneOptions, PruneReport, prune_model
 
 SMALL_MODELS = ("unet", "simple_segnet")

@@ -13,7 +13,7 @@ import torch
 from vss_cli.engine.complexity import count_complexity
 from vss_cli.engine.speed import measure_speed_pair
 from vss_cli.models import build_model
-from vss_cli.pruning.base import get_method
+from vss_cli.pruning.registry import get_method
 from vss_cli.workflows.prune import PruneOptions, prune_model
 
 

@@ -93,7 +93,7 @@ def tiny_pruned_unet():
         from vss_cli.engine.checkpoint import ModelSpec
         from vss_cli.engine.complexity import count_complexity
         from vss_cli.models import build_model, get_model_info
-        from vss_cli.pruning.base import get_method
+        from vss_cli.pruning.registry import get_method
         from vss_cli.workflows.prune import PruneOptions, prune_model
 
         spec, kw = get_spec("synthetic"), get_model_info("unet").tiny_kwargs

@@ -11,7 +11,7 @@ from vss_cli.engine.complexity import count_complexity
 from vss_cli.engine.train import TrainConfig
 from vss_cli.engine.train import fit as engine_fit
 from vss_cli.models import build_model, get_model_info
-from vss_cli.pruning.base import get_method
+from vss_cli.pruning.registry import get_method
 from vss_cli.pruning.surgery import LayerGroup, build_graph, collect_groups
 from vss_cli.workflows.prune import PruneOptions, prune_model
 

@@ -21,6 +21,7 @@ from vss_cli.engine.checkpoint import ModelSpec, save_checkpoint
 from vss_cli.models import build_model
 from vss_cli.pruning import base as pruning_base
 from vss_cli.pruning.base import PruningMethod
+from vss_cli.pruning.method_options import Scores
 from vss_cli.store import Store
 
 torch.set_num_threads(1)
@@ -143,12 +144,11 @@ class _PlantedFailure(PruningMethod):
     def score(self, ctx):
         if ctx.ratio == 0.5:
             raise RuntimeError("planted failure")
-        return {g.name: torch.rand(g.size) for g in ctx.groups}
+        return Scores({g.name: torch.rand(g.size) for g in ctx.groups})
 
 
 def test_a_failing_cell_is_recorded_and_the_grid_goes_on(tmp_path, monkeypatch, baseline_ckpt):
-    pruning_base.list_methods()  # register the built-in methods in the real registry before patching it
-    monkeypatch.setattr(pruning_base, "_METHODS", {**pruning_base._METHODS, "planted_failure": _PlantedFailure})
+    monkeypatch.setitem(pruning_base.METHODS, "planted_failure", _PlantedFailure)
     monkeypatch.setenv("VSS_DB", str(tmp_path / "vss.db"))
     monkeypatch.setenv("VSS_QUIET", "1")
     monkeypatch.chdir(tmp_path)

@@ -15,7 +15,6 @@ from test_prune import SIZE, build
 
 from vss_cli.engine.complexity import count_complexity
 from vss_cli.errors import ConfigError
-from vss_cli.pruning.base import list_methods
 from vss_cli.pruning.budget import (
     _BUDGETS,
     Budget,
@@ -26,6 +25,7 @@ from vss_cli.pruning.budget import (
     list_budgets,
     register_budget,
 )
+from vss_cli.pruning.registry import list_methods
 from vss_cli.pruning.surgery import (
     apply_plan,
     build_graph,

@@ -15,8 +15,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from seg_cases import CLASSES, groups_of, synthetic_batches, tiny_model
 
-from vss_cli.pruning.base import PruneContext, get_method
+from vss_cli.pruning.base import PruneContext
 from vss_cli.pruning.planner import ALLOCATIONS, AllocationRequest, plan_channels
+from vss_cli.pruning.registry import get_method
 from vss_cli.pruning.surgery import output_layers_of
 
 torch.set_num_threads(1)
@@ -311,3 +312,46 @@ def test_fgp_share_rule_is_the_papers_cumulative_share_fixed_and_under_a_budget(
     for g in groups:
         widths = {paper_share_width(reference[g.name], share + d) for d in (-1e-5, 0.0, 1e-5)}
         assert g.size - len(budgeted.removed.get(g.name, [])) in widths, g.name
+
+
+# ---------------------------------------------------------------------------------------------
+# taylor's group form on a residual model
+
+
+def ref_taylor_gate(model, groups, batches):
+    """NVlabs' gate form: one multiplicative gate g = 1 per coupled channel on every member BN's output;
+    importance (g·∂L/∂g)² per minibatch, averaged."""
+    net = copy.deepcopy(model).eval()
+    modules = dict(net.named_modules())
+    gates = {g.name: torch.ones(g.size, requires_grad=True) for g in groups}
+    total, n = {}, 0
+    for images, labels in batches():
+        handles = [modules[b].register_forward_hook(lambda m, i, o, gate=gates[g.name]: o * gate.view(1, -1, 1, 1))
+                   for g in groups for b, _ in g.bns]
+        loss = F.cross_entropy(net(images)["out"], labels, ignore_index=255)
+        for h in handles:
+            h.remove()
+        grads = torch.autograd.grad(loss, list(gates.values()), allow_unused=True)
+        for name, grad in zip(gates, grads, strict=True):
+            value = torch.zeros(len(gates[name]), dtype=torch.float64) if grad is None else grad.double() ** 2
+            total[name] = total.get(name, 0) + value
+        n += 1
+    return {k: v / n for k, v in total.items()}
+
+
+def test_taylor_gate_form_is_the_square_of_the_summed_contribution_on_a_residual_model():
+    model = tiny_model("resnet50_seg")
+    groups = groups_of(model, output_layers_of(model, "resnet50_seg"))
+    batches = synthetic_batches(SAMPLES)
+    coupled = [g for g in groups if len(g.bns) > 1]
+    assert coupled  # the residual streams couple several BNs
+    gate, _ = vss_scores((model, groups, batches), "taylor", group="gate")
+    mean, _ = vss_scores((model, groups, batches), "taylor")
+    reference = ref_taylor_gate(model, groups, batches)
+    for g in groups:
+        if float(reference[g.name].abs().max()) == 0:  # a group the main loss does not reach (aux head)
+            assert float(gate[g.name].abs().max()) == 0
+            continue
+        assert spearman(gate[g.name], reference[g.name]) >= 0.99, g.name
+        assert torch.allclose(gate[g.name].double(), reference[g.name], rtol=1e-3, atol=1e-12), g.name
+    assert any(spearman(gate[g.name], mean[g.name]) < 0.99 for g in coupled)  # the option changes the ranking

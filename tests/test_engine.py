@@ -14,9 +14,9 @@ import torch.nn as nn
 from vss_cli.engine.checkpoint import ModelSpec, save_checkpoint
 from vss_cli.engine.train import TrainConfig, TrainHooks, fit
 from vss_cli.models import build_model
-from vss_cli.pruning.base import get_method
 from vss_cli.pruning.checkpoint import load_checkpoint
 from vss_cli.pruning.methods.slimming import slimming_regularizer
+from vss_cli.pruning.registry import get_method
 from vss_cli.workflows.prune import PruneOptions, prune_model
 
 

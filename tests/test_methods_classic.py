@@ -8,8 +8,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from vss_cli.pruning.base import PruneContext, get_method
+from vss_cli.pruning.base import PruneContext
 from vss_cli.pruning.planner import global_threshold_plan, normalise, plan_channels
+from vss_cli.pruning.registry import get_method
 from vss_cli.pruning.surgery import LayerGroup, build_graph, collect_groups
 
 NUM_CLASSES = 3
@@ -222,11 +223,11 @@ def test_slimming_ranks_raw_abs_gamma_across_layers():
     model.body[4].weight.data.copy_(torch.tensor([3.0, 0.08, -2.0, 5.0, 1.0, 0.5]))
     method = get_method("slimming", sparse_epochs=0)
     ctx = context(model, ratio=5 / 14, round_to=1)
-    method.prepare(ctx)
+    prepared = method.prepare(ctx).notes()
     scores = method.score(ctx)
     assert torch.equal(scores["body.0"], model.body[1].weight.detach().abs())
     assert torch.equal(scores["body.3"], model.body[4].weight.detach().abs())
-    assert not method.normalize and ctx.notes["sparse_phase"] is False
+    assert not method.normalize and prepared["sparse_phase"] is False
 
     plan = plan_channels(method, ctx, scores).removed
     # the five smallest |γ| of both layers together: 0.02, 0.05, 0.07, 0.08, 0.1
@@ -248,17 +249,17 @@ def test_slimming_runs_a_sparse_phase_when_the_parent_had_no_lambda():
     model = tiny()
     method = get_method("slimming", sparse_epochs=3, slimming_lambda=1e-3)
     ctx = context(model, fit=fake_fit)
-    method.prepare(ctx)
+    notes = method.prepare(ctx).notes()
     assert calls == [3]
-    assert {k: ctx.notes[k] for k in ("sparse_phase", "sparse_epochs", "slimming_lambda", "extra_epochs")} == {
+    assert {k: notes[k] for k in ("sparse_phase", "sparse_epochs", "slimming_lambda", "extra_epochs")} == {
         "sparse_phase": True, "sparse_epochs": 3, "slimming_lambda": 1e-3, "extra_epochs": 3}
-    assert ctx.notes["gamma_below_1e-2_before"] == ctx.notes["gamma_below_1e-2_after"] == 0.0
-    assert "raise slimming_lambda" in ctx.notes["warning"]  # nothing moved: under 5% below 1e-2
+    assert notes["gamma_below_1e-2_before"] == notes["gamma_below_1e-2_after"] == 0.0
+    assert "raise slimming_lambda" in notes["warning"]  # nothing moved: under 5% below 1e-2
 
     calls.clear()
     trained = context(model, fit=fake_fit, parent_config={"slimming_lambda": 1e-5})
-    method.prepare(trained)
-    assert calls == [] and trained.notes["sparse_phase"] is False and trained.notes["extra_epochs"] == 0
+    notes = method.prepare(trained).notes()
+    assert calls == [] and notes["sparse_phase"] is False and notes["extra_epochs"] == 0
 
 
 def test_bn_l1_subgradient_adds_lambda_sign_gamma_to_every_bn_gradient():
@@ -291,11 +292,11 @@ def test_slimming_sparse_phase_shrinks_gamma_measurably():
                           hooks=hooks, show_progress=False)
 
     ctx = context(model, fit=fit)
-    get_method("slimming", slimming_lambda=0.05, sparse_epochs=2).prepare(ctx)
-    assert ctx.notes["gamma_below_1e-2_before"] == 0.0
-    assert ctx.notes["gamma_below_1e-2_after"] >= 4 / 14  # at least the four small ones of 8 + 6 channels
+    notes = get_method("slimming", slimming_lambda=0.05, sparse_epochs=2).prepare(ctx).notes()
+    assert notes["gamma_below_1e-2_before"] == 0.0
+    assert notes["gamma_below_1e-2_after"] >= 4 / 14  # at least the four small ones of 8 + 6 channels
     assert float(model.body[1].weight.abs().mean()) < mean_before - 0.02
-    assert "warning" not in ctx.notes and ctx.notes["extra_epochs"] == 2
+    assert "warning" not in notes and notes["extra_epochs"] == 2
 
 
 # ---------------------------------------------------------------------------------------------

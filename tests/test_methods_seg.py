@@ -11,7 +11,7 @@ import torch.nn as nn
 from seg_cases import CLASSES, groups_of, synthetic_batches, tiny_model
 
 from vss_cli.errors import ConfigError
-from vss_cli.pruning.base import PruneContext, get_method
+from vss_cli.pruning.base import PruneContext
 from vss_cli.pruning.methods.fgp import class_normalised_support, cumulative_share_width
 from vss_cli.pruning.methods.sirfp import (
     RedundancyStats,
@@ -20,6 +20,7 @@ from vss_cli.pruning.methods.sirfp import (
     official_score,
 )
 from vss_cli.pruning.planner import plan_channels
+from vss_cli.pruning.registry import get_method
 from vss_cli.pruning.surgery import LayerGroup, output_layers_of
 
 torch.set_num_threads(1)
@@ -147,7 +148,7 @@ def test_sirfp_scores_cityscapes_resolution_inputs():
     ctx = PruneContext(model=model, groups=groups_of(model, ignored), device=torch.device("cpu"), num_classes=CLASSES,
                        batch_source=lambda: iter([(images, torch.zeros(1, 512, 1024, dtype=torch.long))]))
     scores = get_method("sirfp").score(ctx)
-    assert ctx.notes["sirfp_images"] == 1 and all(bool(torch.isfinite(s).all()) for s in scores.values())
+    assert scores.report.sirfp_images == 1 and all(bool(torch.isfinite(s).all()) for s in scores.values())
 
 
 # ---------------------------------------------------------------------------------------------
@@ -276,7 +277,7 @@ def test_fgp_features_option_reads_the_bn_or_the_conv_output(features, expected)
 
 def test_fgp_rejects_an_unknown_heat():
     model = quarter_model()
-    with pytest.raises(ConfigError, match="heat=gradcam"):
+    with pytest.raises(ConfigError, match="heat=cam is not one of gradcam|elementwise"):
         fgp_scores(model, quarter_batches(), [model.body[3]], heat="cam")
 
 

@@ -21,7 +21,7 @@ from vss_cli.engine.checkpoint import ModelSpec, save_checkpoint
 from vss_cli.engine.complexity import count_complexity
 from vss_cli.fileio import write_json
 from vss_cli.models import build_model, get_model_info
-from vss_cli.pruning.base import get_method
+from vss_cli.pruning.registry import get_method
 from vss_cli.report.per_class import class_damage, heat_map
 from vss_cli.report.tables import CellRow
 from vss_cli.store import Store

@@ -10,7 +10,6 @@ from test_prune import NUM_CLASSES, SIZE, build, synthetic_batches, tiny_fit
 from vss_cli.engine.complexity import Complexity, count_complexity
 from vss_cli.errors import ConfigError
 from vss_cli.models import list_models
-from vss_cli.pruning.base import get_method, list_methods, method_class
 from vss_cli.pruning.planner import (
     ALLOCATIONS,
     AllocationRequest,
@@ -20,6 +19,7 @@ from vss_cli.pruning.planner import (
     rule_for,
     uniform_rule,
 )
+from vss_cli.pruning.registry import get_method, list_methods, method_class
 from vss_cli.pruning.surgery import LayerGroup, layer_widths
 from vss_cli.workflows.prune import PruneOptions, prune_model
 
@@ -78,8 +78,8 @@ def test_a_16_channel_layer_under_uniform_0_3_with_round_to_8_keeps_at_least_11(
 def test_every_method_declares_a_registered_paper_rule():
     expected = {"l1": "uniform", "l2": "uniform", "random": "uniform", "fpgm": "uniform", "taylor": "global_raw",
                 "slimming": "global_raw", "sirfp": "regions", "fgp": "share", "dmcp": "searched"}
-    assert {m: method_class(m).paper_allocation for m in list_methods()} == expected
-    assert set(expected.values()) <= set(ALLOCATIONS)
+    assert {m: method_class(m).paper_allocation for m in expected} == expected
+    assert {method_class(m).paper_allocation for m in list_methods()} <= set(ALLOCATIONS)
     assert rule_for("uniform", get_method("taylor")) == "uniform" and rule_for("paper", get_method("taylor")) == "global_raw"
     with pytest.raises(ConfigError, match="--allocation 'nope'"):
         rule_for("nope", get_method("l1"))

@@ -17,8 +17,8 @@ from vss_cli.engine.checkpoint import ModelSpec, save_checkpoint
 from vss_cli.engine.complexity import Complexity, count_complexity
 from vss_cli.engine.train import TrainConfig, fit
 from vss_cli.models import build_model, get_model_info, list_models
-from vss_cli.pruning.base import get_method, list_methods
 from vss_cli.pruning.checkpoint import load_checkpoint
+from vss_cli.pruning.registry import get_method, list_methods
 from vss_cli.pruning.surgery import output_layers_of, prunable_channels, replay_history
 from vss_cli.workflows.prune import PruneOptions, prune_model
 

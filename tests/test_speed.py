@@ -14,8 +14,8 @@ from vss_cli.engine.speed import SpeedResult, TimingSetup, measure_speed_pair, s
 from vss_cli.engine.train import evaluate
 from vss_cli.errors import ConfigError
 from vss_cli.models import build_model, get_model_info, list_models
-from vss_cli.pruning.base import get_method
 from vss_cli.pruning.checkpoint import build_from_spec
+from vss_cli.pruning.registry import get_method
 from vss_cli.workflows.prune import PruneOptions, prune_model
 
 

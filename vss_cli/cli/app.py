@@ -26,7 +26,7 @@ from vss_cli.errors import DiskFull, Interrupted, VssError
 from vss_cli.threads import apply_threads
 
 # Each module defines `register(app)`; adding a command means adding a module here.
-COMMAND_MODULES = ("train", "prune", "eval", "bench", "report", "predict", "runs", "data", "models",
+COMMAND_MODULES = ("train", "prune", "eval", "bench", "report", "predict", "runs", "data", "models", "methods",
                    "import_ckpt", "export")
 
 BOOL_WORDS = {"true", "false", "yes", "no", "on", "off", "1", "0"}

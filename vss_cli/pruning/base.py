@@ -16,6 +16,7 @@ import torch
 import torch.nn as nn
 
 from vss_cli.errors import ConfigError
+from vss_cli.pruning.method_options import MethodOptions, MethodReport, Scores, parse_options
 from vss_cli.pruning.surgery import LayerGroup
 
 
@@ -25,7 +26,7 @@ class PruneContext:
 
     `batches()` yields (images, labels) minibatches of the training split (no augmentation) on
     `device`, `samples` images in all; `fit(hooks, epochs)` trains the model through `engine.fit` with
-    the run's settings (used by slimming's sparse phase and DMCP's search).
+    the run's settings (for a method that trains as part of pruning).
     """
 
     model: nn.Module
@@ -40,12 +41,10 @@ class PruneContext:
     allocation: str = "paper"  # paper | uniform | global (planner.USER_ALLOCATIONS)
     normalizer: str = "mean"  # for the global allocation: mean | max | none
     budget: str = "channels"  # what `ratio` counts (budget registry)
-    options: dict = field(default_factory=dict)
     input_size: tuple[int, int] = (64, 64)
     batch_source: Callable[[], Iterator] | None = None
     fit: Callable | None = None
     parent_config: dict = field(default_factory=dict)
-    notes: dict = field(default_factory=dict)  # what the method did (recorded on the prune run)
 
     def batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         if self.batch_source is None:
@@ -61,61 +60,39 @@ class PruningMethod:
     needs_data: ClassVar[bool] = False
     normalize: ClassVar[bool] = True  # informational: False = scores comparable across layers raw (planner rules decide)
     paper_allocation: ClassVar[str] = "global"  # the allocation rule of the method's paper (planner.ALLOCATIONS)
-    options: ClassVar[dict] = {}  # option name -> default (the paper's)
-    # the option giving the epochs of training the method runs itself (slimming's sparse phase, DMCP's
-    # search); a grid charges them to the cell's training budget
+    paper: ClassVar[str] = ""  # the paper (and the reference code it was checked against)
+    scores_need: ClassVar[str] = "weights"  # what scoring reads: weights, data, gradients, training...
+    Options: ClassVar[type[MethodOptions]] = MethodOptions  # frozen dataclass: types, paper defaults, help
+    # the option giving the epochs of training the method runs itself (a sparse phase, a width search);
+    # a grid charges them to the cell's training budget
     training_epochs_option: ClassVar[str | None] = None
     training_epochs_min: ClassVar[int] = 0  # the fewest epochs that option allows
 
     def __init__(self, **options):
-        unknown = set(options) - set(self.options)
-        if unknown:
-            raise ConfigError(
-                f"method '{self.name}' has no option {', '.join(sorted(unknown))}: "
-                f"its options are {', '.join(self.options) or 'none'}"
-            )
-        self.opts = {**self.options, **options}
+        self.config = parse_options(self.Options, options, self.name)  # validated once
 
-    def prepare(self, ctx: PruneContext) -> None:
-        """Optional phase before scoring (e.g. a short sparse training)."""
+    @classmethod
+    def option_default(cls, key: str):
+        return getattr(cls.Options(), key)
 
-    def score(self, ctx: PruneContext) -> dict[str, torch.Tensor]:
-        """Per-channel importance for each group name (lower = less important)."""
+    def prepare(self, ctx: PruneContext) -> MethodReport | None:
+        """Optional phase before scoring (e.g. a short sparse training); returns what it did."""
+        return None
+
+    def score(self, ctx: PruneContext) -> Scores:
+        """Per-channel importance for each group name (lower = less important), with its report."""
         raise NotImplementedError
 
 
-_METHODS: dict[str, type[PruningMethod]] = {}
+METHODS: dict[str, type[PruningMethod]] = {}  # filled by @register_method; read through `registry`
 
 
 def register_method(cls: type[PruningMethod]) -> type[PruningMethod]:
     """Class decorator adding a method to the registry under `cls.name`."""
     if not cls.name:
         raise ValueError("a pruning method needs a name")
-    _METHODS[cls.name] = cls
+    METHODS[cls.name] = cls
     return cls
-
-
-def _load_builtin_methods() -> None:
-    import vss_cli.pruning.methods  # noqa: F401  (registers on import)
-
-
-def list_methods() -> list[str]:
-    _load_builtin_methods()
-    return sorted(_METHODS)
-
-
-def get_method(name: str, **options) -> PruningMethod:
-    _load_builtin_methods()
-    if name not in _METHODS:
-        raise ConfigError(f"unknown pruning method '{name}': choose from {', '.join(sorted(_METHODS))}")
-    return _METHODS[name](**options)
-
-
-def method_class(name: str) -> type[PruningMethod]:
-    _load_builtin_methods()
-    if name not in _METHODS:
-        raise ConfigError(f"unknown pruning method '{name}': choose from {', '.join(sorted(_METHODS))}")
-    return _METHODS[name]
 
 
 def mean_over_members(per_member: list[torch.Tensor]) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""Where the feature-based criteria (sirfp, fgp) and DMCP's gates read a group's channels, and the
+"""Where criteria that read feature maps (and gates on them) find a group's channels, and the
 progress-reporting scoring pass. The hooks themselves live in `engine.hooks`.
 
 A group's channels are observed where its BatchNorm layers output them (post-BN, pre-activation);

@@ -2,7 +2,7 @@
 requested criterion scored on a copy of the same baseline and compared with it.
 
 Each criterion is scored as `prune` would score it (same groups, same context fields) but without
-its `prepare()` phase (no sparse training, no DMCP search): the scores are what `score()` gives on
+its `prepare()` phase (no training a method runs as part of pruning): the scores are what `score()` gives on
 the baseline as it is, which the method's note says. One criterion failing is recorded as its
 error, never loses the whole evaluation.
 """
@@ -18,8 +18,9 @@ import torch
 import torch.nn as nn
 
 from vss_cli.engine.progress import log
-from vss_cli.pruning.base import PruneContext, PruningMethod, get_method
+from vss_cli.pruning.base import PruneContext, PruningMethod
 from vss_cli.pruning.oracle import MethodAgreement, OracleReport, agreement, choose_groups, oracle_importance
+from vss_cli.pruning.registry import get_method
 from vss_cli.pruning.surgery import build_graph, collect_groups, output_layers_of
 
 PREPARE_NOTE = "scored without its prepare() phase (sparse training / search): the raw baseline's scores"

@@ -61,13 +61,13 @@ class BenchOptions:
         itself (slimming's sparse phase, DMCP's search) runs at most the grid's fine-tuning epochs unless
         its option is given; those epochs are then taken off the cell's fine-tuning (`extra_epochs`)."""
         given = {**self.prune.method_options, **self.method_options.get(method, {})}
-        from vss_cli.pruning.base import method_class
+        from vss_cli.pruning.registry import method_class
 
         cls = method_class(method)
         key = cls.training_epochs_option
         if key is None or key in given:
             return given
-        return {**given, key: min(int(cls.options[key]), max(self.finetune_epochs, cls.training_epochs_min))}
+        return {**given, key: min(int(cls.option_default(key)), max(self.finetune_epochs, cls.training_epochs_min))}
 
     def cell_prune(self, method: str, ratio: float, seed: int, *, ckpt: str = "", save: str | None = None) -> PruneOptions:
         return replace(self.prune, ckpt=ckpt, method=method, global_ratio=ratio, seed=seed, save=save,

@@ -111,7 +111,7 @@ def _pruning_method_of(loaded: LoadedCheckpoint, ref: CheckpointRef, store, dept
 
 
 def _oracle_methods(opts: EvalOptions, candidate: LoadedCheckpoint, ref: CheckpointRef, store) -> tuple[list, str]:
-    from vss_cli.pruning.base import list_methods, method_class
+    from vss_cli.pruning.registry import list_methods, method_class
 
     if opts.oracle_samples == 0:
         return [], ""

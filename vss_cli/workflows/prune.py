@@ -14,9 +14,10 @@ from vss_cli.engine.checkpoint import read_checkpoint, save_checkpoint
 from vss_cli.engine.progress import log
 from vss_cli.errors import ConfigError
 from vss_cli.fileio import write_json
-from vss_cli.pruning.base import PruneContext, get_method
+from vss_cli.pruning.base import PruneContext
 from vss_cli.pruning.checkpoint import load_checkpoint
 from vss_cli.pruning.planner import plan_channels
+from vss_cli.pruning.registry import get_method
 from vss_cli.pruning.surgery import (
     apply_plan,
     build_graph,
@@ -233,7 +234,8 @@ def check_parent_speed(parent, model, opts: PruneOptions, input_size, device) ->
 
 def prune_context(model, ignored, opts: PruneOptions, *, input_size, device, batch_source, fit, num_classes: int,
                   ignore_index: int, parent_config: dict | None = None) -> tuple:
-    """The dependency graph, groups and PruneContext a method scores with (prune, and eval's oracle)."""
+    """The dependency graph, groups and PruneContext a method scores with, and the groups that only feed an
+    auxiliary head (outside the inference graph: neither scored, counted nor pruned)."""
     torch.manual_seed(opts.seed)
     dg = build_graph(model, ignored)
     groups, aux_only = split_inference_groups(collect_groups(model, dg, ignored),
@@ -241,13 +243,11 @@ def prune_context(model, ignored, opts: PruneOptions, *, input_size, device, bat
     ctx = PruneContext(model=model, groups=groups, device=torch.device(device), num_classes=num_classes,
                        ignore_index=ignore_index, seed=opts.seed, samples=opts.samples, ratio=opts.global_ratio,
                        round_to=8 if opts.round_to == "auto" else opts.round_to, allocation=opts.allocation,
-                       normalizer=opts.normalizer, budget=opts.budget, options=dict(opts.method_options),
+                       normalizer=opts.normalizer, budget=opts.budget,
                        input_size=tuple(input_size),
                        batch_source=batch_source, parent_config=dict(parent_config or {}),
                        fit=(lambda hooks, epochs, **kw: fit(model, hooks, epochs, **kw)) if fit else None)
-    if aux_only:  # outside the inference graph: neither scored, counted nor pruned
-        ctx.notes["aux_only_groups"] = [g.name for g in aux_only]
-    return dg, groups, ctx
+    return dg, groups, ctx, aux_only
 
 
 def prune_model(model, model_name: str, method, opts: PruneOptions, *, input_size, device, batch_source, fit,
@@ -258,14 +258,15 @@ def prune_model(model, model_name: str, method, opts: PruneOptions, *, input_siz
     ignored = output_layers_of(model, model_name)
     before = count(model)
     ch_before = prunable_channels(model, ignored, inference_convs(model, tuple(input_size)))
-    dg, groups, ctx = prune_context(model, ignored, opts, input_size=input_size, device=device,
+    dg, groups, ctx, aux_only = prune_context(model, ignored, opts, input_size=input_size, device=device,
                                     batch_source=batch_source, fit=fit, num_classes=num_classes,
                                     ignore_index=ignore_index, parent_config=parent_config)
     t0 = time.perf_counter()
-    method.prepare(ctx)
+    prepared = method.prepare(ctx)
     scores = method.score(ctx)
     plan = plan_channels(method, ctx, scores, budget)
-    ctx.notes.update(plan.notes())
+    notes = {**({"aux_only_groups": [g.name for g in aux_only]} if aux_only else {}),
+             **(prepared.notes() if prepared is not None else {}), **scores.report.notes(), **plan.notes()}
     t1 = time.perf_counter()
     apply_plan(dg, groups, plan.removed)
     t2 = time.perf_counter()
@@ -277,7 +278,7 @@ def prune_model(model, model_name: str, method, opts: PruneOptions, *, input_siz
         macs_reduction=1 - after.macs / before.macs if before.macs else 0.0,
         channels_before=ch_before, channels_after=ch_after, macs_before=before.macs, macs_after=after.macs,
         params_before=before.params, params_after=after.params, score_seconds=t1 - t0, prune_seconds=t2 - t1,
-        extra_epochs=float(ctx.notes.get("extra_epochs", 0)), notes=dict(ctx.notes),
+        extra_epochs=float(notes.get("extra_epochs", 0)), notes=notes,
     )
     history = [list(h) for h in old_history] + [[n, bool(o), list(i)] for n, o, i in dg.pruning_history()]
     return report, history

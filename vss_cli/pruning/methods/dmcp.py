@@ -1,20 +1,24 @@
 """`dmcp`: Guo et al., "DMCP: Differentiable Markov Channel Pruning for Neural Networks" (CVPR 2020).
+References followed: the official zx55/dmcp training code for the FLOPs loss (`utils/loss_fn.py`,
+`log_l1`) and mmrazor's DMCP port for the width states (5% steps from 10%).
 
 Search space. Each prunable group's channels are ranked by |γ| (mean over its BNs; filter L1 where a
-group has none) and cut into 10 ordered channel groups (width steps of 0.1; fewer when the layer has
-fewer than 10 channels); DMCP keeps *leading* channels, so channel group k holds the k-th tenth of the
-ranking (no weights are moved: the gates follow the ranking). The first step is always kept. For the
-others an architecture parameter α_k gives the conditional keep probability p_k = sigmoid(α_k) of
-step k given step k−1 is kept; the marginal keep probability is Π_{j≤k} p_j, non-increasing along the
-steps (the paper's Markov chain).
+group has none) and cut at the width states `min_width`, `min_width` + `width_step`, ..., 1 (10%, 15%,
+..., 100%: 19 states; fewer when a narrow layer rounds two states alike; `dmcp_gates.step_bounds`);
+DMCP keeps *leading* channels, so state k adds the next channels of the ranking (no weights are moved:
+the gates follow the ranking). The first state is always kept. For the others an architecture
+parameter α_k gives the conditional keep probability p_k = sigmoid(α_k) of state k given state k−1 is
+kept; the marginal keep probability is Π_{j≤k} p_j, non-increasing along the states (the paper's
+Markov chain).
 
 Gates are forward hooks on each group's BN outputs (removed afterwards). In architecture steps they
 scale every channel by its step's marginal; in weight steps they zero the channels beyond a sampled
 width. Expected kept width of a layer = Σ_k marginal_k·|step k|. Expected MACs is differentiable in
 those widths: each conv contributes macs_full × E[in]/in × E[out]/out (as in the paper), from a table of
 per-conv MACs measured once on a (1, 3, H, W) input at the run's input size with the aux head detached,
-as `engine.complexity` counts (convolutions only). The FLOPs loss is 0 within [0.95T, T] and log|E − T|
-outside (the paper's form); the architecture loss is task loss + λ·FLOPs loss with λ = `flops_weight` = 0.1.
+as `engine.complexity` counts (convolutions only). The FLOPs loss is the official `log_l1`: 0 within
+[0.95T, T], log|E − T| below and log|E − 0.95T| above; the architecture loss is task loss + λ·FLOPs
+loss with λ = `flops_weight` = 0.1.
 
 Target T: `target_macs` (G MACs, `--target-macs`) or, by default, the MACs of the model with every
 prunable group's width scaled by (1 − `--global-ratio`) (the uniform architecture of that ratio).
@@ -45,8 +49,14 @@ Departures from the paper (short-budget mode, the default):
     discarded and the parent's weights restored (`keep_search_weights` = False): the paper retrains
     the found architecture from scratch, vss fine-tunes it from the parent;
   * layers that run only in the auxiliary head (outside the inference MACs) are not searched: they
-    keep (1 − ratio) of their channels, by |γ|.
-Notes: target/expected/planned/full MACs, iterations and α steps, the width scale factor, how far the
+    keep (1 − ratio) of their channels, by |γ|;
+  * the searched widths are rescaled by one common factor when they miss T (above), and under
+    `--allocation paper` with a budget the planner's knob scales them again to meet the budget (the
+    paper keeps what the search found; `target_macs` fixes the widths and skips both);
+  * the official log_l1's factor 0.1 inside the log far from T shifts the loss, not its gradient: left out.
+Under `--allocation uniform|global` the searched widths are not used: the ranking is the |γ| leading-
+channel order (the channels slimming keeps without a sparse phase), and the score report says so.
+Report (`DMCPReport`): target/expected/planned/full MACs, iterations and α steps, the width scale factor, how far the
 search moved the widths from the uniform start (`dmcp_width_moved_max`, a fraction of the layer) and
 `extra_epochs` = `search_epochs` (training the method ran itself, which a grid charges to its budget).
 
@@ -56,7 +66,6 @@ leading-channel order the search would start from: |γ| of the parent as it is.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import torch
@@ -67,7 +76,8 @@ from vss_cli.engine.macs import measure_conv_macs
 from vss_cli.engine.train import TrainHooks, segmentation_loss
 from vss_cli.errors import ConfigError
 from vss_cli.pruning.base import PruneContext, PruningMethod, register_method
-from vss_cli.pruning.features import channel_outputs
+from vss_cli.pruning.method_options import MethodOptions, MethodReport, Scores, option
+from vss_cli.pruning.methods.dmcp_gates import GateHooks, MarkovGate, leading_rank
 from vss_cli.pruning.methods.dmcp_macs import BAND, ExpectedMacs, fit_widths, flops_loss, in_inference_graph
 from vss_cli.pruning.planner import (
     Allocation,
@@ -76,102 +86,12 @@ from vss_cli.pruning.planner import (
     register_allocation,
     round_keep,
 )
-from vss_cli.pruning.surgery import LayerGroup
 
-STEPS = 10  # width steps of 0.1
 AUX_WEIGHT = 0.5
 
 
 # ---------------------------------------------------------------------------------------------
 # Markov gates
-
-
-def leading_rank(group: LayerGroup) -> torch.Tensor:
-    """Channel indices from most to least important by |γ| (mean over BNs), filter L1 without BN."""
-    if group.bns:
-        key = torch.stack([bn.weight.detach().abs().float().cpu() for _, bn in group.bns]).mean(0)
-    else:
-        key = torch.stack([c.weight.detach().abs().flatten(1).sum(1).float().cpu() for _, c in group.convs]).mean(0)
-    return torch.argsort(key, descending=True, stable=True)
-
-
-@dataclass
-class MarkovGate:
-    """One group's ordered channel groups and their architecture parameters α (K − 1 of them)."""
-
-    group: LayerGroup
-    rank: torch.Tensor  # channel indices, most important first
-    step_of: torch.Tensor = field(init=False)  # [C] channel group of each channel
-    step_sizes: torch.Tensor = field(init=False)  # [K] channels per step
-    alpha: torch.Tensor = field(init=False)
-
-    def __post_init__(self) -> None:
-        c = self.group.size
-        k = min(STEPS, c)
-        bounds = [(i * c) // k for i in range(k + 1)]
-        step_by_rank = torch.cat([torch.full((bounds[i + 1] - bounds[i],), i) for i in range(k)])
-        self.step_of = torch.empty(c, dtype=torch.long)
-        self.step_of[self.rank] = step_by_rank
-        self.step_sizes = torch.tensor([float(bounds[i + 1] - bounds[i]) for i in range(k)])
-        self.alpha = torch.zeros(k - 1, requires_grad=True)
-
-    @property
-    def steps(self) -> int:
-        return self.step_sizes.numel()
-
-    def marginals(self) -> torch.Tensor:
-        """Marginal keep probability of each step: 1, p_1, p_1·p_2, ... (non-increasing)."""
-        return torch.cat([torch.ones(1), torch.cumprod(torch.sigmoid(self.alpha), 0)])
-
-    def expected_width(self) -> torch.Tensor:
-        return (self.marginals() * self.step_sizes).sum()
-
-    def arch_mask(self) -> torch.Tensor:
-        return self.marginals()[self.step_of]
-
-    def width_mask(self, steps: int) -> torch.Tensor:
-        return (self.step_of < steps).float()
-
-    def markov_sample(self, generator: torch.Generator) -> int:
-        """Number of kept steps drawn from the chain: keep step k with p_k while step k − 1 is kept."""
-        probs = torch.sigmoid(self.alpha.detach())
-        draws = torch.rand(probs.numel(), generator=generator)
-        kept = 1
-        while kept < self.steps and bool(draws[kept - 1] < probs[kept - 1]):
-            kept += 1
-        return kept
-
-    def set_uniform(self, p: float) -> None:
-        with torch.no_grad():
-            self.alpha.fill_(math.log(p / (1 - p)))
-
-
-class GateHooks:
-    """Forward hooks scaling each gated group's BN outputs by a per-channel mask (None = untouched)."""
-
-    def __init__(self, gates: list[MarkovGate], device) -> None:
-        self.gates = gates
-        self.device = device
-        self.masks: dict[str, torch.Tensor] = {}
-
-    def pairs(self) -> list[tuple[nn.Module, object]]:
-        return [(m, self._hook(g.group.name)) for g in self.gates for m in channel_outputs(g.group)]
-
-    def _hook(self, name: str):
-        def hook(_module, _inputs, output):
-            mask = self.masks.get(name)
-            return None if mask is None else output * mask.to(output.dtype).view(1, -1, 1, 1)
-
-        return hook
-
-    def architecture(self) -> None:
-        self.masks = {g.group.name: g.arch_mask().to(self.device) for g in self.gates}
-
-    def widths(self, steps: dict[str, int]) -> None:
-        self.masks = {g.group.name: g.width_mask(steps[g.group.name]).to(self.device) for g in self.gates}
-
-    def clear(self) -> None:
-        self.masks = {}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -281,32 +201,76 @@ def rank_scores(rank: torch.Tensor) -> torch.Tensor:
     return scores
 
 
+@dataclass(frozen=True)
+class DMCPOptions(MethodOptions):
+    target_macs: float | None = option(None, "MACs target T in G MACs (None: the uniform architecture of the ratio)")
+    search_epochs: int = option(1, "epochs of the width search (paper: a full supernet training)")
+    warmup_fraction: float = option(0.3, "share of the search's iterations with weight steps only")
+    max_iters: int | None = option(None, "iterations per search epoch (None: the whole training split)")
+    flops_weight: float = option(0.1, "weight of the FLOPs loss in the architecture loss (official: 0.1)")
+    arch_lr: float = option(0.1, "Adam learning rate of alpha (official: 0.5 over a long search)")
+    min_width: float = option(0.1, "narrowest width a layer can keep, as a share (reference: 0.1)")
+    width_step: float = option(0.05, "width step between Markov states, as a share (reference: 0.05)")
+    keep_search_weights: bool = option(False, "keep the supernet's weights instead of the parent's")
+
+    def check(self) -> None:
+        if self.search_epochs < 1:
+            raise ConfigError(f"dmcp: search_epochs {self.search_epochs} must be 1 or more")
+        if not 0 <= self.warmup_fraction < 1:
+            raise ConfigError(f"dmcp: warmup_fraction {self.warmup_fraction} must be in [0, 1)")
+        if self.target_macs is not None and self.target_macs <= 0:
+            raise ConfigError(f"--target-macs {self.target_macs} must be a positive number of G MACs")
+        if not (0 < self.min_width <= 1 and 0 < self.width_step <= 1):
+            raise ConfigError(f"dmcp: min_width {self.min_width} and width_step {self.width_step} must be in (0, 1]")
+
+
+@dataclass
+class DMCPReport(MethodReport):
+    dmcp_target_macs: float
+    dmcp_expected_macs: float
+    dmcp_planned_macs: float
+    dmcp_full_macs: float
+    dmcp_iterations: int
+    dmcp_arch_steps: int
+    dmcp_warmup_iterations: int
+    dmcp_width_scale: float
+    dmcp_width_moved_max: float
+    extra_epochs: int
+
+
+@dataclass
+class DMCPScores(MethodReport):
+    dmcp_ranking: str | None = None
+
+
 @register_method
 class DMCP(PruningMethod):
     """Differentiable Markov channel search of per-layer widths under a MACs target (Guo et al., 2020)."""
 
     name = "dmcp"
     paper_allocation = "searched"  # the widths its search finds
+    paper = "Guo et al., DMCP: Differentiable Markov Channel Pruning, CVPR 2020 (zx55/dmcp; mmrazor's DMCP port)"
+    scores_need = "training (a width search), BN gammas"
     training_epochs_option = "search_epochs"
     training_epochs_min = 1
-    options = {"target_macs": None, "search_epochs": 1, "warmup_fraction": 0.3, "max_iters": None,
-               "flops_weight": 0.1, "arch_lr": 0.1, "keep_search_weights": False}
+    Options = DMCPOptions
 
-    def prepare(self, ctx: PruneContext) -> None:
-        self._validate(ctx)
+    def prepare(self, ctx: PruneContext) -> DMCPReport:
+        cfg = self.config
+        if ctx.fit is None:
+            raise ConfigError("dmcp searches widths by training: pass a dataset it can train on")
         self._ranks = {g.name: leading_rank(g) for g in ctx.groups}
         table = measure_conv_macs(ctx.model, ctx.input_size, ctx.device)
         searched = [g for g in ctx.groups if in_inference_graph(g, table)]
         macs = ExpectedMacs(table, searched)
-        gates = [MarkovGate(g, self._ranks[g.name]) for g in searched]
+        gates = [MarkovGate(g, self._ranks[g.name], cfg.min_width, cfg.width_step) for g in searched]
         target = self._target(ctx, macs)
         check_target(target, macs.full, float(macs(torch.stack([g.step_sizes[0] for g in gates]))))
         uniform_keep_probability(gates, macs, (1 - BAND / 2) * target)
         start = width_fractions(gates)
         search = Search(gates=gates, hooks=GateHooks(gates, ctx.device), macs=macs, target=target,
-                        flops_weight=float(self.opts["flops_weight"]), arch_lr=float(self.opts["arch_lr"]),
-                        warmup_fraction=float(self.opts["warmup_fraction"]), ignore_index=ctx.ignore_index,
-                        generator=torch.Generator().manual_seed(ctx.seed))
+                        flops_weight=cfg.flops_weight, arch_lr=cfg.arch_lr, warmup_fraction=cfg.warmup_fraction,
+                        ignore_index=ctx.ignore_index, generator=torch.Generator().manual_seed(ctx.seed))
         self._run_search(ctx, search)
         with torch.no_grad():
             expected = [float(g.expected_width()) for g in gates]
@@ -316,36 +280,23 @@ class DMCP(PruningMethod):
                    for g in ctx.groups if g.name not in fitted.widths}
         self._widths = {**fitted.widths, **outside}
         moved = [abs(after - before) for after, before in zip(width_fractions(gates), start, strict=True)]
-        ctx.notes.update(dmcp_target_macs=target, dmcp_expected_macs=expected_macs, dmcp_planned_macs=fitted.macs,
-                         dmcp_full_macs=macs.full, dmcp_iterations=search.iterations,
-                         dmcp_arch_steps=search.arch_steps, dmcp_warmup_iterations=search.warmup_iters,
-                         dmcp_width_scale=fitted.scale, dmcp_width_moved_max=max(moved, default=0.0),
-                         extra_epochs=int(self.opts["search_epochs"]))
+        return DMCPReport(target, expected_macs, fitted.macs, macs.full, search.iterations, search.arch_steps,
+                          search.warmup_iters, fitted.scale, max(moved, default=0.0), cfg.search_epochs)
 
     def _target(self, ctx: PruneContext, macs: ExpectedMacs) -> float:
         """T: `target_macs` G MACs, else the MACs with every searched width scaled by (1 − ratio)."""
-        if self.opts["target_macs"] is not None:
-            return float(self.opts["target_macs"]) * 1e9
+        if self.config.target_macs is not None:
+            return self.config.target_macs * 1e9
         return float(macs(macs.sizes * (1.0 - ctx.ratio)))
-
-    def _validate(self, ctx: PruneContext) -> None:
-        if ctx.fit is None:
-            raise ConfigError("dmcp searches widths by training: pass a dataset it can train on")
-        if int(self.opts["search_epochs"]) < 1:
-            raise ConfigError(f"dmcp: search_epochs {self.opts['search_epochs']} must be 1 or more")
-        if not 0 <= float(self.opts["warmup_fraction"]) < 1:
-            raise ConfigError(f"dmcp: warmup_fraction {self.opts['warmup_fraction']} must be in [0, 1)")
-        if self.opts["target_macs"] is not None and float(self.opts["target_macs"]) <= 0:
-            raise ConfigError(f"--target-macs {self.opts['target_macs']} must be a positive number of G MACs")
 
     def _run_search(self, ctx: PruneContext, search: Search) -> None:
         """Train through ctx.fit with the gates installed; restore the parent's weights unless asked not to."""
-        saved = None if self.opts["keep_search_weights"] else \
+        saved = None if self.config.keep_search_weights else \
             {k: v.detach().clone() for k, v in ctx.model.state_dict().items()}
-        fit_kwargs = {} if self.opts["max_iters"] is None else {"max_iters": int(self.opts["max_iters"])}
+        fit_kwargs = {} if self.config.max_iters is None else {"max_iters": self.config.max_iters}
         try:
             with forward_hooks(search.hooks.pairs()):
-                ctx.fit(search.train_hooks(), int(self.opts["search_epochs"]), **fit_kwargs)
+                ctx.fit(search.train_hooks(), self.config.search_epochs, **fit_kwargs)
         finally:
             if saved is not None:
                 ctx.model.load_state_dict(saved)
@@ -353,14 +304,15 @@ class DMCP(PruningMethod):
                 p.grad = None
             ctx.model.eval()
 
-    def score(self, ctx: PruneContext) -> dict[str, torch.Tensor]:
+    def score(self, ctx: PruneContext) -> Scores:
         """Leading channels first. Without a search (e.g. `vss eval`'s oracle, which runs no `prepare()`)
         the order is the one the search would have started from: |γ| of the parent as it is."""
         ranks = getattr(self, "_ranks", None) or {g.name: leading_rank(g) for g in ctx.groups}
+        report = DMCPScores()
         if ctx.allocation != "paper":  # the search chose widths, which this allocation does not use
-            ctx.notes["dmcp_ranking"] = (f"|gamma| leading-channel order (as slimming's without a sparse phase): "
-                                         f"--allocation {ctx.allocation} ignores the searched widths")
-        return {g.name: rank_scores(ranks[g.name]) for g in ctx.groups}
+            report.dmcp_ranking = (f"|gamma| leading-channel order (the channels slimming keeps without a sparse "
+                                   f"phase): --allocation {ctx.allocation} ignores the searched widths")
+        return Scores({g.name: rank_scores(ranks[g.name]) for g in ctx.groups}, report)
 
 
 @register_allocation("searched")
@@ -374,7 +326,7 @@ def searched_rule(req: AllocationRequest) -> Allocation:
                           "--allocation uniform or global for other methods")
     base = {g.name: max(1, min(g.size, searched.get(g.name, g.size))) for g in req.groups}
     floor = {g.name: min_keep(g.size, req.max_layer_ratio) for g in req.groups}
-    if method.opts["target_macs"] is not None:  # the user's own target wins
+    if method.config.target_macs is not None:  # the user's own target wins
         return Allocation("searched", lambda t: dict(base), {n: min(k, floor[n]) for n, k in base.items()}, fixed=True)
     top = max(g.size / base[g.name] for g in req.groups)
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import torch
 import torch.nn as nn
@@ -14,8 +14,12 @@ import torch.nn as nn
 from vss_cli.pruning.planner import round_keep
 from vss_cli.pruning.surgery import LayerGroup
 
-if TYPE_CHECKING:
-    from vss_cli.pruning.methods.dmcp import MarkovGate
+
+class MarkovGate(Protocol):
+    """What the fit reads of one of dmcp's gates: its group and the channels of each width step."""
+
+    group: LayerGroup
+    step_sizes: torch.Tensor
 
 BAND = 0.05  # the FLOPs loss is zero within [(1 - BAND)·T, T]
 
@@ -57,10 +61,14 @@ class ExpectedMacs:
 
 
 def flops_loss(expected: torch.Tensor, target: float, band: float = BAND) -> torch.Tensor:
-    """0 within [(1 − band)·T, T], log|E − T| outside (the paper's FLOPs loss)."""
-    if (1 - band) * target <= float(expected.detach()) <= target:
+    """The official `log_l1` FLOPs loss: 0 within [(1 − band)·T, T]; below, log|E − T|; above,
+    log|E − (1 − band)·T| (so the pull above T aims into the band). The official factor 0.1 inside the
+    log far from T only shifts the loss, not its gradient, and is left out."""
+    e = float(expected.detach())
+    if (1 - band) * target <= e <= target:
         return expected * 0.0
-    return torch.log((expected - target).abs())
+    aim = target if e < (1 - band) * target else (1 - band) * target
+    return torch.log((expected - aim).abs())
 
 
 @dataclass

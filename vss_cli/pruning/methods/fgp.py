@@ -46,6 +46,8 @@ Options: `share` = None (T searched by the budget; 0.8 fixes the paper's T), `he
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 
@@ -53,6 +55,7 @@ from vss_cli.engine.hooks import capture_hook, eval_mode, forward_hooks
 from vss_cli.errors import ConfigError
 from vss_cli.pruning.base import PruneContext, PruningMethod, register_method
 from vss_cli.pruning.features import channel_outputs, scoring_batches
+from vss_cli.pruning.method_options import MethodOptions, MethodReport, Scores, option
 from vss_cli.pruning.planner import Allocation, AllocationRequest, register_allocation
 from vss_cli.pruning.surgery import LayerGroup
 
@@ -143,19 +146,33 @@ def cumulative_share_width(support: torch.Tensor, share: float) -> int:
     return int(reached[0]) + 1 if reached.numel() else support.numel()
 
 
-def fgp_settings(opts: dict, num_classes: int | None = None) -> dict:
-    """The options, checked once."""
-    mode, features, mask = str(opts["heat"]), str(opts["features"]), str(opts["mask"])
-    if mode not in HEATS or features not in FEATURES or mask not in MASKS:
-        raise ConfigError(f"fgp: heat={mode} features={features} mask={mask} unknown: use heat={'|'.join(HEATS)}, "
-                          f"features={'|'.join(FEATURES)} and mask={'|'.join(MASKS)}")
-    share, only = opts["share"], opts["only_class"]
-    if share is not None and not 0 < float(share) <= 1:
-        raise ConfigError(f"fgp: share {share} is outside (0, 1]: pass a share such as 0.8")
-    if only is not None and (int(only) < 0 or (num_classes is not None and int(only) >= num_classes)):
-        raise ConfigError(f"fgp: only_class {only} is not a class index of this dataset")
-    return {"heat": mode, "features": features, "mask": mask, "only_class": None if only is None else int(only),
-            "share": None if share is None else float(share)}
+@dataclass(frozen=True)
+class FGPOptions(MethodOptions):
+    share: float | None = option(None, "cumulative share T of support kept per layer: None = searched by the "
+                                 "budget; a value fixes the paper's rule (paper: 0.8)")
+    heat: str = option("gradcam", "channel heat: Grad-CAM's pooled gradient times the feature, or elementwise",
+                       choices=HEATS)
+    features: str = option("conv", "where a channel is read: its conv output (Grad-CAM's activations) or its BN "
+                           "output", choices=FEATURES)
+    mask: str = option("labels", "pixels of class d: labelled d (METHODS.md) or predicted d (official test script)",
+                       choices=MASKS)
+    only_class: int | None = option(None, "score this class alone (official test script: one chosen class); "
+                                    "None = every class present")
+
+    def check(self) -> None:
+        if self.share is not None and not 0 < self.share <= 1:
+            raise ConfigError(f"fgp: share {self.share} is outside (0, 1]: pass a share such as 0.8")
+        if self.only_class is not None and self.only_class < 0:
+            raise ConfigError(f"fgp: only_class {self.only_class} is not a class index")
+
+
+@dataclass
+class FGPReport(MethodReport):
+    fgp_minibatches: int
+    fgp_classes: int
+    fgp_heat: str
+    fgp_features: str
+    fgp_mask: str
 
 
 @register_method
@@ -164,17 +181,17 @@ class FGP(PruningMethod):
 
     name = "fgp"
     paper_allocation = "share"  # per layer the channels reaching the cumulative share T (registered below)
+    paper = "Lv et al., Feature-Gradient-Prune, arXiv 2411.12781 (FGP-code/FGP)"
+    scores_need = "data, gradients, per class"
     needs_data = True
-    options = {"share": None, "heat": "gradcam", "features": "conv", "mask": "labels", "only_class": None}
+    Options = FGPOptions
 
-    def __init__(self, **options):
-        super().__init__(**options)
-        fgp_settings(self.opts)
-
-    def score(self, ctx: PruneContext) -> dict[str, torch.Tensor]:
-        cfg = fgp_settings(self.opts, ctx.num_classes)
-        evidence = ClassEvidence(ctx.groups, ctx.num_classes, cfg["heat"], cfg["features"], cfg["mask"],
-                                 cfg["only_class"])
+    def score(self, ctx: PruneContext) -> Scores:
+        cfg = self.config
+        if cfg.only_class is not None and cfg.only_class >= ctx.num_classes:
+            raise ConfigError(f"fgp: only_class {cfg.only_class} is not a class of this dataset "
+                              f"({ctx.num_classes} classes)")
+        evidence = ClassEvidence(ctx.groups, ctx.num_classes, cfg.heat, cfg.features, cfg.mask, cfg.only_class)
         minibatches = 0
         with eval_mode(ctx.model):
             for images, labels in scoring_batches(ctx, "fgp"):
@@ -182,16 +199,15 @@ class FGP(PruningMethod):
                 minibatches += 1
         if not bool(evidence.seen.any()):
             raise ConfigError("fgp found no labelled pixels in the scoring images: pass more --samples")
-        ctx.notes.update(fgp_minibatches=minibatches, fgp_classes=int(evidence.seen.sum()), fgp_heat=cfg["heat"],
-                         fgp_features=cfg["features"], fgp_mask=cfg["mask"])
-        return evidence.support()
+        return Scores(evidence.support(), FGPReport(minibatches, int(evidence.seen.sum()), cfg.heat, cfg.features,
+                                                    cfg.mask))
 
 
 @register_allocation("share")
 def share_rule(req: AllocationRequest) -> Allocation:
     """Per layer the top channels whose cumulative share of support reaches T: fixed at fgp's `share`
     when given, else T = 1 − t (t = 0 keeps every layer whole) for the budget search."""
-    share = fgp_settings({**FGP.options, **(req.method.opts if isinstance(req.method, FGP) else {})})["share"]
+    share = req.method.config.share if isinstance(req.method, FGP) else None
     floor = {g.name: 1 for g in req.groups}
     if share is not None:
         widths = {g.name: cumulative_share_width(req.scores[g.name], share) for g in req.groups}

@@ -12,9 +12,13 @@ Euclidean distance).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
+from vss_cli.errors import ConfigError
 from vss_cli.pruning.base import PruneContext, PruningMethod, mean_over_members, register_method
+from vss_cli.pruning.method_options import MethodOptions, Scores, option
 from vss_cli.pruning.methods.norms import filter_matrix
 
 
@@ -23,15 +27,25 @@ def distance_sums(filters: torch.Tensor, p: float = 2.0) -> torch.Tensor:
     return torch.cdist(filters.unsqueeze(0), filters.unsqueeze(0), p=p).squeeze(0).sum(1)
 
 
+@dataclass(frozen=True)
+class FPGMOptions(MethodOptions):
+    p: float = option(2.0, "order of the Minkowski distance between flattened filters (paper: 2, Euclidean)")
+
+    def check(self) -> None:
+        if self.p <= 0:
+            raise ConfigError(f"fpgm: p {self.p} must be positive (paper: 2)")
+
+
 @register_method
 class FPGM(PruningMethod):
     """Sum of distances to the layer's other filters (He et al., CVPR 2019); small = redundant."""
 
     name = "fpgm"
     paper_allocation = "uniform"  # the official `distance_rate`: one rate per layer
-    options = {"p": 2.0}
+    paper = "He et al., Filter Pruning via Geometric Median, CVPR 2019 (he-y/filter-pruning-geometric-median)"
+    Options = FPGMOptions
 
-    def score(self, ctx: PruneContext) -> dict[str, torch.Tensor]:
-        p = float(self.opts["p"])
-        return {g.name: mean_over_members([distance_sums(filter_matrix(c), p) for _, c in g.convs])
-                for g in ctx.groups}
+    def score(self, ctx: PruneContext) -> Scores:
+        p = self.config.p
+        return Scores({g.name: mean_over_members([distance_sums(filter_matrix(c), p) for _, c in g.convs])
+                       for g in ctx.groups})

@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 
 from vss_cli.pruning.base import PruneContext, PruningMethod, mean_over_members, register_method
+from vss_cli.pruning.method_options import Scores
 
 
 def filter_matrix(conv: torch.nn.Conv2d) -> torch.Tensor:
@@ -22,9 +23,11 @@ class L1(PruningMethod):
 
     name = "l1"
     paper_allocation = "uniform"  # Li et al.: the same fraction per layer (plain form)
+    paper = "Li et al., Pruning Filters for Efficient ConvNets, ICLR 2017"
 
-    def score(self, ctx: PruneContext) -> dict[str, torch.Tensor]:
-        return {g.name: mean_over_members([filter_matrix(c).abs().sum(1) for _, c in g.convs]) for g in ctx.groups}
+    def score(self, ctx: PruneContext) -> Scores:
+        return Scores({g.name: mean_over_members([filter_matrix(c).abs().sum(1) for _, c in g.convs])
+                       for g in ctx.groups})
 
 
 @register_method
@@ -33,6 +36,8 @@ class L2(PruningMethod):
 
     name = "l2"
     paper_allocation = "uniform"  # as l1
+    paper = "Li et al., ICLR 2017 (the L2 variant)"
 
-    def score(self, ctx: PruneContext) -> dict[str, torch.Tensor]:
-        return {g.name: mean_over_members([filter_matrix(c).norm(dim=1) for _, c in g.convs]) for g in ctx.groups}
+    def score(self, ctx: PruneContext) -> Scores:
+        return Scores({g.name: mean_over_members([filter_matrix(c).norm(dim=1) for _, c in g.convs])
+                       for g in ctx.groups})

@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 
 from vss_cli.pruning.base import PruneContext, PruningMethod, register_method
+from vss_cli.pruning.method_options import Scores
 
 
 @register_method
@@ -17,7 +18,9 @@ class RandomScores(PruningMethod):
 
     name = "random"
     paper_allocation = "uniform"  # isolates which channels from how many per layer
+    paper = "the lower bound: uniform random scores, seeded"
+    scores_need = "seed"
 
-    def score(self, ctx: PruneContext) -> dict[str, torch.Tensor]:
+    def score(self, ctx: PruneContext) -> Scores:
         generator = torch.Generator().manual_seed(int(ctx.seed))
-        return {g.name: torch.rand(g.size, generator=generator) for g in ctx.groups}
+        return Scores({g.name: torch.rand(g.size, generator=generator) for g in ctx.groups})

@@ -60,6 +60,7 @@ from vss_cli.engine.hooks import batch_statistics, eval_mode, forward_hooks, obs
 from vss_cli.errors import ConfigError
 from vss_cli.pruning.base import PruneContext, PruningMethod, mean_over_members, register_method
 from vss_cli.pruning.features import channel_outputs, scoring_batches
+from vss_cli.pruning.method_options import MethodOptions, MethodReport, Scores, option
 from vss_cli.pruning.planner import Allocation, AllocationRequest, Threshold, register_allocation
 from vss_cli.pruning.surgery import LayerGroup
 
@@ -193,27 +194,28 @@ def group_score(stats: list[RedundancyStats], size: int, detail_weight: float) -
 
 
 @dataclass(frozen=True)
-class SirfpSettings:
-    detail_weight: float
-    layer_keep: float
-    ema_decay: float | None
-    bn_stats: str
+class SIRFPOptions(MethodOptions):
+    detail_weight: float = option(0.4, "weight of the edge (spatial detail) term in the backbone (official: 0.4)")
+    layer_keep: float = option(0.01, "fewest channels a layer keeps, as a share, at least one (official: 0.01)")
+    average: str = option("ema", "statistics over passes: EMA from zero (official) or the plain mean",
+                          choices=AVERAGES)
+    ema_decay: float = option(0.99, "EMA decay r (official: 0.99)")
+    bn_stats: str = option("batch", "BN while scoring: each minibatch's statistics (official, train-mode BN; "
+                           "running statistics untouched) or the running ones", choices=BN_STATS)
+
+    def check(self) -> None:
+        if self.detail_weight < 0:
+            raise ConfigError(f"sirfp: detail_weight {self.detail_weight} must be 0 or more (official: 0.4)")
+        if not 0 < self.layer_keep < 1:
+            raise ConfigError(f"sirfp: layer_keep {self.layer_keep} must be in (0, 1) (official: 0.01)")
+        if not 0 <= self.ema_decay < 1:
+            raise ConfigError(f"sirfp: ema_decay {self.ema_decay} must be in [0, 1) (official: 0.99)")
 
 
-def settings(opts: dict) -> SirfpSettings:
-    """The options, checked once."""
-    weight, keep = float(opts["detail_weight"]), float(opts["layer_keep"])
-    average, decay, bn = str(opts["average"]), float(opts["ema_decay"]), str(opts["bn_stats"])
-    if weight < 0:
-        raise ConfigError(f"sirfp: detail_weight {weight} must be 0 or more (official: 0.4)")
-    if not 0 < keep < 1:
-        raise ConfigError(f"sirfp: layer_keep {keep} must be in (0, 1) (official: 0.01)")
-    if average not in AVERAGES or bn not in BN_STATS:
-        raise ConfigError(f"sirfp: average={average} bn_stats={bn}: use average={'|'.join(AVERAGES)} and "
-                          f"bn_stats={'|'.join(BN_STATS)}")
-    if not 0 <= decay < 1:
-        raise ConfigError(f"sirfp: ema_decay {decay} must be in [0, 1) (official: 0.99)")
-    return SirfpSettings(weight, keep, decay if average == "ema" else None, bn)
+@dataclass
+class SIRFPReport(MethodReport):
+    sirfp_images: int
+    sirfp_no_backbone: str | None = None
 
 
 @register_method
@@ -222,13 +224,17 @@ class SIRFP(PruningMethod):
 
     name = "sirfp"
     paper_allocation = "regions"  # raw thresholds, backbone and the rest separately (official code)
+    paper = "Wu et al., Structural Pruning via Spatial-aware Information Redundancy for Semantic Segmentation, " \
+            "AAAI 2025 (dywu98/SIRFP)"
+    scores_need = "data (feature maps)"
     needs_data = True
     normalize = False  # raw scores, thresholded per region
-    options = {"detail_weight": 0.4, "layer_keep": 0.01, "average": "ema", "ema_decay": 0.99, "bn_stats": "batch"}
+    Options = SIRFPOptions
 
-    def score(self, ctx: PruneContext) -> dict[str, torch.Tensor]:
-        cfg = settings(self.opts)
-        stats = {g.name: [RedundancyStats(region_detail_weight(g, cfg.detail_weight) > 0, cfg.ema_decay)
+    def score(self, ctx: PruneContext) -> Scores:
+        cfg = self.config
+        decay = cfg.ema_decay if cfg.average == "ema" else None
+        stats = {g.name: [RedundancyStats(region_detail_weight(g, cfg.detail_weight) > 0, decay)
                           for _ in channel_outputs(g)] for g in ctx.groups}
         hooks = [(module, observer_hook(s.add))
                  for g in ctx.groups for module, s in zip(channel_outputs(g), stats[g.name], strict=True)]
@@ -238,11 +244,11 @@ class SIRFP(PruningMethod):
                 ctx.model(images)
         if not any(s.images for ss in stats.values() for s in ss):
             raise ConfigError("sirfp saw no images: pass --samples N with N > 0")
-        ctx.notes["sirfp_images"] = max(s.images for ss in stats.values() for s in ss)
+        report = SIRFPReport(max(s.images for ss in stats.values() for s in ss))
         if not any(g.region == BACKBONE for g in ctx.groups):
-            ctx.notes["sirfp_no_backbone"] = "the model declares no backbone: no edge term, one region"
-        return {g.name: group_score(stats[g.name], g.size, region_detail_weight(g, cfg.detail_weight)).float()
-                for g in ctx.groups}
+            report.sirfp_no_backbone = "the model declares no backbone: no edge term, one region"
+        return Scores({g.name: group_score(stats[g.name], g.size, region_detail_weight(g, cfg.detail_weight)).float()
+                       for g in ctx.groups}, report)
 
 
 def layer_floor(size: int, layer_keep: float) -> int:
@@ -254,8 +260,7 @@ def layer_floor(size: int, layer_keep: float) -> int:
 def regions_rule(req: AllocationRequest) -> Allocation:
     """Raw thresholds, one over the backbone's channels and one over the rest, both at t; every layer
     keeps at least max(1, int(layer_keep·C))."""
-    opts = req.method.opts if isinstance(req.method, SIRFP) else SIRFP.options
-    keep = settings({**SIRFP.options, **opts}).layer_keep
+    keep = (req.method.config if isinstance(req.method, SIRFP) else SIRFPOptions()).layer_keep
     floor = {g.name: layer_floor(g.size, keep) for g in req.groups}
     regions = [[g for g in req.groups if (g.region == BACKBONE) == is_backbone] for is_backbone in (True, False)]
     parts = [Threshold(members, req.scores, "none", floor) for members in regions if members]

@@ -33,6 +33,7 @@ Options:
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
@@ -41,6 +42,7 @@ from vss_cli.engine.progress import log
 from vss_cli.engine.train import TrainHooks
 from vss_cli.errors import ConfigError
 from vss_cli.pruning.base import PruneContext, PruningMethod, mean_over_members, register_method
+from vss_cli.pruning.method_options import MethodOptions, MethodReport, Scores, option
 
 SMALL_GAMMA = 1e-2  # |γ| below this counts as sparsified
 WARN_SHARE = 0.05  # a sparse phase leaving fewer channels than this below SMALL_GAMMA is reported
@@ -93,6 +95,41 @@ def parent_lambda(ctx: PruneContext) -> float:
     return float((ctx.parent_config or {}).get("slimming_lambda") or 0.0)
 
 
+@dataclass(frozen=True)
+class SlimmingOptions(MethodOptions):
+    slimming_lambda: float | None = option(None, "lambda of the sparse phase (None: 0.03 x 160 spread over the "
+                                           "phase's steps; paper: 1e-4 VGG, 1e-5 ResNet over 160 epochs)")
+    sparse_epochs: int = option(EPOCHS, "length of the sparse phase when the parent was trained without lambda "
+                                "(0: prune on the raw |gamma|)")
+
+    def check(self) -> None:
+        if self.sparse_epochs < 0 or (self.slimming_lambda is not None and self.slimming_lambda < 0):
+            raise ConfigError(f"slimming: --sparse-epochs {self.sparse_epochs} and slimming_lambda "
+                              f"{self.slimming_lambda} must be 0 or more")
+
+
+@dataclass
+class SlimmingReport(MethodReport):
+    """What the sparse phase did (None: not applicable)."""
+
+    sparse_phase: bool = False
+    extra_epochs: int = 0
+    gamma_below_1e_2_before: float | None = None
+    gamma_below_1e_2_after: float | None = None
+    sparse_epochs: int | None = None
+    slimming_lambda: float | None = None
+    parent_slimming_lambda: float | None = None
+    warning: str | None = None
+
+    def notes(self) -> dict:  # the recorded names keep their "1e-2"
+        return {k.replace("1e_2", "1e-2"): v for k, v in super().notes().items()}
+
+
+@dataclass
+class SlimmingScores(MethodReport):
+    unpruned_without_bn: list | None = None
+
+
 @register_method
 class Slimming(PruningMethod):
     """|γ| of the group's BatchNorm channels, ranked globally without normalisation (Liu et al., 2017)."""
@@ -100,24 +137,22 @@ class Slimming(PruningMethod):
     name = "slimming"
     paper_allocation = "global_raw"  # one global threshold on raw |γ| (resprune.py)
     normalize = False
+    paper = "Liu et al., Learning Efficient Convolutional Networks through Network Slimming, ICCV 2017 " \
+            "(Eric-mingjie/network-slimming)"
+    scores_need = "BN gammas (a sparse training phase when the parent had none)"
     training_epochs_option = "sparse_epochs"
-    options = {"slimming_lambda": None, "sparse_epochs": EPOCHS}
+    Options = SlimmingOptions
 
-    def prepare(self, ctx: PruneContext) -> None:
+    def prepare(self, ctx: PruneContext) -> SlimmingReport:
         trained_lambda = parent_lambda(ctx)
         before = small_gamma_share(ctx.model)
-        ctx.notes.update({"extra_epochs": 0, "gamma_below_1e-2_before": before})
         if trained_lambda > 0:
-            ctx.notes.update(sparse_phase=False, parent_slimming_lambda=trained_lambda)
-            return
-        epochs = int(self.opts["sparse_epochs"])
-        lam = -1.0 if self.opts["slimming_lambda"] is None else float(self.opts["slimming_lambda"])
-        if epochs < 0 or (self.opts["slimming_lambda"] is not None and lam < 0):
-            raise ConfigError(f"slimming: --sparse-epochs {epochs} and slimming_lambda {lam} must be 0 or more")
+            return SlimmingReport(gamma_below_1e_2_before=before, parent_slimming_lambda=trained_lambda)
+        epochs = self.config.sparse_epochs
+        lam = -1.0 if self.config.slimming_lambda is None else self.config.slimming_lambda
         if epochs == 0:
-            ctx.notes.update(sparse_phase=False, sparse_epochs=0,
-                             warning="parent trained without --slimming-lambda; pruned on the raw |gamma|")
-            return
+            return SlimmingReport(gamma_below_1e_2_before=before, sparse_epochs=0,
+                                  warning="parent trained without --slimming-lambda; pruned on the raw |gamma|")
         if ctx.fit is None:
             raise ConfigError("slimming needs a sparse phase on training data: pass a dataset, or --sparse-epochs 0")
         penalty = SparsePenalty(lam)
@@ -125,18 +160,17 @@ class Slimming(PruningMethod):
         ctx.model.eval()
         lam = penalty.lam
         after = small_gamma_share(ctx.model)
-        ctx.notes.update({"sparse_phase": True, "sparse_epochs": epochs, "slimming_lambda": lam,
-                          "extra_epochs": epochs, "gamma_below_1e-2_after": after})
+        report = SlimmingReport(sparse_phase=True, extra_epochs=epochs, gamma_below_1e_2_before=before,
+                                gamma_below_1e_2_after=after, sparse_epochs=epochs, slimming_lambda=lam)
         if after < WARN_SHARE:
-            message = (f"slimming: after {epochs} sparse epochs at lambda {lam:g} only {after:.1%} of |gamma| "
-                       f"are below {SMALL_GAMMA:g} (before: {before:.1%}): raise slimming_lambda or sparse_epochs")
-            ctx.notes["warning"] = message
-            log(f"warning: {message}")
+            report.warning = (f"slimming: after {epochs} sparse epochs at lambda {lam:g} only {after:.1%} of |gamma| "
+                              f"are below {SMALL_GAMMA:g} (before: {before:.1%}): raise slimming_lambda or "
+                              "sparse_epochs")
+            log(f"warning: {report.warning}")
+        return report
 
-    def score(self, ctx: PruneContext) -> dict[str, torch.Tensor]:
+    def score(self, ctx: PruneContext) -> Scores:
         scores = {g.name: mean_over_members([bn.weight.detach().abs() for _, bn in g.bns if bn.weight is not None])
                   for g in ctx.groups if any(bn.weight is not None for _, bn in g.bns)}
         unscored = [g.name for g in ctx.groups if g.name not in scores]
-        if unscored:
-            ctx.notes["unpruned_without_bn"] = unscored
-        return scores
+        return Scores(scores, SlimmingScores(unscored or None))

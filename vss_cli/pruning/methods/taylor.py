@@ -18,13 +18,23 @@ where no γ exists, never as a silent substitute.
 Scoring runs the model in eval mode, so BatchNorm running statistics are untouched; gradients are
 taken only for the parameters the criterion needs, and every parameter's `.grad` and `requires_grad`
 are restored afterwards. Torch-Pruning 1.6.1's `TaylorImportance` skips BN layers, so it is not used.
-No options.
+
+Coupled channels (`group`). A residual stream couples one channel across several BNs (the
+downsample BN and every block's last BN of a stage). `group=mean` (METHODS.md's default for every
+criterion): the mean over the members of each member's squared term. `group=gate`: the paper's code
+(NVlabs/Taylor_pruning) puts one multiplicative gate on the channel and squares its first-order
+term; a gate g multiplying every member's output has ∂L/∂g = Σ_members (γ·∂L/∂γ + β·∂L/∂β) at g = 1,
+so the importance is the square of the summed contribution, (Σ_i γ_i·∂L/∂γ_i + β_i·∂L/∂β_i)², per
+minibatch and then averaged. The two agree on groups with one BN.
+
+Options: `group` = mean (see above).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
@@ -33,6 +43,7 @@ import torch.nn.functional as F
 from vss_cli.errors import ConfigError
 from vss_cli.pruning.base import PruneContext, PruningMethod, mean_over_members, register_method
 from vss_cli.pruning.features import scoring_batches
+from vss_cli.pruning.method_options import MethodOptions, MethodReport, Scores, option
 from vss_cli.pruning.surgery import LayerGroup
 
 
@@ -64,12 +75,17 @@ def weight_times_grad(param: nn.Parameter | None) -> torch.Tensor | float:
     return (param.detach() * param.grad).flatten(1).sum(1) if param.ndim > 1 else param.detach() * param.grad
 
 
-def taylor_term(layer: nn.Module) -> torch.Tensor:
-    """(γ·∂L/∂γ + β·∂L/∂β)² for a BN, (Σ w·∂L/∂w + b·∂L/∂b)² per filter for a conv."""
+def first_order(layer: nn.Module) -> torch.Tensor:
+    """γ·∂L/∂γ + β·∂L/∂β for a BN, Σ w·∂L/∂w + b·∂L/∂b per filter for a conv (before squaring)."""
     term = weight_times_grad(layer.weight) + weight_times_grad(layer.bias)
     if not torch.is_tensor(term):
         term = torch.full((layer.weight.shape[0],), float(term), device=layer.weight.device)
-    return term.pow(2).float()
+    return term.float()
+
+
+def taylor_term(layer: nn.Module) -> torch.Tensor:
+    """(γ·∂L/∂γ + β·∂L/∂β)² for a BN, (Σ w·∂L/∂w + b·∂L/∂b)² per filter for a conv."""
+    return first_order(layer).pow(2)
 
 
 def _bn_layers(group: LayerGroup) -> list[nn.Module]:
@@ -81,7 +97,10 @@ def scored_layers(groups: list[LayerGroup]) -> dict[str, list[nn.Module]]:
     return {g.name: _bn_layers(g) or [c for _, c in g.convs] for g in groups}
 
 
-def group_importance(layers: list[nn.Module]) -> torch.Tensor:
+def group_importance(layers: list[nn.Module], group: str = "mean") -> torch.Tensor:
+    """mean: the members' squared terms averaged; gate: the square of their summed first-order terms."""
+    if group == "gate":
+        return torch.stack([first_order(m) for m in layers]).sum(0).pow(2)
     return mean_over_members([taylor_term(m) for m in layers])
 
 
@@ -90,15 +109,30 @@ def minibatch_loss(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
     return F.cross_entropy(model(images)["out"], labels, ignore_index=ignore_index)
 
 
+@dataclass(frozen=True)
+class TaylorOptions(MethodOptions):
+    group: str = option("mean", "coupled channels: mean of the members' squares, or gate = square of their "
+                        "summed first-order term (NVlabs' gate)", choices=("mean", "gate"))
+
+
+@dataclass
+class TaylorReport(MethodReport):
+    taylor_minibatches: int = 0
+    taylor_group: str = "mean"
+
+
 @register_method
 class Taylor(PruningMethod):
     """(γ·∂L/∂γ + β·∂L/∂β)² averaged over minibatches (Molchanov et al., CVPR 2019)."""
 
     name = "taylor"
     paper_allocation = "global_raw"  # Molchanov 2019 ranks the raw criterion across layers
+    paper = "Molchanov et al., Importance Estimation for Neural Network Pruning, CVPR 2019 (NVlabs/Taylor_pruning)"
+    scores_need = "data, gradients"
     needs_data = True
+    Options = TaylorOptions
 
-    def score(self, ctx: PruneContext) -> dict[str, torch.Tensor]:
+    def score(self, ctx: PruneContext) -> Scores:
         layers = scored_layers(ctx.groups)
         wanted = [p for ms in layers.values() for m in ms for p in m.parameters(recurse=False)]
         totals: dict[str, torch.Tensor] = {}
@@ -111,10 +145,10 @@ class Taylor(PruningMethod):
                     p.grad = None
                 minibatch_loss(ctx.model, images, labels, ctx.ignore_index).backward()
                 for name, ms in layers.items():
-                    imp = group_importance(ms).cpu()
+                    imp = group_importance(ms, self.config.group).cpu()
                     totals[name] = totals[name] + imp if name in totals else imp
                 minibatches += 1
         if minibatches == 0:
             raise ConfigError("taylor found no labelled pixels in the scoring images: pass more --samples")
-        ctx.notes["taylor_minibatches"] = minibatches
-        return {name: total / minibatches for name, total in totals.items()}
+        return Scores({name: total / minibatches for name, total in totals.items()},
+                      TaylorReport(minibatches, self.config.group))

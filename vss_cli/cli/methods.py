@@ -1,0 +1,29 @@
+"""`vss methods`: every pruning criterion with its paper, what its scores need, its paper allocation
+and its options (types, the paper's defaults, help)."""
+
+from __future__ import annotations
+
+import typer
+
+from vss_cli.cli import options as o
+from vss_cli.cli.output import Format, render_rows
+from vss_cli.errors import ConfigError
+
+TABLE_COLUMNS = ("method", "paper", "scores_need", "paper_allocation", "options_str")
+
+
+def methods(fmt: o.OutFormat = "table") -> None:
+    """List the pruning methods: paper, what scoring needs, the paper's allocation rule and every option
+    with its default (set one with `vss prune --option KEY=VALUE` or `vss bench --option METHOD:KEY=VALUE`).
+
+    `--format json` also gives each option's type, help and allowed values."""
+    from vss_cli.pruning.registry import describe_methods
+
+    if fmt not in {f.value for f in Format}:
+        raise ConfigError(f"--format {fmt} is not supported: choose table, csv or json")
+    rows = describe_methods()
+    render_rows(rows, fmt, title="pruning methods (docs/methods.md)", columns=TABLE_COLUMNS if fmt == "table" else None)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("methods")(methods)
