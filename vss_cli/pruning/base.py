@@ -45,6 +45,7 @@ class PruneContext:
     batch_source: Callable[[], Iterator] | None = None
     fit: Callable | None = None
     parent_config: dict = field(default_factory=dict)
+    scored_images: int | None = None  # images the last scoring pass saw (set by `features.scoring_batches`)
 
     def batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         if self.batch_source is None:

@@ -30,7 +30,7 @@ def scoring_batches(ctx, what: str) -> Iterator[tuple[torch.Tensor, torch.Tensor
             yield images, labels
             scored += len(images)
             update(advance=len(images))
-    ctx.notes["scored_images"] = scored
+    ctx.scored_images = scored
     if ctx.samples and scored < ctx.samples:
         log(f"warning: {what} scored {scored} of the {ctx.samples} images --samples asked for (the scoring "
             "split holds no more): its scores rest on fewer images")

@@ -266,6 +266,7 @@ def prune_model(model, model_name: str, method, opts: PruneOptions, *, input_siz
     scores = method.score(ctx)
     plan = plan_channels(method, ctx, scores, budget)
     notes = {**({"aux_only_groups": [g.name for g in aux_only]} if aux_only else {}),
+             **({"scored_images": ctx.scored_images} if ctx.scored_images is not None else {}),
              **(prepared.notes() if prepared is not None else {}), **scores.report.notes(), **plan.notes()}
     t1 = time.perf_counter()
     apply_plan(dg, groups, plan.removed)
