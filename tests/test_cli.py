@@ -84,13 +84,14 @@ def test_prune_by_checkpoint_path_keeps_lineage(trained):
         (["prune", "--ckpt", "missing.pt", "--method", "l1"], "missing.pt"),
         (["prune", "--ckpt", "zzzzzz", "--method", "l1"], "zzzzzz"),
         (["eval", "--baseline", "nope.pt", "--candidate", "nope.pt"], "nope.pt"),
-        (["prune", "--ckpt", "missing.pt", "--global-ratio", "1.5"], "1.5"),
-        (["prune", "--ckpt", "missing.pt", "--method", "magic"], "magic"),
+        (["prune", "--ckpt", "present.pt", "--global-ratio", "1.5"], "1.5"),  # options come before the file's content
+        (["prune", "--ckpt", "present.pt", "--method", "magic"], "magic"),
         (["train", "--dataset", "cityscapes", "--data-root", "/does/not/exist"], "/does/not/exist"),
         (["train", "--model", "resnet9000"], "resnet9000"),
     ],
 )
 def test_bad_input_exits_2_with_one_line_and_no_run(tmp_path, args, needle):
+    (tmp_path / "present.pt").write_bytes(b"not read: a path is checked first, then the options")
     result = vss(*args)
     assert result.exit_code == 2, result.output
     lines = [line for line in result.output.strip().splitlines() if line.strip()]

@@ -162,3 +162,16 @@ def test_a_label_file_of_the_wrong_size_is_named(tree):
     result = vss("train", *TRAIN, "--model", "unet", "--width", "0.125", "--input-size", SIZE, "--epochs", "1")
     assert result.exit_code == 2 and label.name in result.output and "16x16" in result.output
     assert runs() == []
+
+
+@pytest.mark.parametrize("args", [["prune", "--ckpt", "nowhere/best.pt"], ["train", "--data-root", "nowhere"],
+                                  ["eval", "--baseline", "a/best.pt", "--candidate", "b/best.pt"],
+                                  ["bench", "--baseline", "nowhere/best.pt"], ["data", "check", "--data-root", "nowhere"]])
+def test_a_bad_path_fails_before_torch_is_imported(args):
+    import subprocess
+    import sys
+
+    code = ("import sys; from typer.testing import CliRunner; from vss_cli.cli.app import app; "
+            f"r = CliRunner().invoke(app, {args!r}); print(r.exit_code, 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out[-2:] == ["2", "False"]

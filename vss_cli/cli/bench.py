@@ -259,10 +259,14 @@ def bench(
     to a recorded grid without repeating its options. Writes benchmark_summary.json.
     """
     given = dict(locals())  # the parameters, by name (build_options maps them onto the templates)
-    from vss_cli.workflows.bench import bench_run
-
     if join is not None:
         _check_join(given)
+    else:
+        from vss_cli.workflows.paths import precheck
+
+        precheck(data_root, {"--baseline": baseline}, STATE.store())  # before torch loads: a typo fails at once
+    from vss_cli.workflows.bench import bench_run
+
     opts = build_options(given)
     outcome = bench_run(opts, STATE.store(), join=join, prepare_only=prepare_only,
                         continue_out_dir=out_dir is not None and not _given_beyond(given, CONTINUE_OWN))

@@ -98,6 +98,9 @@ def register(app: typer.Typer) -> None:
         """Check a dataset tree file by file; exit 2 when it is not usable."""
         if fmt not in CHECK_FORMATS:
             raise ConfigError(f"--format {fmt} is not supported here: choose table or json")
+        from vss_cli.workflows.paths import precheck
+
+        precheck(data_root)  # before torch loads: a typo fails at once
         from vss_cli.data.checks import check_dataset, infer_dataset
 
         name = dataset or (infer_dataset(data_root) if data_root is not None else "synthetic")

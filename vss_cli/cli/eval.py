@@ -85,6 +85,9 @@ def eval_cmd(
     compile: o.Compile = E["compile"], cuda_graphs: o.CudaGraphs = E["cuda_graphs"],
 ) -> None:
     """Compare a candidate with its baseline: metrics, retention, speed, MACs, channels, oracle agreement."""
+    from vss_cli.workflows.paths import precheck
+
+    precheck(data_root, {"--baseline": baseline, "--candidate": candidate}, STATE.store())  # before torch loads
     from vss_cli.workflows.evaluate import EvalOptions, eval_run
 
     opts = EvalOptions(

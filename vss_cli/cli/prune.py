@@ -46,6 +46,9 @@ def prune(
     require_speedup: o.RequireSpeedup = o.PRUNE["require_speedup"], dtype: o.TimingDtype = o.PRUNE["dtype"],
 ) -> None:
     """Remove channels physically with one criterion; records MACs, params and widths before/after."""
+    from vss_cli.workflows.paths import precheck
+
+    precheck(data_root, {"--ckpt": ckpt}, STATE.store())  # before torch loads: a typo fails at once
     from vss_cli.workflows.prune import PruneOptions, prune_run
 
     opts = PruneOptions(

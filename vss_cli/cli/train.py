@@ -71,6 +71,9 @@ def train(
     img_suffix: o.ImgSuffix = None, seg_suffix: o.SegSuffix = None,
 ) -> None:
     """Train a baseline (defaults: built-in synthetic data and the small default model)."""
+    from vss_cli.workflows.paths import precheck
+
+    precheck(data_root, {"--model-from": model_from}, STATE.store())  # before torch loads: a typo fails at once
     from vss_cli.workflows.train import TrainOptions, train_run
 
     opts = TrainOptions(
@@ -96,6 +99,9 @@ def finetune(
     tensorboard: o.TensorBoard = None,
 ) -> None:
     """Train starting from a (pruned) checkpoint, keeping its architecture."""
+    from vss_cli.workflows.paths import precheck
+
+    precheck(data_root, {"--model-from": model_from}, STATE.store())  # before torch loads: a typo fails at once
     from vss_cli.workflows.train import TrainOptions, train_run
 
     opts = TrainOptions(

@@ -80,12 +80,13 @@ def read_checkpoint(path: Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist: pass an existing .pt file or a run id")
+    convert = (f"pass a checkpoint written by vss, or convert a research-script checkpoint with "
+               f"`vss import {path} --model NAME`")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unreadable file is bad input
-        raise CheckpointError(
-            f"checkpoint {path} cannot be read ({type(exc).__name__}): pass a checkpoint written by vss"
-        ) from None
+        raise CheckpointError(f"checkpoint {path} cannot be read as a vss checkpoint ({type(exc).__name__}): "
+                              f"{convert}") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise CheckpointError(f"{path} is not a vss checkpoint ({FORMAT}): pass a checkpoint written by vss")
+        raise CheckpointError(f"{path} is not a vss checkpoint ({FORMAT}): {convert}")
     return payload
