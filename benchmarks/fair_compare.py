@@ -10,6 +10,7 @@ mIoU mean ± std over seeds with the verdict against random (`vss_cli.report.ver
     nice -n 10 python benchmarks/fair_compare.py                    # defaults: 12 epochs, ratio 0.5, seeds 0,1,2
     python benchmarks/fair_compare.py --baseline base.pt --out cells.json   # train once, reuse afterwards
     python benchmarks/fair_compare.py --epochs 2 --methods l1,random --seeds 0,1
+    python benchmarks/fair_compare.py --baseline base.pt --allocations paper --finetune-epochs 5   # + a fine-tuned column
 
 Measured: 17 minutes on a shared 2-core CPU with one thread (training 336 s, 81 cells 656 s, of which
 slimming's sparse phases and DMCP's searches are most); with a cached `--baseline`, about 11.
@@ -128,7 +129,12 @@ def cell(baseline, method: str, allocation: str, seed: int, args, val_loader, ca
         fit=make_fit(DATASET, None, input_size, seed, "cpu"), num_classes=spec.num_classes,
         ignore_index=spec.ignore_index, count=lambda m: count_complexity(m, input_size))
     metrics, _ = evaluate(model, val_loader, spec.num_classes, spec.ignore_index, progress=False)
+    tuned = None
+    if args.finetune_epochs and allocation in args.finetune_allocations.split(",") and seed in args.finetune_seeds:
+        make_fit(DATASET, None, input_size, seed, "cpu")(model, TrainHooks(), args.finetune_epochs)
+        tuned = evaluate(model.eval(), val_loader, spec.num_classes, spec.ignore_index, progress=False)[0].miou
     return {"allocation": allocation, "method": method, "ratio": args.ratio, "seed": seed, "miou": metrics.miou,
+            "miou_finetuned": tuned,
             "macs_reduction": report.macs_reduction, "channel_prune_ratio": report.channel_prune_ratio,
             "rule": report.notes.get("allocation_rule"), "seconds": time.perf_counter() - t0}
 
@@ -139,12 +145,19 @@ def table(cells: list[dict], baseline_miou: float) -> Table:
     for c in cells:
         macs.setdefault((c["allocation"], c["method"]), []).append(c["macs_reduction"])
     out = Table(title=f"mIoU after pruning, no fine-tuning (baseline {baseline_miou:.4f})")
-    for col in ("allocation", "method", "seeds", "mIoU mean ± std", "vs_random", "p(better)", "MACs ↓"):
+    tuned: dict = {}
+    for c in cells:
+        if c.get("miou_finetuned") is not None:
+            tuned.setdefault((c["allocation"], c["method"]), []).append(c["miou_finetuned"])
+    for col in ("allocation", "method", "seeds", "mIoU mean ± std", "vs_random", "p(better)", "MACs ↓",
+                "mIoU fine-tuned (seeds)"):
         out.add_column(col)
     for r in rows:
+        ft = tuned.get((r.key["allocation"], r.method))
         out.add_row(r.key["allocation"], r.method, str(r.n), r.mean_std, r.vs_random or "—",
                     "—" if r.p_better is None else f"{r.p_better:.3f}",
-                    f"{statistics.fmean(macs[(r.key['allocation'], r.method)]):.1%}")
+                    f"{statistics.fmean(macs[(r.key['allocation'], r.method)]):.1%}",
+                    f"{statistics.fmean(ft):.4f} ({len(ft)})" if ft else "—")
     return out
 
 
@@ -160,9 +173,15 @@ def main() -> None:
                         help="the cells' training budget after the baseline, as bench's --finetune-epochs: methods "
                              "that train themselves get at most this many epochs (0: slimming prunes the raw |γ|, "
                              "DMCP searches its minimum of 1 epoch)")
+    parser.add_argument("--finetune-epochs", type=int, default=0,
+                        help="fine-tune each pruned cell of --finetune-allocations for this many epochs and add its "
+                             "mIoU as a column (0: none)")
+    parser.add_argument("--finetune-allocations", default="paper")
+    parser.add_argument("--finetune-seeds", default="0,1,2")
     parser.add_argument("--out", default=None, help="write the cells as JSON here")
     parser.add_argument("--baseline", default=None, help="cache of the trained baseline (written if missing)")
     args = parser.parse_args()
+    args.finetune_seeds = [int(s) for s in args.finetune_seeds.split(",")]
     torch.set_num_threads(1)
     console = Console(width=120)
     spec = get_spec(DATASET)
