@@ -17,8 +17,9 @@ Ratio = Annotated[float, typer.Option("--global-ratio", help="fraction of the --
                                       "or measured latency) removed, in (0, 1)")]
 SparseEpochs = Annotated[int | None, typer.Option("--sparse-epochs", help="slimming: sparse phase length when "
                                                   "the parent was trained without --slimming-lambda")]
-FgpShare = Annotated[float | None, typer.Option("--fgp-share", help="fgp: keep per layer the top channels whose "
-                                                "cumulative share reaches T (the paper's rule, T=0.8)")]
+FgpShare = Annotated[float | None, typer.Option("--fgp-share", help="fgp: fix T of its paper rule (per layer the "
+                                                "top channels whose cumulative share reaches T, paper 0.8); the "
+                                                "budget is then not applied (default: T searched to meet it)")]
 TargetMacs = Annotated[float | None, typer.Option("--target-macs", help="dmcp: MACs target (G) instead of the ratio")]
 ScoreBatch = Annotated[int, typer.Option("--batch-size", help="minibatch size while scoring")]
 
