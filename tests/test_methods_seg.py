@@ -281,3 +281,12 @@ def test_fgp_rejects_an_unknown_heat():
         fgp_scores(model, quarter_batches(), [model.body[3]], heat="cam")
 
 
+
+
+def test_fgp_only_class_scores_that_class_alone_and_predicted_mask_follows_the_model():
+    model = TwoPath().eval()
+    only = fgp_scores(model, rare_class_batches(), [model.body[3]], only_class=1)["body.0"]
+    assert only.tolist() == pytest.approx([0.0, 1.0])  # class 1's logit reads channel 1 only
+    # every pixel predicted as class 0 or 1 by the colour it carries: both classes get scored
+    predicted = fgp_scores(model, rare_class_batches(), [model.body[3]], mask="predicted")["body.0"]
+    assert float(predicted.sum()) == pytest.approx(1.0) and bool((predicted > 0).all())
