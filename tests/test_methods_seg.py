@@ -290,3 +290,17 @@ def test_fgp_only_class_scores_that_class_alone_and_predicted_mask_follows_the_m
     # every pixel predicted as class 0 or 1 by the colour it carries: both classes get scored
     predicted = fgp_scores(model, rare_class_batches(), [model.body[3]], mask="predicted")["body.0"]
     assert float(predicted.sum()) == pytest.approx(1.0) and bool((predicted > 0).all())
+
+
+def test_sirfp_batch_statistics_of_one_value_per_channel_fail_in_one_line():
+    model = nn.Sequential(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4), nn.AdaptiveAvgPool2d(1), nn.Conv2d(4, 4, 1),
+                          nn.BatchNorm2d(4))
+    wrapped = nn.Module()
+    wrapped.body = model
+    wrapped.forward = lambda x: {"out": model(x)}
+    groups = groups_of(wrapped, [model[3]], size=(8, 8))
+    ctx = PruneContext(model=wrapped, groups=groups, device=torch.device("cpu"), num_classes=2,
+                       batch_source=lambda: iter([(torch.randn(1, 3, 8, 8), torch.zeros(1, 8, 8, dtype=torch.long))]))
+    with pytest.raises(ConfigError, match="bn_stats=running"):
+        get_method("sirfp").score(ctx)
+    assert all(not m._forward_hooks for m in model.modules())

@@ -193,6 +193,17 @@ def group_score(stats: list[RedundancyStats], size: int, detail_weight: float) -
                               for s in stats]).double()
 
 
+def forward(model, images: torch.Tensor) -> None:
+    """One scoring pass; batch statistics of a single value per channel are refused in one line."""
+    try:
+        model(images)
+    except ValueError as exc:
+        if "more than 1 value per channel" not in str(exc):
+            raise
+        raise ConfigError("sirfp: bn_stats=batch normalises with each minibatch's statistics, and a layer here sees "
+                          "one value per channel: pass a larger --batch-size or --option bn_stats=running") from None
+
+
 @dataclass(frozen=True)
 class SIRFPOptions(MethodOptions):
     detail_weight: float = option(0.4, "weight of the edge (spatial detail) term in the backbone (official: 0.4)")
@@ -241,7 +252,7 @@ class SIRFP(PruningMethod):
         statistics = batch_statistics(ctx.model) if cfg.bn_stats == "batch" else nullcontext()
         with eval_mode(ctx.model), statistics, forward_hooks(hooks), torch.no_grad():
             for images, _ in scoring_batches(ctx, "sirfp"):
-                ctx.model(images)
+                forward(ctx.model, images)
         if not any(s.images for ss in stats.values() for s in ss):
             raise ConfigError("sirfp saw no images: pass --samples N with N > 0")
         report = SIRFPReport(max(s.images for ss in stats.values() for s in ss))
