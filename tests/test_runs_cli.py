@@ -332,3 +332,13 @@ def test_a_fast_start_imports_no_torch(args: list[str], slow: tuple[str, ...], t
     done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=env, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().splitlines()[-1] == "LOADED"
+
+
+def test_list_shows_a_finished_finetunes_best_checkpoint_miou(db: Path) -> None:
+    """The eval of a fine-tune loads best.pt, so the listing shows best.pt's mIoU, not the last epoch's."""
+    with Store(db) as store:
+        run = store.create_run(kind="finetune", config={}, metrics={"val_miou": 0.5})
+        store.add_metrics(run.id, {"val_miou": 0.4})  # the last epoch did worse
+        store.add_metrics(run.id, {"best_val_miou": 0.5, "best_epoch": 0})
+    rows = json.loads(_ok("runs", "list", "--format", "json"))
+    assert next(r for r in rows if r["id"] == run.id)["miou"] == 0.5
