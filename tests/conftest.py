@@ -24,6 +24,9 @@ BACKENDS = ("sqlite", "postgresql")
 
 @pytest.fixture(autouse=True)
 def _isolated(tmp_path, monkeypatch):
+    from vss_cli import signals
+
+    signals._received.clear()  # a stop signal one test sent is not the next test's (one process per `vss`)
     monkeypatch.setenv("VSS_DB", str(tmp_path / "vss.db"))
     monkeypatch.setenv("VSS_QUIET", "1")
     monkeypatch.chdir(tmp_path)
