@@ -23,6 +23,14 @@ class ConfigError(VssError):
     """An option value is out of range or inconsistent."""
 
 
+class StoreError(VssError):
+    """The lineage database cannot be used: a bad URL, unreachable, corrupt, read-only or newer."""
+
+
+class StoreUnavailable(StoreError):
+    """The database stayed unreachable or locked for the whole retry window (`VSS_DB_RETRY_S`)."""
+
+
 class RunTakenOver(VssError):
     """Another worker claimed the run this process was working on (its heartbeat had gone stale)."""
 

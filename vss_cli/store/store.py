@@ -13,11 +13,20 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, func, or_, select, update
 from sqlalchemy import insert as insert_row
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from vss_cli.errors import ConfigError, RunNotFound, RunTakenOver
+from vss_cli.errors import ConfigError, RunNotFound, RunTakenOver, StoreError
 from vss_cli.store import keys
-from vss_cli.store.engine import WRITE_OPTION, make_engine, retry_locked
+from vss_cli.store.engine import (
+    WRITE_OPTION,
+    Retry,
+    database_url,
+    make_engine,
+    retry_budget,
+    sqlite_read_only,
+    unusable,
+    where,
+)
 from vss_cli.store.identity import (  # noqa: F401 - re-exported
     artifact_intact,
     file_digest,
@@ -25,7 +34,7 @@ from vss_cli.store.identity import (  # noqa: F401 - re-exported
     new_run_id,
     worker_id,
 )
-from vss_cli.store.migrations import migrate
+from vss_cli.store.migrations import MIGRATIONS, applied_migrations, migrate
 from vss_cli.store.reads import RunReads, require_run
 from vss_cli.store.rows import Artifact, Run
 from vss_cli.store.tables import ARTIFACT, EDGE, KINDS, RELATIONS, RUN, STATUSES, TERMINAL_STATUSES
@@ -44,9 +53,32 @@ class Store(RunReads):
     """The lineage database. Opening it migrates it; options are keyword-only past the run id."""
 
     def __init__(self, url_or_path: str | Path) -> None:
-        self.engine: Engine = make_engine(url_or_path)
-        self.url = str(self.engine.url)
-        self.applied = migrate(self.engine)
+        url = database_url(url_or_path)
+        self.place = where(url)  # what messages name: the file, or host:port/database
+        self.read_only: str | None = None  # why writes are refused, when they are
+        if sqlite_read_only(url):
+            self.read_only = f"{self.place} is read-only for this user"
+        self.engine: Engine = make_engine(url, read_only=self.read_only is not None)
+        self.url = str(self.engine.url)  # password masked
+        self.retry = Retry(self.place, retry_budget())
+        try:
+            self.applied = self._open()
+        except DBAPIError as exc:  # corrupt, unreachable, refused: one line naming the file or host
+            self.engine.dispose()
+            raise unusable(exc, self.place) from None
+
+    def _open(self) -> list[str]:
+        """Migrate the database, unless it is read-only here or has a schema newer than this vss (then
+        reads work and writes are refused, naming both schema versions)."""
+        with self.engine.connect() as conn:
+            applied = applied_migrations(conn)
+        newer = [name for name in applied if name not in {fn.__name__ for fn in MIGRATIONS}]
+        if newer:
+            self.read_only = (f"{self.place} has schema version {len(applied)} ({applied[-1]}), newer than this vss's "
+                              f"{len(MIGRATIONS)} ({MIGRATIONS[-1].__name__}): upgrade vss to write to it")
+        if self.read_only is not None:
+            return []
+        return migrate(self.engine)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -61,7 +93,11 @@ class Store(RunReads):
 
     def _transaction(self, fn: Callable[[Connection], T], *, write: bool) -> T:
         """Run `fn` in one transaction on a fresh connection (committed on success), retrying the whole
-        transaction when the database is locked; writes start with `BEGIN IMMEDIATE` on SQLite."""
+        transaction while the database is locked or unreachable (`engine.Retry`); writes start with
+        `BEGIN IMMEDIATE` on SQLite, and are refused (StoreError) on a read-only or newer database."""
+
+        if write and self.read_only is not None:
+            raise StoreError(f"cannot write: {self.read_only}")
 
         def attempt() -> T:
             with self.engine.connect() as conn:
@@ -70,7 +106,7 @@ class Store(RunReads):
                 with conn.begin():
                     return fn(conn)
 
-        return retry_locked(attempt)
+        return self.retry(attempt)
 
     def _read(self, fn: Callable[[Connection], T]) -> T:
         return self._transaction(fn, write=False)

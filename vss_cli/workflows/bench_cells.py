@@ -3,12 +3,14 @@ cell, reusing the steps an earlier attempt finished; and the loop that claims ce
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from vss_cli.engine.progress import log, progress_bar
+from vss_cli.errors import StoreError, StoreUnavailable
 from vss_cli.report.schema import cell_metrics
 from vss_cli.signals import stop_requested
 from vss_cli.store import Run, Store, artifact_intact
@@ -148,6 +150,10 @@ def run_cell(work: CellWork, cell: Run) -> None:
         _finish(store, cell, "completed", {**metrics, "cell_seconds": time.perf_counter() - t0})
     except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM/SIGHUP (`errors.Interrupted`)
         _finish(store, cell, "interrupted", error=f"interrupted by {getattr(exc, 'signal_name', 'the user')}")
+        raise
+    except StoreUnavailable:  # the database is gone: this worker stops, the cell stays resumable
+        with contextlib.suppress(StoreError):
+            _finish(store, cell, "interrupted", error="database unreachable")
         raise
     except Exception as exc:  # noqa: BLE001 - one failing cell must not stop the grid
         stop = stop_requested()  # ... unless a stop signal caused it: then the cell is interrupted

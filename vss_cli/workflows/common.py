@@ -12,7 +12,7 @@ import torch
 
 import vss_cli
 from vss_cli.engine.progress import log
-from vss_cli.errors import ConfigError, Interrupted, RunTakenOver
+from vss_cli.errors import ConfigError, Interrupted, RunTakenOver, StoreError, StoreUnavailable
 from vss_cli.signals import HANDLED_SIGNALS, install_signal_handlers, stop_requested  # noqa: F401 - torch-free
 from vss_cli.store.queue import Heartbeat
 from vss_cli.workflows.paths import (
@@ -120,6 +120,10 @@ def recorded(store, run_id: str, *, during: str | None = None, complete: bool = 
             yield
     except RunTakenOver:
         raise  # the run is another worker's now: its status is not this process's to set
+    except StoreUnavailable:  # after the retry window: one quick try to leave the run resumable
+        with contextlib.suppress(StoreError):
+            store.set_status(run_id, "interrupted", error=f"database unreachable{where}")
+        raise
     except Interrupted as exc:
         store.set_status(run_id, "interrupted", error=f"interrupted by {exc.signal_name}{where}")
         raise
