@@ -144,6 +144,8 @@ def rm_runs(
     or pending run depends on; the check is repeated inside the deleting transaction.
     """
     store = STATE.store()
+    if not dry_run:
+        store.check_writable()
     plan = store.plan_removal(runs, with_children=with_children)
     _describe(plan, "would delete" if dry_run else "deleting")
     if dry_run:
@@ -181,6 +183,8 @@ def gc_runs(
     for --older-than; bench runs, completed and running runs and anything they depend on always stay.
     """
     store = STATE.store()
+    if not dry_run:
+        store.check_writable()
     plan = store.plan_gc(older_than_s=parse_duration(older_than, "--older-than"), roots=scan or ())
     _describe(plan, "would delete" if dry_run else "deleting")
     _describe_garbage(plan)

@@ -80,6 +80,11 @@ class Store(RunReads):
             return []
         return migrate(self.engine)
 
+    def check_writable(self) -> None:
+        """StoreError (one line, naming the file or both schema versions) when writes are refused."""
+        if self.read_only is not None:
+            raise StoreError(f"cannot write: {self.read_only}")
+
     def close(self) -> None:
         self.engine.dispose()
 
@@ -96,8 +101,8 @@ class Store(RunReads):
         transaction while the database is locked or unreachable (`engine.Retry`); writes start with
         `BEGIN IMMEDIATE` on SQLite, and are refused (StoreError) on a read-only or newer database."""
 
-        if write and self.read_only is not None:
-            raise StoreError(f"cannot write: {self.read_only}")
+        if write:
+            self.check_writable()
 
         def attempt() -> T:
             with self.engine.connect() as conn:
