@@ -162,6 +162,7 @@ def test_show_json(lineage: Lineage) -> None:
         (["runs", "list", "--columns", "id,bogus"], "unknown column 'bogus'"),
         (["runs", "list", "--where", "noequals"], "is not KEY=VALUE"),
         (["runs", "list", "--since", "yesterday"], "is not a duration"),
+        (["runs", "list", "--since", "99999999d"], "reaches back before year 1"),
         (["runs", "gc", "--older-than", "7x"], "is not a duration"),
         (["runs", "compare", "abc"], "at least two runs"),
     ],

@@ -279,3 +279,64 @@ def test_rm_refuses_to_delete_what_a_kept_run_depends_on(store_url):
     with pytest.raises(ConfigError, match=f"prune run {step.id} \\(completed\\) is pruned-from run {base.id}"):
         store.plan_removal([base.id], with_children=True)
     assert len(store.list_runs()) == 5
+
+
+def test_an_interrupted_training_run_records_its_checkpoints(tmp_path):
+    """Issue 22.11: SIGTERM after the first epoch: the run is interrupted with its last.pt (and best.pt)
+    recorded, so gc sees them; --resume finishes it and the rows then match the final files."""
+    import signal
+    import time
+
+    from vss_cli.store import artifact_intact
+
+    db = tmp_path / "i.db"
+    env = {**os.environ, "VSS_DB": str(db), "VSS_QUIET": "1", "OMP_NUM_THREADS": "1"}
+    args = [sys.executable, "-m", "vss_cli", *TRAIN]
+    args[args.index("--epochs") + 1], args[args.index("--max-iters-per-epoch") + 1] = "3", "15"
+    proc = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 240
+    while not list(tmp_path.glob("runs/train/*/last.pt")) and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=120) == 143
+    store = Store(db)
+    (run,) = store.list_runs(kind="train")
+    assert run.status == "interrupted"
+    recorded = {a.kind: a for a in store.artifacts(run.id)}
+    assert recorded["last-checkpoint"].path.name == "last.pt" and all(map(artifact_intact, recorded.values()))
+    assert store.plan_gc(older_than_s=0).planned_bytes == sum(a.bytes for a in recorded.values())
+
+    done = subprocess.run([*args, "--resume"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    final = store.artifacts(run.id)
+    assert sorted(a.kind for a in final) == ["checkpoint", "last-checkpoint"] and all(map(artifact_intact, final))
+
+
+def test_two_grids_started_at_once_in_one_folder_cannot_both_own_it(store_url, tmp_path):
+    """Issue 22.11: two different grids created at the same moment with one --out-dir: one bench run owns
+    the folder, the other is refused with nothing written (each used to overwrite the other's summary)."""
+    import threading
+
+    from vss_cli.errors import ConfigError as Refused
+
+    folder = tmp_path / "grid"
+    start, results = threading.Barrier(2), {}
+
+    def create(key: str) -> None:
+        with Store(store_url) as store:
+            start.wait()
+            try:
+                results[key] = store.create_run_once(kind="bench", config={"g": key}, config_key=key * 64,
+                                                     out_dir=folder, own_out_dir=True)[0].id
+            except Refused as exc:
+                results[key] = exc
+
+    threads = [threading.Thread(target=create, args=(key,)) for key in "ab"]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    won = [v for v in results.values() if isinstance(v, str)]
+    lost = [v for v in results.values() if isinstance(v, Exception)]
+    assert len(won) == 1 and len(lost) == 1 and f"belongs to another grid (bench run {won[0]})" in str(lost[0])
+    assert [r.id for r in Store(store_url).list_runs(kind="bench")] == won

@@ -115,7 +115,12 @@ def parse_since(text: str, now: datetime) -> datetime:
     try:
         value = datetime.fromisoformat(text)
     except ValueError:
-        return now - timedelta(seconds=parse_duration(text, "--since"))
+        seconds = parse_duration(text, "--since")
+        try:
+            return now - timedelta(seconds=seconds)
+        except OverflowError:
+            raise ConfigError(f"--since '{text}' reaches back before year 1: use a shorter duration or a date such "
+                              "as 2024-05-01") from None
     return (value if value.tzinfo else value.replace(tzinfo=timezone.utc)).astimezone(timezone.utc)
 
 

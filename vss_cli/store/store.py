@@ -49,6 +49,18 @@ def _now() -> datetime:
     return datetime.now(timezone.utc)
 
 
+def _refuse_taken_folder(conn: Connection, kind: str, config_key: str, out_dir: str) -> None:
+    """ConfigError when a run of `kind` with another key records `out_dir` (checked in the caller's write
+    transaction; on PostgreSQL under an advisory lock on the folder)."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(select(func.pg_advisory_xact_lock(int(keys.config_key({"out_dir": out_dir})[:15], 16))))
+    other = conn.execute(select(RUN.c.id).where(RUN.c.kind == kind, RUN.c.out_dir == out_dir,
+                                                RUN.c.config_key != config_key).limit(1)).scalar()
+    if other is not None:
+        raise ConfigError(f"--out-dir {out_dir} belongs to another grid ({kind} run {other}): pass another --out-dir, "
+                          "or --force-new to start a new grid there")
+
+
 class Store(RunReads):
     """The lineage database. Opening it migrates it; options are keyword-only past the run id."""
 
@@ -169,12 +181,15 @@ class Store(RunReads):
         name: str | None = None,
         versions: Mapping[str, Any] | None = None,
         out_dir: str | Path | None = None,
+        own_out_dir: bool = False,
     ) -> tuple[Run, bool]:
         """The run of this kind and key under the first parent (by its relation), created if missing.
 
         Without parents the key is looked up among all runs of the kind. Returns (run, created). The
         lookup and the insert share one write transaction (`BEGIN IMMEDIATE` on SQLite, an advisory
-        lock on PostgreSQL), so processes racing to create the same run end up with one row.
+        lock on PostgreSQL), so processes racing to create the same run end up with one row. With
+        `own_out_dir`, a new run is refused (ConfigError, nothing written) when a run of this kind with
+        another key already records `out_dir`: two grids started at once in one folder, one wins.
         """
         insert = self._run_inserter(kind, config, parents, status, config_key, name, versions, out_dir)
 
@@ -190,6 +205,8 @@ class Store(RunReads):
             existing = conn.execute(query.order_by(RUN.c.id).limit(1)).first()
             if existing is not None:
                 return Run.from_row(existing), False
+            if own_out_dir and out_dir is not None:
+                _refuse_taken_folder(conn, kind, config_key, str(out_dir))
             return insert(conn), True
 
         return self._write_with_parents(txn, parents)
@@ -320,13 +337,19 @@ class Store(RunReads):
         self._write(txn)
 
     def add_artifact(self, run_id: str, *, kind: str, path: str | Path) -> Artifact:
-        """Record a file the run wrote; its sha256 and size are read from disk now."""
+        """Record a file the run wrote; its sha256 and size are read from disk now. Recording the same
+        file of the same kind again (a resumed run that recorded it when interrupted) updates that row."""
         path = Path(path).expanduser().resolve()
         sha, size = file_digest(path)
+        same = (ARTIFACT.c.run_id == run_id) & (ARTIFACT.c.kind == kind) & (ARTIFACT.c.path == str(path))
 
         def txn(conn: Connection) -> Artifact:
             require_run(conn, run_id)
             row = dict(run_id=run_id, kind=kind, path=str(path), sha256=sha, bytes=size, created_at=_now())
+            existing = conn.execute(select(ARTIFACT.c.id).where(same).order_by(ARTIFACT.c.id).limit(1)).scalar()
+            if existing is not None:
+                conn.execute(update(ARTIFACT).where(ARTIFACT.c.id == existing).values(**row))
+                return Artifact.from_record({"id": existing, **row})
             (row_id,) = conn.execute(insert_row(ARTIFACT).values(**row)).inserted_primary_key
             return Artifact.from_record({"id": row_id, **row})
 

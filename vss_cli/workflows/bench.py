@@ -172,8 +172,10 @@ def bench_identity(opts: BenchOptions, source: BaselineSource, settings: dict) -
 
 def open_bench(store: Store, opts: BenchOptions, config: dict, key: str, device) -> tuple[Run, Path]:
     """The bench run of this grid (created once) and its output folder (`check_out_dir` has passed)."""
+    folder = Path(opts.out_dir).resolve() if opts.out_dir else None
     run, created = store.create_run_once(kind="bench", config=config, config_key=key, status="pending",
-                                         name=_axes_name(opts), versions=versions(device))
+                                         name=_axes_name(opts), versions=versions(device), out_dir=folder,
+                                         own_out_dir=not opts.force_new)
     out_dir = Path(opts.out_dir or run.out_dir or Path("runs") / "bench" / run.id).resolve()
     if created or opts.out_dir:
         run = store.update_run(run.id, out_dir=out_dir)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from vss_cli.data.checks import preflight
 from vss_cli.engine.checkpoint import ModelSpec
 from vss_cli.engine.progress import log, log_epoch
 from vss_cli.engine.train import FitResult, TrainConfig, TrainHooks, fit, seed_everything
-from vss_cli.errors import ConfigError
+from vss_cli.errors import ConfigError, RunTakenOver, StoreError
 from vss_cli.pruning.checkpoint import load_checkpoint
 from vss_cli.store.identity import worker_id
 from vss_cli.store.queue import RunStore, refuse_live, take
@@ -231,10 +232,11 @@ def train_run(opts: TrainOptions, store: RunStore, *, kind: str = "train", hooks
     with ctx, board or contextlib.nullcontext():
         for name in ("best.pt", "last.pt") if main else ():
             check_writable(store, run_id, out_dir / name)
-        result = fit(model, train_loader, val_loader, cfg, num_classes=mspec.num_classes,
-                     ignore_index=dataset.ignore_index, spec=mspec, history=history,
-                     dataset={**dspec, "data_root": opts.data_root, "input_size": list(opts.input_size)}, out_dir=out_dir, hooks=hooks,
-                     resume_from=resume_from, class_weights=_class_weights(opts))
+        with _checkpoints_recorded_if_stopped(store, run_id, out_dir):
+            result = fit(model, train_loader, val_loader, cfg, num_classes=mspec.num_classes,
+                         ignore_index=dataset.ignore_index, spec=mspec, history=history,
+                         dataset={**dspec, "data_root": opts.data_root, "input_size": list(opts.input_size)},
+                         out_dir=out_dir, hooks=hooks, resume_from=resume_from, class_weights=_class_weights(opts))
         if main:
             store.add_metrics(run_id, {"best_val_miou": result.best_miou, "best_epoch": result.best_epoch,
                                        "train_seconds": result.seconds})
@@ -244,6 +246,24 @@ def train_run(opts: TrainOptions, store: RunStore, *, kind: str = "train", hooks
         torch.distributed.barrier()
     return TrainOutcome(run_id=run_id, out_dir=out_dir, checkpoint=result.best_path, best_miou=result.best_miou,
                         fit=result)
+
+
+@contextlib.contextmanager
+def _checkpoints_recorded_if_stopped(store, run_id: str | None, out_dir: Path | None) -> Iterator[None]:
+    """When training stops early (a signal, an error), record the complete best.pt / last.pt it left
+    as the run's artifacts, so `runs gc` sees them and `--resume` finds them; not when the run was
+    taken over (it is another worker's) or the database is gone."""
+    try:
+        yield
+    except RunTakenOver:
+        raise
+    except BaseException:
+        if run_id is not None and out_dir is not None:
+            with contextlib.suppress(StoreError):
+                for name, kind in (("best.pt", "checkpoint"), ("last.pt", "last-checkpoint")):
+                    if (out_dir / name).is_file():
+                        store.add_artifact(run_id, kind=kind, path=out_dir / name)
+        raise
 
 
 def _run_hooks(hooks: TrainHooks, opts: TrainOptions, store, run_id: str | None, board=None) -> TrainHooks:
