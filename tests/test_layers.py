@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "vss_cli"
-SHARED = {"errors", "fileio", "signals", "consoles", "__main__", "__init__"}
+SHARED = {"errors", "fileio", "signals", "consoles", "threads", "__main__", "__init__"}
 # layer -> the vss_cli layers it may import (itself and the shared helpers always)
 ALLOWED = {
     "store": set(),
