@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from vss_cli.data import get_spec
 from vss_cli.engine.progress import log
 from vss_cli.errors import ConfigError, RunNotFound
 from vss_cli.report.schema import CellRow
@@ -46,6 +47,7 @@ from vss_cli.workflows.bench_baseline import (
 from vss_cli.workflows.bench_cells import CellWork, cell_intact, starting_point, work_through
 from vss_cli.workflows.bench_options import BenchOptions
 from vss_cli.workflows.common import infer_dataset, resolve_device, versions
+from vss_cli.workflows.train import inherit_dataset, resolve_options
 
 
 @dataclass
@@ -136,6 +138,40 @@ def continued_options(store: Store, opts: BenchOptions) -> BenchOptions:
     continued = replace(recorded, out_dir=opts.out_dir, skip_existing=opts.skip_existing, force_new=False,
                         baseline=bench.config.get("baseline_path") or recorded.baseline)
     return continued.with_device(opts.device) if opts.device != "auto" else continued
+
+
+def check_cells(opts: BenchOptions, source: BaselineSource, store: Store, device) -> None:
+    """What a cell's steps would refuse only once the baseline is loaded, checked on the baseline's
+    network before the first row: each step's input size, and each method × ratio's reach."""
+    from vss_cli.pruning.registry import get_method
+    from vss_cli.workflows.prechecks import check_input_size
+    from vss_cli.workflows.prune import check_reachable
+
+    model, name, size = _baseline_network(source, store, device)
+    for where, step in (("pruning", opts.prune), ("fine-tuning", opts.finetune), ("evaluation", opts.eval)):
+        _step_check(where, lambda s: check_input_size(model, s.input_size or size, device), step)
+    cells = [(get_method(m, **opts.options_of(m)), r, f"cell {m} r{r:g} (--methods/--ratios): ")
+             for m, r in itertools.product(opts.methods, opts.ratios)]
+    check_reachable(model, name, opts.cell_prune(opts.methods[0], opts.ratios[0], 0),
+                    tuple(opts.prune.input_size or size), device, cells)
+
+
+def _baseline_network(source: BaselineSource, store: Store, device) -> tuple:
+    """(model, model name, input size) of the grid's baseline: the given checkpoint's (its recorded size,
+    else its dataset's default), else a fresh build of the network the grid would train (its structure
+    is all the checks need)."""
+    from vss_cli.models import build_model
+    from vss_cli.pruning.checkpoint import load_checkpoint
+    from vss_cli.workflows.paths import recorded_input_size
+
+    if source.checkpoint is not None:
+        loaded = load_checkpoint(source.checkpoint.path, device)
+        size = recorded_input_size(loaded.dataset) or get_spec(loaded.dataset.get("name") or "synthetic").default_input_size
+        return loaded.model, loaded.spec.name, tuple(size)
+    train = resolve_options(inherit_dataset(source.train, store))
+    kwargs = {k: v for k, v in train.model_kwargs.items() if k not in ("pretrained_backbone", "backbone_weights")}
+    model = build_model(train.model, get_spec(train.dataset).num_classes, **kwargs)
+    return model, train.model, tuple(train.input_size)
 
 
 def join_options(store: Store, ref: str, *, device: str | None, worker_grace: float | None) -> tuple[BenchOptions, Run]:
@@ -264,6 +300,7 @@ def bench_run(opts: BenchOptions, store: Store, *, join: str | None = None, prep
         check_out_dir(store, Path(opts.out_dir), key, force_new=opts.force_new)
     preflight_data(store, opts, source)
     if joined is None:
+        check_cells(opts, source, store, device)
         explain_baseline(store, source)
     bench, out_dir = open_bench(store, opts, config, key, device)
     with Heartbeat(store, interval_s=min(30.0, opts.worker_grace / 4)) as beat:

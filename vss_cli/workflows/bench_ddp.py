@@ -1,6 +1,7 @@
 """A bench cell's fine-tune on several processes: `torchrun` runs this module, each rank calls the one
 `train_run` (gloo on CPU, nccl on CUDA); rank 0 records the finetune run, linked `step-of` from the cell
-in the transaction that creates it, and writes its id to the file the parent reads.
+in the transaction that creates it, and writes its id to the file the parent reads. The database URL
+(which may hold a password) reaches the workers through their environment (`VSS_DB`), never the job file.
 
     python -m torch.distributed.run --standalone --nproc-per-node N -m vss_cli.workflows.bench_ddp JOB.json
 """
@@ -17,16 +18,18 @@ from vss_cli.errors import ConfigError
 from vss_cli.fileio import write_json
 from vss_cli.workflows.options import TrainOptions, from_plain, to_plain
 
+DB_ENV = "VSS_DB"  # the workers' database URL, password included: in their environment only
+
 
 def finetune_under_torchrun(opts: TrainOptions, *, db_url: str, cell_id: str, nproc: int, job_dir: Path) -> str:
     """Run the fine-tune on `nproc` processes and return the finetune run's id."""
     job_dir.mkdir(parents=True, exist_ok=True)
-    job = write_json(job_dir / "ddp_job.json", {"options": to_plain(opts), "db": db_url, "cell": cell_id,
+    job = write_json(job_dir / "ddp_job.json", {"options": to_plain(opts), "cell": cell_id,
                                                 "result": str(job_dir / "ddp_run_id.txt")})
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
            "-m", "vss_cli.workflows.bench_ddp", str(job)]
-    done = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")},
-                          capture_output=True, text=True)
+    env = {**os.environ, DB_ENV: db_url, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True)
     result = job_dir / "ddp_run_id.txt"
     if done.returncode != 0 or not result.is_file():
         tail = " | ".join((done.stderr or done.stdout).strip().splitlines()[-3:])
@@ -43,7 +46,9 @@ def main(job_path: str) -> None:
     opts = from_plain(TrainOptions, job["options"])
     if int(os.environ.get("WORLD_SIZE", "1")) < 2:
         raise ConfigError("bench_ddp runs under torchrun with --nproc-per-node 2 or more")
-    with Store(job["db"]) as store, Heartbeat(store, interval_s=30.0) as beat:
+    if not os.environ.get(DB_ENV):
+        raise ConfigError(f"bench_ddp reads its database URL from ${DB_ENV}: run it through `vss bench --nproc-per-cell`")
+    with Store(os.environ[DB_ENV]) as store, Heartbeat(store, interval_s=30.0) as beat:
         outcome = train_run(opts, StepStore(store, beat, parents=[(job["cell"], "step-of")]), kind="finetune")
         if outcome.run_id is not None:
             Path(job["result"]).write_text(outcome.run_id)

@@ -40,6 +40,7 @@ from vss_cli.workflows.common import (
     versions,
 )
 from vss_cli.workflows.options import EvalOptions
+from vss_cli.workflows.prechecks import check_baseline_is_ancestor, check_file_option, check_input_size
 
 ORACLE_METHOD_CHOICES = ("candidate", "all")
 REPORT_NAME = "evaluation_report.json"
@@ -142,6 +143,7 @@ def resolve(opts: EvalOptions, store: RunStore) -> EvalSetting:
             f"baseline {base_ref.path} predicts {base.spec.num_classes} classes but candidate {cand_ref.path} "
             f"predicts {cand.spec.num_classes}: compare a candidate pruned from this baseline"
         )
+    check_baseline_is_ancestor(store, base_ref, cand_ref, base, cand)
     recorded_ds = cand.dataset or base.dataset
     dataset = opts.dataset or recorded_ds.get("name") or "synthetic"
     same_dataset = recorded_ds.get("name") == dataset
@@ -153,6 +155,7 @@ def resolve(opts: EvalOptions, store: RunStore) -> EvalSetting:
     recorded_size = (recorded_input_size(cand.dataset, cand_ref.run) if same_dataset else None)
     input_size = choose_input_size(opts.input_size, recorded_size, spec.default_input_size,
                                    recorded_from=str(cand_ref.path))
+    check_input_size(base.model, input_size, device)
     preflight(spec, data_root, (opts.split,))
     val = build_dataset(spec, opts.split, data_root=data_root, input_size=input_size, train=False)
     methods, note = _oracle_methods(opts, cand, cand_ref, store)
@@ -266,7 +269,8 @@ def eval_run(opts: EvalOptions, store: RunStore) -> EvalOutcome:
     from vss_cli.store import config_key, file_sha256
 
     setting = resolve(opts, store)
-    check_writable(store, None, opts.report)  # before the run row: a refused --report leaves no trace
+    check_file_option(opts.report, "--report")  # before the run row: a refused --report leaves no trace
+    check_writable(store, None, opts.report)
     config = _run_config(opts, setting)
     key = config_key(config, [file_sha256(setting.baseline_ref.path), file_sha256(setting.candidate_ref.path)])
     parents = [(ref.run_id, relation) for ref, relation in

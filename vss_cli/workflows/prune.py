@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from vss_cli.engine.checkpoint import read_checkpoint, save_checkpoint
 from vss_cli.engine.progress import log
 from vss_cli.errors import ConfigError
 from vss_cli.fileio import write_json
-from vss_cli.pruning.base import PruneContext
+from vss_cli.pruning.base import PruneContext, PruningMethod
 from vss_cli.pruning.checkpoint import load_checkpoint
 from vss_cli.pruning.planner import plan_channels
 from vss_cli.pruning.registry import get_method
@@ -41,6 +42,7 @@ from vss_cli.workflows.common import (
     versions,
 )
 from vss_cli.workflows.options import PruneOptions
+from vss_cli.workflows.prechecks import check_folder_option, check_input_size
 
 __all__ = ["PruneOptions", "PruneOutcome", "PruneReport", "prune_run", "validate"]
 
@@ -154,6 +156,7 @@ def prune_run(opts: PruneOptions, store: RunStore) -> PruneOutcome:
     from vss_cli.store import config_key, file_sha256
 
     validate(opts)
+    check_folder_option(opts.save, "--save", "<save>/<run id>/pruned.pt")
     method = get_method(opts.method, **opts.method_options)
     device = resolve_device(opts.device)
     check_dtype(opts.dtype, device)
@@ -170,6 +173,8 @@ def prune_run(opts: PruneOptions, store: RunStore) -> PruneOutcome:
         preflight(dspec, data_root, ("train",))  # scored images: their labels are checked before any row
     loaded = load_checkpoint(ref.path, device)
     check_model_name(opts.model, loaded.spec.name, ref.path)
+    check_input_size(loaded.model, input_size, device)
+    check_reachable(loaded.model, loaded.spec.name, opts, input_size, device, [(method, opts.global_ratio, "")])
     config = {**asdict(opts), "ckpt": None, "save": None, "model": loaded.spec.name, "device": None, "dataset": dataset,
               "data_root": data_root, "input_size": list(input_size), "kind": "prune"}
     key = config_key(config, [file_sha256(ref.path)])
@@ -203,6 +208,31 @@ def prune_run(opts: PruneOptions, store: RunStore) -> PruneOutcome:
                       lambda p: write_json(p, {"widths": layer_widths(model), "notes": report.notes}))
         store.add_metrics(run.id, report.scalars())
     return PruneOutcome(run_id=run.id, out_dir=out_dir, checkpoint=ckpt, report=report)
+
+
+def check_reachable(model, model_name: str, opts: PruneOptions, input_size, device,
+                    cells: Sequence[tuple[PruningMethod, float, str]]) -> None:
+    """Refuse an unreachable --global-ratio before any run row exists; `cells` are (method, ratio, where
+    the error comes from). An allocation that follows the budget narrows every layer to its floor (the
+    per-layer cap) at the end of its knob, whatever the (positive) scores, so planning on uniform scores
+    raises the out-of-reach error the real plan would. Skipped where the widths come only from running
+    the method (`searched`) or from measuring (a budget with its own `fit`, latency)."""
+    from vss_cli.pruning.budget import Budget, get_budget
+    from vss_cli.pruning.planner import plan_channels, rule_for
+
+    cells = [c for c in cells if rule_for(opts.allocation, c[0]) != "searched"]
+    if not cells or type(get_budget(opts.budget)).fit is not Budget.fit:
+        return
+    model.to(device).eval()
+    _, groups, ctx = prune_context(model, output_layers_of(model, model_name), opts, input_size=input_size,
+                                   device=device, batch_source=None, fit=None, num_classes=0, ignore_index=255)
+    uniform = {g.name: torch.ones(g.size) for g in groups}
+    for method, ratio, where in cells:
+        ctx.ratio = ratio
+        try:
+            plan_channels(method, ctx, uniform)
+        except ConfigError as exc:
+            raise ConfigError(f"{where}{exc}") from None
 
 
 def budget_for(store, opts: PruneOptions, input_size, device) -> tuple:

@@ -32,6 +32,7 @@ from vss_cli.workflows.common import (
     versions,
 )
 from vss_cli.workflows.options import TrainOptions
+from vss_cli.workflows.prechecks import check_folder_option, check_input_size
 
 __all__ = ["TrainOptions", "TrainOutcome", "train_run", "validate"]
 
@@ -97,6 +98,8 @@ def resolve_options(opts: TrainOptions, parent_dataset: dict | None = None) -> T
         "data_root": str(Path(opts.data_root).resolve()) if opts.data_root else None,
     })
     validate(resolved)
+    if resolved.epochs == 0:  # a template of no epochs is valid (a grid without fine-tuning); a run is not
+        raise ConfigError("--epochs 0 trains nothing: pass --epochs 1 or more")
     return resolved
 
 
@@ -200,6 +203,7 @@ def train_run(opts: TrainOptions, store: RunStore, *, kind: str = "train", hooks
     opts = resolve_options(opts)
     choose_input_size(given_size, inherited_size, opts.input_size, recorded_from=str(opts.model_from))
     preflight(dataset_spec(opts), opts.data_root, ("train", "val"))  # bad labels stop here, before any run row
+    check_folder_option(opts.save, "--save", "<save>/<run id>/best.pt")
     if opts.tensorboard:
         from vss_cli.engine.tensorboard import require_tensorboard
 
@@ -209,6 +213,7 @@ def train_run(opts: TrainOptions, store: RunStore, *, kind: str = "train", hooks
         device = torch.device("cuda", torch.cuda.current_device())
     seed_everything(opts.seed)  # before the model is built: --seed fixes its initial weights too
     model, mspec, history, parent = prepare_model(opts, store)
+    check_input_size(model, opts.input_size, device)
     if opts.model_from:
         opts = replace(opts, model=mspec.name)
     if opts.sync_bn and distributed:
