@@ -374,3 +374,33 @@ def test_the_database_password_reaches_torchrun_workers_only_through_their_envir
     monkeypatch.delenv("VSS_DB")
     with pytest.raises(Exception, match="VSS_DB"):
         ddp.main(str(tmp_path / "ddp" / "ddp_job.json"))
+
+
+def test_a_run_failed_on_a_full_disk_resumes_from_its_last_complete_checkpoint(tmp_path, monkeypatch):
+    import vss_cli.engine.checkpoint as ck
+
+    real_atomic, real_save, last_saves = ck.atomic_torch_save, torch.save, []
+
+    def full_on_the_second_last_pt(obj, path):
+        last_saves.extend([1] if Path(path).name == "last.pt" else [])
+        if len(last_saves) == 2 and Path(path).name == "last.pt":
+            def full(_obj, f):
+                raise OSError(errno.ENOSPC, "No space left on device")
+            monkeypatch.setattr(torch, "save", full)
+        try:
+            return real_atomic(obj, path)
+        finally:
+            monkeypatch.setattr(torch, "save", real_save)
+
+    args = [*TINY_TRAIN[:1], "--epochs", "3", *TINY_TRAIN[3:]]
+    monkeypatch.setattr(ck, "atomic_torch_save", full_on_the_second_last_pt)
+    failed = _cli(args)
+    assert failed.exit_code == 1 and "disk full" in failed.output, failed.output
+    monkeypatch.setattr(ck, "atomic_torch_save", real_atomic)
+    store = Store(os.environ["VSS_DB"])
+    (run,) = store.list_runs(kind="train")
+    assert run.status == "failed" and load_checkpoint(Path(run.out_dir) / "last.pt").extra["epoch"] == 0
+    resumed = _cli([*args, "--resume"])
+    assert resumed.exit_code == 0, resumed.output
+    assert [r.id for r in store.list_runs(kind="train")] == [run.id] and store.get_run(run.id).status == "completed"
+    assert sorted(m.step for m in store.metrics(run.id, "train_loss")) == [0, 1, 2]

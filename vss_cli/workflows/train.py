@@ -316,7 +316,8 @@ def _open_run(store, kind, config, key, opts: TrainOptions, parent, device, worl
             if run.status == "completed" or not last.is_file():
                 continue
             refuse_live(run, STALE_AFTER_S, "--resume")  # a live worker's run is never taken over
-            if take(store, run, STALE_AFTER_S):
+            # a failed run is retried too: its last.pt is complete (atomic), e.g. after a full disk
+            if take(store, run, STALE_AFTER_S, retry=run.status == "failed"):
                 log(f"resuming run {run.id} from {last}")
                 return run.id, Path(run.out_dir), last
         log("--resume: no unfinished run with this configuration; starting a new one")
