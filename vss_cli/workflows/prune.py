@@ -224,8 +224,8 @@ def check_reachable(model, model_name: str, opts: PruneOptions, input_size, devi
     if not cells or type(get_budget(opts.budget)).fit is not Budget.fit:
         return
     model.to(device).eval()
-    _, groups, ctx = prune_context(model, output_layers_of(model, model_name), opts, input_size=input_size,
-                                   device=device, batch_source=None, fit=None, num_classes=0, ignore_index=255)
+    _, groups, ctx, _ = prune_context(model, output_layers_of(model, model_name), opts, input_size=input_size,
+                                      device=device, batch_source=None, fit=None, num_classes=0, ignore_index=255)
     uniform = {g.name: torch.ones(g.size) for g in groups}
     for method, ratio, where in cells:
         ctx.ratio = ratio
