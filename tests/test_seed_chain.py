@@ -122,6 +122,19 @@ def test_swapped_label_files_stop_eval_and_finetune_before_any_row(tree, tmp_pat
     assert len(runs()) == before
 
 
+def test_train_ids_without_ignore_pixels_in_labelids_files_are_refused(tree):
+    _swap(tree, "train ids named labelIds")
+    for label in (tree / "gtFine").rglob("*_labelIds.png"):
+        values = np.array(Image.open(label))
+        values[values == 255] = 0  # no ignore pixel left: every value is a valid label id
+        Image.fromarray(values).save(label)
+    code = vss("data", "check", "--data-root", "data").exit_code
+    result = vss("train", *TRAIN, "--model", "unet", "--width", "0.125", "--input-size", SIZE, "--epochs", "1")
+    assert code == 2 and result.exit_code == 2 and "no checked *_gtFine_labelIds.png holds an id above 18" in \
+        " ".join(result.output.split())
+    assert runs() == []
+
+
 def _fake_run_file(folder: Path, name: str) -> Path:
     folder.mkdir(parents=True)
     (folder / name).write_bytes(b"x")

@@ -148,8 +148,10 @@ def format_values(values: Sequence[int], limit: int = 12) -> str:
     return shown + (f", ... ({len(values)} values)" if len(values) > limit else "")
 
 
-def check_pair(report: CheckReport, split: str, image_path: Path, label_path: Path, rule: LabelRule) -> None:
-    """Both files decode; the label is single-channel with valid values and the image's size."""
+def check_pair(report: CheckReport, split: str, image_path: Path, label_path: Path,
+               rule: LabelRule) -> list[int] | None:
+    """Both files decode; the label is single-channel with valid values and the image's size.
+    Returns the label's distinct values (None when they could not be read)."""
     image = probe_png(image_path)
     label = probe_png(label_path, want_values=True)
     if image.problem:
@@ -157,20 +159,21 @@ def check_pair(report: CheckReport, split: str, image_path: Path, label_path: Pa
     if label.problem:
         report.error(split, label_path, f"label {label.problem}")
     if image.problem or label.problem:
-        return
+        return None
     if image.mode != "RGB":
         report.add("warning", split, image_path, f"image mode is {image.mode}, not RGB (it will be converted)")
     if label.mode not in SINGLE_CHANNEL_MODES:
         report.error(split, label_path, f"label is {label.mode} ({len(label.mode)} channels): labels must be "
                                         "single-channel class ids, not a colour-coded image")
-    elif label.values is not None:
-        values = label.values.tolist()
+    values = label.values.tolist() if label.values is not None and label.mode in SINGLE_CHANNEL_MODES else None
+    if values is not None:
         bad = [v for v in values if v not in rule.valid]
         if bad:
             report.error(split, label_path, rule.problem(bad, values))
     if image.size != label.size:
         report.error(split, label_path, f"label is {label.size[0]}x{label.size[1]} but its image "
                                         f"{image_path.name} is {image.size[0]}x{image.size[1]} (W x H)")
+    return values
 
 
 def first_missing(root: Path, folder: Path) -> Path | None:
@@ -223,12 +226,17 @@ def sampled(pairs: list, sample: int | None) -> list:
 
 
 def check_pairs(report: CheckReport, split: str, pairs: list[tuple[Path, Path, LabelRule]],
-                progress: Progress | None) -> None:
+                progress: Progress | None) -> dict[Path, list[int]]:
+    """Check each (sampled) pair; returns the distinct values of every label that could be read."""
     pairs = sampled(pairs, report.sample)
+    seen = {}
     for done, (image, label, rule) in enumerate(pairs, start=1):
-        check_pair(report, split, image, label, rule)
+        values = check_pair(report, split, image, label, rule)
+        if values is not None:
+            seen[label] = values
         if progress:
             progress(split, done, len(pairs))
+    return seen
 
 
 # ---- per-format checkers -------------------------------------------------------------------------
@@ -281,7 +289,22 @@ def check_cityscapes_split(report: CheckReport, spec: DatasetSpec, split: str, p
     check_count(report, spec, split, len(images), len(label_stems), image_folder)
     if split == "test":
         report.add("info", split, label_folder, "test labels are withheld in Cityscapes: the split cannot be evaluated")
-    check_pairs(report, split, pairs, progress)
+    seen = check_pairs(report, split, pairs, progress)
+    if split != "test":
+        check_train_ids_in_label_ids(report, split, label_folder, seen)
+
+
+def check_train_ids_in_label_ids(report: CheckReport, split: str, label_folder: Path,
+                                 seen: dict[Path, list[int]]) -> None:
+    """Train ids written under `*_gtFine_labelIds.png` without any ignore pixel pass the value check
+    (0..18 are label ids too) but would train on the wrong classes: real label-id files always hold
+    ids above 18 (vegetation 21, sky 23, car 26, ...), so a split whose checked label-id files hold
+    none is refused."""
+    label_ids = {path: values for path, values in seen.items() if cityscapes_label_rule(path) is CITYSCAPES_LABEL_IDS}
+    if label_ids and all(max(values, default=0) <= 18 for values in label_ids.values()) and \
+            any(max(values, default=0) > 0 for values in label_ids.values()):
+        report.error(split, label_folder, f"no checked *{cityscapes.LABEL_ID_SUFFIX} holds an id above 18 (e.g. "
+                                          f"{report.relative(next(iter(label_ids)))}): {CITYSCAPES_LABEL_IDS.swap_fix}")
 
 
 def check_cityscapes(report: CheckReport, spec: DatasetSpec, splits: Sequence[str], progress: Progress | None) -> None:
