@@ -404,3 +404,22 @@ def test_a_run_failed_on_a_full_disk_resumes_from_its_last_complete_checkpoint(t
     assert resumed.exit_code == 0, resumed.output
     assert [r.id for r in store.list_runs(kind="train")] == [run.id] and store.get_run(run.id).status == "completed"
     assert sorted(m.step for m in store.metrics(run.id, "train_loss")) == [0, 1, 2]
+
+
+def test_a_cell_failure_caused_by_a_stop_signal_interrupts_the_grid(tmp_path, tiny_baseline, monkeypatch):
+    """A signal that surfaces as another exception (torch wraps what a callback raised) still stops the
+    worker: the cell ends interrupted, not failed, and no further cell is taken."""
+    import vss_cli.workflows.bench_cells as bench_cells
+
+    def signalled_prune(*_a, **_k):
+        signals._received.append(signal.SIGTERM)
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 2383616 vs 2383512")
+
+    monkeypatch.setattr(bench_cells, "prune_run", signalled_prune)
+    result = _cli(["bench", "--baseline", str(tiny_baseline), "--methods", "l1", "--ratios", "0.3,0.5",
+                   "--input-size", "32,48", "--finetune-epochs", "0", "--out-dir", "grid"])
+    assert result.exit_code == 143, result.output
+    store = Store(os.environ["VSS_DB"])
+    assert sorted(c.status for c in store.list_runs(kind="cell")) == ["interrupted", "pending"]
+    (bench,) = store.list_runs(kind="bench")
+    assert bench.status == "interrupted" and "SIGTERM" in bench.error

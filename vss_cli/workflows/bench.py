@@ -332,8 +332,8 @@ def _work(work: CellWork, bench: Run, cells: Sequence[Run], retry: dict[str, int
 
     try:
         return work_through(work, cells, retry, on_done=save)
-    except KeyboardInterrupt:
-        work.store.set_status(bench.id, "interrupted", error="interrupted by the user")
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM/SIGHUP (`errors.Interrupted`)
+        work.store.set_status(bench.id, "interrupted", error=f"interrupted by {getattr(exc, 'signal_name', 'the user')}")
         save()
         raise
 
