@@ -91,7 +91,7 @@ def make_progress(*, rich_eta: bool = True) -> Progress | PlainProgress:
     columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
     if rich_eta:
         columns.append(TimeRemainingColumn())
-    return Progress(*columns, TextColumn("{task.fields[info]}"), console=_console, transient=True)
+    return Progress(*columns, TextColumn("{task.fields[info]}", markup=False), console=_console, transient=True)
 
 
 PLAIN_EVERY_PCT = 10  # off a terminal, a progress_bar writes one line per this many percent of its total

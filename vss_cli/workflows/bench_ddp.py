@@ -55,4 +55,10 @@ def main(job_path: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    from vss_cli.signals import install_signal_handlers
+
+    install_signal_handlers()  # SIGTERM (Slurm signals every process of the job): rank 0's run ends interrupted
+    try:
+        main(sys.argv[1])
+    except KeyboardInterrupt as exc:
+        sys.exit(getattr(exc, "exit_code", 130))
