@@ -177,14 +177,24 @@ def test_a_label_file_of_the_wrong_size_is_named(tree):
     assert runs() == []
 
 
-@pytest.mark.parametrize("args", [["prune", "--ckpt", "nowhere/best.pt"], ["train", "--data-root", "nowhere"],
-                                  ["eval", "--baseline", "a/best.pt", "--candidate", "b/best.pt"],
-                                  ["bench", "--baseline", "nowhere/best.pt"], ["data", "check", "--data-root", "nowhere"]])
-def test_a_bad_path_fails_before_torch_is_imported(args):
+BAD_PATHS = [["prune", "--ckpt", "nowhere/best.pt"], ["train", "--data-root", "nowhere"],
+             ["eval", "--baseline", "a/best.pt", "--candidate", "b/best.pt"], ["bench", "--baseline", "nowhere/best.pt"],
+             ["data", "check", "--data-root", "nowhere"]]
+
+
+def test_a_bad_path_fails_before_torch_is_imported():
     import subprocess
     import sys
 
     code = ("import sys; from typer.testing import CliRunner; from vss_cli.cli.app import app; "
-            f"r = CliRunner().invoke(app, {args!r}); print(r.exit_code, 'torch' in sys.modules)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
-    assert out[-2:] == ["2", "False"]
+            f"print([CliRunner().invoke(app, args).exit_code for args in {BAD_PATHS!r}], 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split("\n")[-2] == f"{[2] * len(BAD_PATHS)} False"
+
+
+def test_a_research_checkpoint_given_to_ckpt_suggests_vss_import(tmp_path):
+    import torch
+
+    torch.save({"conv.weight": torch.zeros(2, 3, 1, 1)}, tmp_path / "best_model.pth")  # a plain state_dict
+    result = vss("prune", "--ckpt", "best_model.pth")
+    assert result.exit_code == 2 and "vss import best_model.pth --model" in " ".join(result.output.split())
