@@ -23,18 +23,23 @@ FORMAT = "vss-checkpoint/1"
 
 @dataclass
 class ModelSpec:
-    """What is needed to rebuild a model's unpruned architecture."""
+    """What is needed to rebuild a model's unpruned architecture. `source`: for a model from outside
+    the registry (smp, import path, entry point), where its code comes from and at which package
+    version (`vss_cli.models.model_provenance`); empty for a registered model."""
 
     name: str
     num_classes: int
     kwargs: dict = field(default_factory=dict)
+    source: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "num_classes": int(self.num_classes), "kwargs": dict(self.kwargs)}
+        d = {"name": self.name, "num_classes": int(self.num_classes), "kwargs": dict(self.kwargs)}
+        return {**d, "source": dict(self.source)} if self.source else d
 
     @classmethod
     def from_dict(cls, d: dict) -> ModelSpec:
-        return cls(name=d["name"], num_classes=int(d["num_classes"]), kwargs=dict(d.get("kwargs", {})))
+        return cls(name=d["name"], num_classes=int(d["num_classes"]), kwargs=dict(d.get("kwargs", {})),
+                   source=dict(d.get("source", {})))
 
 
 def atomic_torch_save(obj, path: Path) -> Path:
@@ -64,6 +69,8 @@ def save_checkpoint(
     extra: dict | None = None,
 ) -> Path:
     """Save a model checkpoint atomically; returns the path."""
+    if not spec.source and getattr(model, "vss_source", None):
+        spec = ModelSpec(spec.name, spec.num_classes, spec.kwargs, dict(model.vss_source))
     payload = {
         "format": FORMAT,
         "model": spec.to_dict(),

@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 
 from vss_cli.engine.checkpoint import ModelSpec, read_checkpoint
-from vss_cli.errors import CheckpointError
+from vss_cli.errors import CheckpointError, ConfigError
 from vss_cli.pruning.surgery import replay_history
 
 
@@ -29,9 +29,14 @@ class LoadedCheckpoint:
 
 
 def build_from_spec(spec: ModelSpec, history=()) -> nn.Module:
-    """Build the unpruned architecture and replay a pruning history on it."""
-    from vss_cli.models import build_model
+    """Build the unpruned architecture and replay a pruning history on it; a model from outside the
+    registry is first checked against the code and package version it was made with."""
+    from vss_cli.models import build_model, check_provenance
 
+    try:
+        check_provenance(spec.name, spec.source)
+    except ConfigError as exc:
+        raise CheckpointError(str(exc)) from None
     model = build_model(spec.name, spec.num_classes, **spec.kwargs)
     if history:
         replay_history(model, history)

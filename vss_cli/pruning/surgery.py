@@ -25,7 +25,9 @@ class LayerGroup:
 
     `convs` are the Conv2d layers whose output channels this group removes (a residual group spans
     several), `bns` the BatchNorm layers on those channels; `weight` = channels removed from the
-    network per group channel, used to turn a global ratio into a channel count.
+    network per group channel, used to turn a global ratio into a channel count. `partial` are convs
+    and norms only some of whose output channels are this group's (a depthwise conv after a
+    concatenation, as in DeepLabV3+'s decoder): pruned with the group, not scored.
     """
 
     name: str
@@ -34,6 +36,7 @@ class LayerGroup:
     convs: list[tuple[str, nn.Conv2d]] = field(default_factory=list)
     bns: list[tuple[str, nn.BatchNorm2d]] = field(default_factory=list)
     consumers: list[tuple[str, nn.Module]] = field(default_factory=list)
+    partial: list[tuple[str, nn.Module]] = field(default_factory=list)
     region: str = UNDECLARED
 
     @property
@@ -98,7 +101,10 @@ def collect_groups(model: nn.Module, dg: tp.DependencyGraph, ignored: Sequence[n
             module, handler = item.dep.target.module, item.dep.handler
             if not isinstance(module, nn.Module) or module not in names:
                 continue
-            if isinstance(module, nn.Conv2d) and dg.is_out_channel_pruning_fn(handler):
+            if (isinstance(module, (nn.Conv2d, nn.modules.batchnorm._BatchNorm)) and dg.is_out_channel_pruning_fn(handler)
+                    and not len(item.idxs) == _out_channels(module) == lg.size):
+                lg.partial.append((names[module], module))
+            elif isinstance(module, nn.Conv2d) and dg.is_out_channel_pruning_fn(handler):
                 lg.convs.append((names[module], module))
             elif isinstance(module, nn.modules.batchnorm._BatchNorm) and dg.is_out_channel_pruning_fn(handler):
                 lg.bns.append((names[module], module))
@@ -108,6 +114,10 @@ def collect_groups(model: nn.Module, dg: tp.DependencyGraph, ignored: Sequence[n
         if lg.size > 1:
             groups.append(lg)
     return groups
+
+
+def _out_channels(module: nn.Module) -> int:
+    return module.out_channels if isinstance(module, nn.Conv2d) else module.num_features
 
 
 def apply_plan(dg: tp.DependencyGraph, groups: Sequence[LayerGroup], plan: dict[str, Sequence[int]]) -> None:

@@ -130,9 +130,11 @@ def run_config(opts: TrainOptions) -> dict:
 
 def config_and_key(opts: TrainOptions, kind: str, parent_path: Path | None = None) -> tuple[dict, str]:
     """The config and config_key `train_run` records for resolved options (bench looks baselines up by it)."""
+    from vss_cli.models import model_provenance
     from vss_cli.store import config_key, file_sha256
 
-    config = {**run_config(opts), "kind": kind}
+    source = model_provenance(opts.model) if opts.model else {}  # import path / package version of an outside model
+    config = {**run_config(opts), "kind": kind, **({"model_source": source} if source else {})}
     return config, config_key(config, [file_sha256(parent_path)] if parent_path else [])
 
 
