@@ -110,7 +110,8 @@ def folder_layout(num_classes: int | None = None, ignore_index: int | None = Non
              "seg_suffix": seg_suffix}
     return {k: v for k, v in given.items() if v is not None}
 DataRoot = Annotated[Path | None, typer.Option("--data-root", help="dataset root folder (not needed for synthetic)")]
-Model = Annotated[str | None, typer.Option("--model", help="model name (see `vss models`); default depends on the dataset")]
+Model = Annotated[str | None, typer.Option("--model", help="model name (see `vss models`), smp:ARCH:ENCODER or "
+                                          "package.module:factory; default depends on the dataset")]
 InputSize = Annotated[str | None, typer.Option("--input-size", help="H,W crop/evaluation size; default depends on the dataset")]
 Seed = Annotated[int, typer.Option("--seed", help="random seed")]
 Device = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N")]

@@ -8,6 +8,7 @@ import typer
 from rich.text import Text
 
 from vss_cli.cli import options as o
+from vss_cli.cli.models import ModelOption
 from vss_cli.cli.output import console
 from vss_cli.cli.state import STATE
 
@@ -33,11 +34,13 @@ T = o.TRAIN
 
 
 def _model_kwargs(width: float | None = None, aux_loss: bool = False, pretrained_backbone: bool = False,
-                  backbone_weights: str | None = None) -> dict:
+                  backbone_weights: str | None = None, model_option: list[str] | None = None) -> dict:
     """The model-builder arguments the flags ask for (none given: the dataset's default model)."""
+    from vss_cli.cli.models import parse_model_options
+
     given = {"width": width, "aux_loss": aux_loss or None, "pretrained_backbone": pretrained_backbone or None,
              "backbone_weights": backbone_weights}
-    return {k: v for k, v in given.items() if v is not None}
+    return {**{k: v for k, v in given.items() if v is not None}, **parse_model_options(model_option)}
 
 
 def _common(data_root, input_size, amp: bool, amp_dtype: str, save, tensorboard) -> dict:
@@ -68,7 +71,7 @@ def train(
     model_from: Annotated[str | None, typer.Option("--model-from", help="start from this (pruned) checkpoint or "
                                                    "run: the same as `vss finetune`")] = None,
     tensorboard: o.TensorBoard = None, num_classes: o.NumClasses = None, ignore_index: o.IgnoreIndex = None,
-    img_suffix: o.ImgSuffix = None, seg_suffix: o.SegSuffix = None,
+    img_suffix: o.ImgSuffix = None, seg_suffix: o.SegSuffix = None, model_option: ModelOption = None,
 ) -> None:
     """Train a baseline (defaults: built-in synthetic data and the small default model)."""
     from vss_cli.workflows.paths import precheck
@@ -77,7 +80,8 @@ def train(
     from vss_cli.workflows.train import TrainOptions, train_run
 
     opts = TrainOptions(
-        dataset=dataset, model=model, model_kwargs=_model_kwargs(width, aux_loss, pretrained_backbone, backbone_weights),
+        dataset=dataset, model=model, model_kwargs=_model_kwargs(width, aux_loss, pretrained_backbone, backbone_weights,
+                                                               model_option),
         epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay, scheduler=scheduler,
         warmup_epochs=warmup_epochs, slimming_lambda=slimming_lambda, seed=seed, device=device,
         num_workers=num_workers, class_weights=class_weights, sync_bn=sync_bn,
