@@ -235,27 +235,39 @@ def random_batches(num_classes: int, input_size: tuple[int, int]):
 
 
 def blocker_message(name: str, pruned: nn.Module, input_size: tuple[int, int], exc: BaseException) -> str:
-    """One line naming the module whose forward fails after pruning, and the op that feeds it."""
+    """One line naming the module whose forward fails after pruning, and the layer that fed it."""
     failing = failing_module(pruned, input_size)
     if failing is None:
         return (f"{name}: pruning breaks the model ({type(exc).__name__}: {first_line(exc)}): an op Torch-Pruning "
                 "cannot follow changes channels; declare the layers around it in ModelStructure.never_prune")
-    module_name, module, error = failing
-    return (f"{name}: after pruning, {module_name} ({type(module).__name__}) fails ({first_line(error)}): its input "
-            "comes through an op Torch-Pruning cannot follow (a reshape/view of channels, a split, a custom "
-            f"function); add {module_name} or its producer to ModelStructure.never_prune, or rewrite that op")
+    where, module, after, error = failing
+    fed = f" after {after}" if after and after != where else ""
+    return (f"{name}: after pruning, {where or 'the model'} ({type(module).__name__}) fails{fed} ({first_line(error)}): "
+            "it computes on channels through an op Torch-Pruning cannot follow (fixed split sizes, a reshape/view "
+            "of channels, a custom function); add the layer feeding it to ModelStructure.never_prune or rewrite the op")
 
 
 def failing_module(model: nn.Module, input_size: tuple[int, int]):
-    """(name, module, error) of the innermost module whose forward raises, or None."""
-    stack: list[tuple[str, nn.Module]] = []
-    hooks = [m.register_forward_pre_hook(lambda mod, _i, n=n: stack.append((n, mod)))
-             for n, m in model.named_modules() if n and not list(m.children())]
+    """(name, module, last leaf run, error) of the innermost module whose forward raises, or None."""
+    names = {m: n for n, m in model.named_modules()}
+    open_modules: list[nn.Module] = []
+    last_leaf: list[str] = [""]
+
+    def enter(module, _inputs):
+        open_modules.append(module)
+
+    def leave(module, _inputs, _output):
+        open_modules.pop()
+        if not list(module.children()):
+            last_leaf[0] = names[module]
+
+    hooks = [h for m in model.modules() for h in (m.register_forward_pre_hook(enter), m.register_forward_hook(leave))]
     try:
         with torch.no_grad():
             model.eval()(torch.zeros(1, 3, *input_size))
     except Exception as exc:  # noqa: BLE001 - the error is what we report
-        return (*stack[-1], exc) if stack else None
+        module = open_modules[-1] if open_modules else model
+        return names[module], module, last_leaf[0], exc
     finally:
         for h in hooks:
             h.remove()
