@@ -20,7 +20,7 @@ import torch
 from vss_cli.engine.checkpoint import ModelSpec, save_checkpoint
 from vss_cli.engine.complexity import count_complexity
 from vss_cli.models import build_model, get_model_info, list_models
-from vss_cli.pruning.base import get_method
+from vss_cli.pruning.registry import get_method
 from vss_cli.pruning.surgery import output_layers_of
 from vss_cli.workflows.options import PruneOptions
 from vss_cli.workflows.prune import prune_model

@@ -193,7 +193,7 @@ def dry_run(model, name, num_classes, options, method_name, allocation, ratio, i
     """Prune a copy at `ratio` of MACs; check the output shape, the MACs achieved and a replayed reload."""
     from vss_cli.engine.complexity import count_complexity
     from vss_cli.models import build_model
-    from vss_cli.pruning.base import get_method
+    from vss_cli.pruning.registry import get_method
     from vss_cli.pruning.surgery import replay_history
     from vss_cli.workflows.options import PruneOptions
     from vss_cli.workflows.prune import prune_model
