@@ -128,7 +128,7 @@ def check_output(model: nn.Module, name: str, num_classes: int, input_size: tupl
 
 
 def conv_macs(model: nn.Module, input_size: tuple[int, int]) -> dict[nn.Module, float]:
-    from vss_cli.pruning.methods.dmcp_macs import measure_conv_macs
+    from vss_cli.engine.macs import measure_conv_macs
 
     return measure_conv_macs(model, input_size, next(model.parameters()).device)
 
