@@ -22,7 +22,8 @@ def methods(fmt: o.OutFormat = "table") -> None:
     if fmt not in {f.value for f in Format}:
         raise ConfigError(f"--format {fmt} is not supported: choose table, csv or json")
     rows = describe_methods()
-    render_rows(rows, fmt, title="pruning methods (docs/methods.md)", columns=TABLE_COLUMNS if fmt == "table" else None)
+    flat = fmt != Format.json.value  # table and csv: the options as one `name=default, ...` cell
+    render_rows(rows, fmt, title="pruning methods (docs/methods.md)", columns=TABLE_COLUMNS if flat else None)
 
 
 def register(app: typer.Typer) -> None:
