@@ -22,6 +22,7 @@ from vss_cli.data import get_spec
 from vss_cli.engine.checkpoint import ModelSpec, save_checkpoint
 from vss_cli.models import build_model
 from vss_cli.store import Store
+from vss_cli.store.identity import WorkerRef
 
 REPO = Path(__file__).resolve().parents[1]
 GRID = ["--methods", "l1,random", "--ratios", "0.2,0.3,0.5", "--seeds", "0", "--input-size", "32,48",
@@ -64,7 +65,7 @@ def _holding(db: str, pid: int):
     """A running cell the process `pid` holds with at least one step run started, if any."""
     with Store(db) as store:
         for cell in store.list_runs(kind="cell", status="running"):
-            if (cell.worker or "").endswith(f":{pid}") and any(rel == "step-of" for rel, _ in store.children(cell.id)):
+            if WorkerRef.parse(cell.worker).pid == pid and any(rel == "step-of" for rel, _ in store.children(cell.id)):
                 return cell
     return None
 
@@ -100,7 +101,7 @@ def test_three_join_workers_one_killed_complete_every_cell_once(tmp_path, pg_db)
             assert done.count("eval") == 1 and done.count("prune") == 1, (cell.name, done)
             assert all(r.is_terminal for r in steps), "a step of the killed worker was left running"
         again = store.get_run(cut.id)
-        assert again.attempt == 2 and not again.worker.endswith(f":{victim.pid}")
+        assert again.attempt == 2 and WorkerRef.parse(again.worker).pid != victim.pid
         assert store.latest_metrics(cut.id)["lost_attempt"] == 1
         assert sorted(c.attempt for c in cells) == [1, 1, 1, 1, 1, 2]
     code, shown = _run(["runs", "show", cut.id, "--format", "json"], pg_db, tmp_path)

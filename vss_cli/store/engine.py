@@ -264,7 +264,7 @@ class Retry:
                     self.gave_up = True
                     raise StoreUnavailable(
                         f"database {self.place} stayed {what} for {elapsed:.0f} s ({_reason(exc)}): this process stops "
-                        f"and leaves its run interrupted; once the database is back, rerun with --resume (or "
+                        f"(a run it was recording is left interrupted); once the database is back, rerun with --resume (or "
                         f"`vss bench --join`), or wait longer with {RETRY_ENV}=SECONDS") from None
                 if what == "unreachable" or time.monotonic() - t0 >= 1.0 or delay > 0.4:
                     self._notice(what, exc)
