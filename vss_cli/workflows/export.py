@@ -26,8 +26,10 @@ from vss_cli.fileio import atomic_output
 from vss_cli.pruning.checkpoint import load_checkpoint
 from vss_cli.workflows.common import (
     check_writable,
+    choose_input_size,
     default_out_dir,
     recorded,
+    recorded_input_size,
     resolve_checkpoint,
     save_artifact,
     versions,
@@ -139,8 +141,9 @@ def export_run(opts: ExportOptions, store) -> ExportOutcome:
     exporter = _check(opts)
     ref = resolve_checkpoint(store, opts.run, option="RUN")
     loaded = load_checkpoint(ref.path, "cpu")
-    input_size = tuple(opts.input_size or loaded.dataset.get("input_size")
-                       or dataset_defaults(loaded.dataset.get("name", "synthetic")).default_input_size)
+    input_size = choose_input_size(opts.input_size, recorded_input_size(loaded.dataset, ref.run),
+                                   dataset_defaults(loaded.dataset.get("name", "synthetic")).default_input_size,
+                                   recorded_from=str(ref.path))
     config = {**asdict(opts), "run": None, "out": None, "input_size": list(input_size), "kind": "export",
               "model": loaded.spec.name, "opset": ONNX_OPSET if opts.format == "onnx" else None}
     parents = [(ref.run_id, "exported-from")] if ref.run_id else []

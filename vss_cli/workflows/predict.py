@@ -20,8 +20,10 @@ from vss_cli.pruning.checkpoint import LoadedCheckpoint, load_checkpoint
 from vss_cli.report import panels as pn
 from vss_cli.workflows.common import (
     CheckpointRef,
+    choose_input_size,
     default_out_dir,
     recorded,
+    recorded_input_size,
     resolve_checkpoint,
     resolve_device,
     versions,
@@ -160,7 +162,8 @@ def resolve(opts: PredictOptions, store) -> Setting:
             raise ConfigError(f"the {side} {refs[side].path} predicts {loaded.spec.num_classes} classes but "
                               f"{spec.name} has {spec.num_classes}: pass the --dataset it was trained on")
     data_root = opts.data_root or (recorded_ds.get("data_root") if recorded_ds.get("name") == spec.name else None)
-    size = tuple(opts.input_size or spec.default_input_size)
+    size = choose_input_size(opts.input_size, recorded_input_size(recorded_ds, refs["baseline"].run),
+                             spec.default_input_size, recorded_from=str(refs["baseline"].path))
     return Setting(device, refs, models, spec, data_root, size)
 
 
