@@ -93,7 +93,7 @@ def test_bench_ends_with_an_answer_and_the_command_that_would_tell(in_grid, monk
     out = in_grid["out"]
     lines = out.splitlines()
     answer = lines.index(next(line for line in lines if line.startswith("Answer:")))
-    assert "no random reference in the grid" in out and "To tell, run the grid with random and 3 seeds" in out
+    assert "No random reference in the grid" in out and "To tell, run the grid with random and 3 seeds" in out
     assert "reuses the 1 cells done, runs 5 more" in out
     suggested = next(line.strip() for line in lines[answer:] if line.strip().startswith("vss bench"))
     assert "--methods l1,random" in suggested and "--seeds 0,1,2" in suggested and "--skip-existing" in suggested

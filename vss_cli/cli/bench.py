@@ -219,10 +219,9 @@ def _closing_answer(given: dict[str, Any], opts: BenchOptions, outcome) -> None:
 
 
 def _seconds_per_cell(rows) -> float | None:
-    """Mean wall time of the completed cells this grid ran (None when none is known)."""
+    """Mean wall time of the grid's completed cells, reused ones included (None when none is known)."""
     store = STATE.store()
-    times = [d for r in rows if r.status == "completed" and not r.skipped
-             and (d := store.get_run(r.cell_run).duration_s) is not None]
+    times = [d for r in rows if r.status == "completed" and (d := store.get_run(r.cell_run).duration_s) is not None]
     return sum(times) / len(times) if times else None
 
 
