@@ -9,8 +9,8 @@ an ordinary prune / finetune / eval run linked `step-of` from its cell in the tr
 it. The bench config also records the full options, so `--join BENCH_ID` rebuilds the grid exactly.
 
 Sharing and resuming (`store.queue`). A process claims one cell at a time and heartbeats it; a
-running cell whose heartbeat is older than `worker_grace`, or whose worker process on this host is
-gone, is taken over (attempt + 1); inside it, steps that completed with intact artifacts are reused and
+running cell whose heartbeat is older than `worker_grace`, or whose worker process is visibly gone
+(same machine and PID namespace, `identity.worker_is_dead`), is taken over (attempt + 1); inside it, steps that completed with intact artifacts are reused and
 an unfinished fine-tune continues from its `last.pt`. Completed cells are never rerun; failed ones are
 retried by the next invocation of the grid's command (not by `--join` workers). A process leaves when
 every cell is completed or failed, so the last one out writes the complete summary.
