@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from torch.func import functional_call
 
 from vss_cli.errors import ConfigError
 
@@ -31,8 +32,10 @@ def check_file_option(path: str | Path | None, flag: str) -> None:
 
 
 def check_input_size(model: torch.nn.Module, input_size, device, *, flag: str = "--input-size") -> None:
-    """One forward pass of a blank image at `input_size` (eval mode, no gradients): a size the network
-    cannot take (smaller than its downsampling) is refused before anything is written."""
+    """A forward pass of one blank image at `input_size` in eval mode: a size the network cannot take
+    (smaller than its downsampling, or a shape its skips cannot join) is refused before anything is
+    written. The pass runs on the meta device (shapes only: milliseconds at any size), on `device`
+    only for an operation meta tensors do not support."""
     h, w = (int(v) for v in input_size)
     if h < 1 or w < 1:
         raise ConfigError(f"{flag} {h},{w} must be positive: pass H,W such as 256,512")
@@ -40,11 +43,15 @@ def check_input_size(model: torch.nn.Module, input_size, device, *, flag: str = 
     model.eval()
     try:
         with torch.no_grad():
-            model(torch.zeros(1, 3, h, w, device=device))
+            try:
+                meta = {k: v.to("meta") for k, v in [*model.named_parameters(), *model.named_buffers()]}
+                functional_call(model, meta, (torch.zeros(1, 3, h, w, device="meta"),))
+            except NotImplementedError:
+                model(torch.zeros(1, 3, h, w, device=device))
     except (RuntimeError, ValueError) as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ConfigError(f"{flag} {h},{w} is too small for this network (a forward pass fails: {reason}): "
-                          "pass a larger H,W, such as the dataset's default size") from None
+        raise ConfigError(f"{flag} {h},{w} is not a size this network takes (a forward pass fails: {reason}): "
+                          "pass a larger H,W, best a multiple of 32, such as the dataset's default size") from None
     finally:
         model.train(training)
 

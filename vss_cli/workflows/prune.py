@@ -16,6 +16,7 @@ from vss_cli.engine.progress import log
 from vss_cli.errors import ConfigError
 from vss_cli.fileio import write_json
 from vss_cli.pruning.base import PruneContext, PruningMethod
+from vss_cli.pruning.budget import Budget, get_budget
 from vss_cli.pruning.checkpoint import load_checkpoint
 from vss_cli.pruning.planner import plan_channels
 from vss_cli.pruning.registry import get_method
@@ -174,7 +175,8 @@ def prune_run(opts: PruneOptions, store: RunStore) -> PruneOutcome:
     loaded = load_checkpoint(ref.path, device)
     check_model_name(opts.model, loaded.spec.name, ref.path)
     check_input_size(loaded.model, input_size, device)
-    check_reachable(loaded.model, loaded.spec.name, opts, input_size, device, [(method, opts.global_ratio, "")])
+    checked = check_reachable(loaded.model, loaded.spec.name, opts, input_size, device,
+                              [(method, opts.global_ratio, "")])
     config = {**asdict(opts), "ckpt": None, "save": None, "model": loaded.spec.name, "device": None, "dataset": dataset,
               "data_root": data_root, "input_size": list(input_size), "kind": "prune"}
     key = config_key(config, [file_sha256(ref.path)])
@@ -186,7 +188,7 @@ def prune_run(opts: PruneOptions, store: RunStore) -> PruneOutcome:
     with recorded(store, run.id):
         model = loaded.model
         parent = copy.deepcopy(model) if opts.speed_check_iters else None
-        budget, latency = budget_for(store, opts, input_size, device)
+        budget, latency = (checked, None) if checked is not None else budget_for(store, opts, input_size, device)
         report, history = prune_model(
             model, loaded.spec.name, method, opts, input_size=input_size, device=device,
             batch_source=sample_source(dspec, data_root, input_size, opts.samples, opts.batch_size, opts.seed)
@@ -211,35 +213,38 @@ def prune_run(opts: PruneOptions, store: RunStore) -> PruneOutcome:
 
 
 def check_reachable(model, model_name: str, opts: PruneOptions, input_size, device,
-                    cells: Sequence[tuple[PruningMethod, float, str]]) -> None:
+                    cells: Sequence[tuple[PruningMethod, float, str]]) -> Budget | None:
     """Refuse an unreachable --global-ratio before any run row exists; `cells` are (method, ratio, where
     the error comes from). An allocation that follows the budget narrows every layer to its floor (the
     per-layer cap) at the end of its knob, whatever the (positive) scores, so planning on uniform scores
-    raises the out-of-reach error the real plan would. Skipped where the widths come only from running
-    the method (`searched`) or from measuring (a budget with its own `fit`, latency)."""
-    from vss_cli.pruning.budget import Budget, get_budget
+    raises the out-of-reach error the real plan would. Skipped (None) where the widths come only from
+    running the method (`searched`) or from measuring (a budget with its own `fit`, latency); else
+    returns the budget with its cost measured, for the prune to plan with (the cost depends on the
+    network's structure and input size only)."""
     from vss_cli.pruning.planner import plan_channels, rule_for
 
     cells = [c for c in cells if rule_for(opts.allocation, c[0]) != "searched"]
-    if not cells or type(get_budget(opts.budget)).fit is not Budget.fit:
-        return
+    budget = get_budget(opts.budget)
+    if not cells or type(budget).fit is not Budget.fit:
+        return None
     model.to(device).eval()
     _, groups, ctx, _ = prune_context(model, output_layers_of(model, model_name), opts, input_size=input_size,
                                       device=device, batch_source=None, fit=None, num_classes=0, ignore_index=255)
+    cost = budget.cost(ctx)  # measured once (the MACs model: two forward passes), shared by every cell
+    budget.cost = lambda _ctx: cost
     uniform = {g.name: torch.ones(g.size) for g in groups}
     for method, ratio, where in cells:
         ctx.ratio = ratio
         try:
-            plan_channels(method, ctx, uniform)
+            plan_channels(method, ctx, uniform, budget)
         except ConfigError as exc:
             raise ConfigError(f"{where}{exc}") from None
+    return budget
 
 
 def budget_for(store, opts: PruneOptions, input_size, device) -> tuple:
     """(budget, latency outcome): `--budget latency` gets its measuring planner (and an outcome to
     record), every other budget is the registry's as it is (outcome None)."""
-    from vss_cli.pruning.budget import get_budget
-
     if opts.budget != "latency":
         return get_budget(opts.budget), None
     from vss_cli.workflows.latency_budget import LatencySetting, latency_planner
