@@ -122,3 +122,12 @@ def test_a_root_one_folder_off_names_the_fix(tree, tmp_path):
     assert result.exit_code == 2 and f"--data-root {tree}" in " ".join(result.output.split())
     result = vss("data", "check", "--data-root", str(tree / "img_dir"))
     assert result.exit_code == 2 and f"--data-root {tree}" in " ".join(result.output.split())
+
+
+def test_a_bench_grid_trains_its_baseline_on_a_folder_tree(tree):
+    ok("bench", "--data-root", str(tree), *SMALL, "--baseline-epochs", "1", "--methods", "l1", "--ratios", "0.3",
+       "--finetune-epochs", "1", "--speed-iters", "1", "--warmup", "0", "--samples", "4", "--out-dir", "grid")
+    summary = json.loads(Path("grid/benchmark_summary.json").read_text())
+    assert summary["summary_stats"]["completed"] == 1
+    (train,) = Store(Path("vss.db").resolve()).list_runs(kind="train")
+    assert train.config["dataset"] == "folder"

@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from vss_cli.data import get_spec
+from vss_cli.data import dataset_defaults
 from vss_cli.engine.progress import log
 from vss_cli.errors import ConfigError, RunNotFound
 from vss_cli.report.schema import CellRow
@@ -47,7 +47,7 @@ from vss_cli.workflows.bench_baseline import (
 from vss_cli.workflows.bench_cells import CellWork, cell_intact, starting_point, work_through
 from vss_cli.workflows.bench_options import BenchOptions
 from vss_cli.workflows.common import infer_dataset, resolve_device, versions
-from vss_cli.workflows.train import inherit_dataset, resolve_options
+from vss_cli.workflows.train import dataset_spec, inherit_dataset, resolve_options
 
 
 @dataclass
@@ -166,11 +166,12 @@ def _baseline_network(source: BaselineSource, store: Store, device) -> tuple:
 
     if source.checkpoint is not None:
         loaded = load_checkpoint(source.checkpoint.path, device)
-        size = recorded_input_size(loaded.dataset) or get_spec(loaded.dataset.get("name") or "synthetic").default_input_size
+        size = recorded_input_size(loaded.dataset) or \
+            dataset_defaults(loaded.dataset.get("name") or "synthetic").default_input_size
         return loaded.model, loaded.spec.name, tuple(size)
     train = resolve_options(inherit_dataset(source.train, store))
     kwargs = {k: v for k, v in train.model_kwargs.items() if k not in ("pretrained_backbone", "backbone_weights")}
-    model = build_model(train.model, get_spec(train.dataset).num_classes, **kwargs)
+    model = build_model(train.model, dataset_spec(train).num_classes, **kwargs)
     return model, train.model, tuple(train.input_size)
 
 
