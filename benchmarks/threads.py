@@ -7,7 +7,7 @@ warm-up steps; it reports the median seconds per step. "Beside another torch job
 process first that runs the same steps without pause at torch's default thread count (another agent's
 `vss train` on the same machine) and stops it afterwards.
 
-    python benchmarks/threads.py                 # about 1 minute: 2 thread counts x alone / beside
+    python benchmarks/threads.py                 # 2 thread counts x alone / beside: 1 min idle, 3-4 min loaded
     python benchmarks/threads.py --threads 1,2,4 --seconds 15
 
 The machine's 1-minute load average is printed with each row: on a machine other people use, "alone"
