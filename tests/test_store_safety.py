@@ -340,3 +340,41 @@ def test_two_grids_started_at_once_in_one_folder_cannot_both_own_it(store_url, t
     lost = [v for v in results.values() if isinstance(v, Exception)]
     assert len(won) == 1 and len(lost) == 1 and f"belongs to another grid (bench run {won[0]})" in str(lost[0])
     assert [r.id for r in Store(store_url).list_runs(kind="bench")] == won
+
+
+def test_a_worker_whose_run_is_taken_over_mid_training_writes_nothing_more(tmp_path):
+    """Issue 22.5: another worker claims the run while `vss train` is between epochs: the process stops
+    (exit 2, one line) before writing another checkpoint or metric row; the run stays the new holder's."""
+    import hashlib
+    import signal  # noqa: F401 - the process stops by itself
+    import time
+
+    db = tmp_path / "t.db"
+    env = {**os.environ, "VSS_DB": str(db), "VSS_QUIET": "1", "OMP_NUM_THREADS": "1"}
+    args = [sys.executable, "-m", "vss_cli", *TRAIN]
+    args[args.index("--epochs") + 1], args[args.index("--max-iters-per-epoch") + 1] = "6", "15"
+    proc = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while not list(tmp_path.glob("runs/train/*/last.pt")) and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    store = Store(db)
+    (run,) = store.list_runs(kind="train")
+    other = "elsewhere:1:abcdef01.0001"
+    _set(store, run.id, heartbeat_at=_ago(3600))
+    assert store.claim_run(run.id, worker=other, stale_after_s=60)
+    last = next(tmp_path.glob("runs/train/*/last.pt"))
+    written = hashlib.sha256(last.read_bytes()).hexdigest()
+    epochs = {m.step for m in store.metrics(run.id, "train_loss")}
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 2, err[-2000:]
+    assert f"run {run.id} is now running for worker {other}" in _one_line_error(err)
+    assert hashlib.sha256(last.read_bytes()).hexdigest() == written
+    assert {m.step for m in store.metrics(run.id, "train_loss")} <= epochs | {min(set(range(6)) - epochs)}
+    again = store.get_run(run.id)
+    assert (again.status, again.worker) == ("running", other)
+
+
+def _one_line_error(err: str) -> str:
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in err, err[-2000:]
+    return errors[0]

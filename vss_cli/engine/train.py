@@ -48,7 +48,9 @@ class TrainHooks:
     subgradient, `pruning.methods.slimming.slimming_regularizer`);
     after_step(model, images, targets, iteration) runs after the optimiser step (e.g. DMCP's α update);
     on_epoch_end(epoch, scalars) receives the epoch's metrics (the store records them);
-    on_fit_start(total_iterations) is told how many optimiser steps the run will take (e.g. DMCP's warm-up).
+    on_fit_start(total_iterations) is told how many optimiser steps the run will take (e.g. DMCP's warm-up);
+    before_save(epoch) runs on rank 0 before the epoch's checkpoints are written (the store checks the
+    run is still this process's: a worker whose run was taken over stops before touching its files).
     """
 
     loss_fn: Callable | None = None
@@ -56,6 +58,7 @@ class TrainHooks:
     after_step: Callable | None = None
     on_epoch_end: Callable[[int, dict], None] | None = None
     on_fit_start: Callable[[int], None] | None = None
+    before_save: Callable[[int], None] | None = None
 
 
 @dataclass
@@ -368,14 +371,17 @@ def fit(model: nn.Module, train_loader, val_loader, cfg: TrainConfig, *, num_cla
                 prog=prog if show_progress else None, class_weights=class_weights,
             )
             scalars = {"train_loss": loss, "lr": loop.optimizer.param_groups[0]["lr"]}
+            metrics = None
             if val_loader is not None and _due_for_validation(cfg, epoch):
                 metrics, _ = evaluate(model, val_loader, num_classes, ignore_index, device, cfg.amp,
                                       progress=show_progress)
                 scalars.update(metrics.scalars("val_"))
-                if metrics.miou > best:
-                    best, best_epoch = metrics.miou, epoch
-                    if target.active:
-                        result.best_path = target.save("best.pt", model, {"epoch": epoch, "val_miou": metrics.miou})
+            if hooks.before_save is not None and is_main_process():
+                hooks.before_save(epoch)
+            if metrics is not None and metrics.miou > best:
+                best, best_epoch = metrics.miou, epoch
+                if target.active:
+                    result.best_path = target.save("best.pt", model, {"epoch": epoch, "val_miou": metrics.miou})
             scalars["epoch_seconds"] = time.perf_counter() - t_epoch
             scalars["elapsed_seconds"] = time.perf_counter() - t0
             epoch_log.append({"epoch": epoch, **scalars})

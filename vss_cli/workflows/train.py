@@ -276,19 +276,23 @@ def _checkpoints_recorded_if_stopped(store, run_id: str | None, out_dir: Path | 
 def _run_hooks(hooks: TrainHooks, opts: TrainOptions, store, run_id: str | None, board=None) -> TrainHooks:
     """The caller's hooks (left untouched) plus this run's: slimming's L1 subgradient when
     `--slimming-lambda` is set, and recording each epoch's scalars on the run row (rank 0) and,
-    with `--tensorboard`, in `board`'s event file."""
+    with `--tensorboard`, in `board`'s event file; before each epoch's checkpoints and metrics, a
+    check that the run is still this process's (`Store.heartbeat(worker=...)`, RunTakenOver if not)."""
     extra = {}
     if opts.slimming_lambda and hooks.regularize is None:
         from vss_cli.pruning.methods.slimming import slimming_regularizer
 
         extra["regularize"] = slimming_regularizer(opts.slimming_lambda)
     if run_id is not None:
-        user_hook = hooks.on_epoch_end
+        user_hook, user_before_save, me = hooks.on_epoch_end, hooks.before_save, worker_id()
 
-        me = worker_id()
+        def still_mine(epoch: int) -> None:
+            store.heartbeat(run_id, worker=me)  # RunTakenOver, before any write, if another worker took it
+            if user_before_save is not None:
+                user_before_save(epoch)
 
         def on_epoch_end(epoch: int, scalars: dict) -> None:
-            store.heartbeat(run_id, worker=me)  # RunTakenOver, before any write, if another worker took it
+            store.heartbeat(run_id, worker=me)
             store.add_metrics(run_id, scalars, step=epoch)
             log_epoch(epoch, opts.epochs, scalars)
             if board is not None:
@@ -296,7 +300,7 @@ def _run_hooks(hooks: TrainHooks, opts: TrainOptions, store, run_id: str | None,
             if user_hook is not None:
                 user_hook(epoch, scalars)
 
-        extra["on_epoch_end"] = on_epoch_end
+        extra.update(on_epoch_end=on_epoch_end, before_save=still_mine)
     return replace(hooks, **extra)
 
 
