@@ -197,3 +197,24 @@ def test_import_path_model_through_train_prune_finetune_eval_bench_report(nets, 
     (nets / "tinynets.py").write_text(NETS.format(version="2.0"))
     proc = vss("eval", "--baseline", train, "--candidate", tuned, "--device", "cpu", expect=2)
     assert "tinynets 1.0 (now 2.0)" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_vss_import_takes_a_bare_smp_state_dict(tmp_path):
+    """The network's own state_dict (as smp saves it, unused encoder stages included) imports strictly."""
+    smp = pytest.importorskip("segmentation_models_pytorch")
+    from typer.testing import CliRunner
+
+    from vss_cli.cli.app import app
+    from vss_cli.data import get_spec
+
+    classes = get_spec("synthetic").num_classes
+    torch.manual_seed(0)
+    net = smp.create_model("pspnet", "resnet18", encoder_weights=None, classes=classes, psp_out_channels=32).eval()
+    torch.save(net.state_dict(), tmp_path / "psp.pth")
+    result = CliRunner().invoke(app, ["import", str(tmp_path / "psp.pth"), "--model", "smp:PSPNet:resnet18",
+                                      "--model-option", "psp_out_channels=32", "--save", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    loaded = load_checkpoint(next((tmp_path / "out").rglob("imported.pt")))
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(loaded.model(x)["out"], net(x))

@@ -9,6 +9,7 @@ import typer
 from rich.text import Text
 
 from vss_cli.cli import options as o
+from vss_cli.cli.models import ModelOption, parse_model_options
 from vss_cli.cli.output import console
 from vss_cli.cli.state import STATE
 
@@ -24,12 +25,14 @@ def import_ckpt(
     trust_pickle: Annotated[bool, typer.Option("--trust-pickle", help="allow a pickled model object: unpickling "
                                                "runs code from the file, so only for files you trust")] = False,
     save: o.Save = None,
+    model_option: ModelOption = None,
 ) -> None:
     """Turn a plain state_dict, a {'state_dict': ...} file or (with --trust-pickle) a pickled module into
     a vss checkpoint; every tensor must fit the model (strict load)."""
     from vss_cli.workflows.import_ckpt import ImportOptions, import_run
 
-    kwargs = {**({"width": width} if width is not None else {}), **({"aux_loss": True} if aux_loss else {})}
+    kwargs = {**({"width": width} if width is not None else {}), **({"aux_loss": True} if aux_loss else {}),
+              **parse_model_options(model_option)}
     outcome = import_run(ImportOptions(ckpt=str(ckpt), model=model, dataset=dataset,
                                        data_root=str(data_root) if data_root else None, model_kwargs=kwargs,
                                        trust_pickle=trust_pickle, save=str(save) if save else None), STATE.store())

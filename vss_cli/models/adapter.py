@@ -29,9 +29,18 @@ class SegmentationAdapter(nn.Module):
     """`{"out": net(x)}` for a network that returns its logits as a tensor; a dict with "out" passes
     through. `aux_classifier` reads and writes the network's own (so vss can detach it at inference)."""
 
-    def __init__(self, net: nn.Module) -> None:
+    def __init__(self, net: nn.Module, dropped: tuple[str, ...] = ()) -> None:
         super().__init__()
         self.net = net
+        self.dropped = dropped  # modules of the network replaced by nn.Identity at build (`drop_idle_modules`)
+
+    def external_state(self, state: dict) -> dict:
+        """A state_dict of the bare network (as its own code saves it) in this adapter's keys: under
+        `net.`, without the tensors of dropped modules. Keys already under `net.` pass unchanged."""
+        if any(k.startswith(f"{WRAPPED}.") for k in state):
+            return state
+        return {f"{WRAPPED}.{k}": v for k, v in state.items()
+                if not any(k.startswith(f"{d}.") for d in self.dropped)}
 
     @property
     def aux_classifier(self) -> nn.Module | None:
@@ -113,7 +122,7 @@ def check_output_layers(net: nn.Module, structure: ModelStructure, num_classes: 
                               "name the final classifier conv in ModelStructure.output_layers")
 
 
-def adapt(result, num_classes: int, what: str) -> nn.Module:
+def adapt(result, num_classes: int, what: str, dropped: tuple[str, ...] = ()) -> nn.Module:
     """A factory's result as a vss model: `net` or `(net, structure)`, a structure attached as
     `net.vss_structure` or derived from its attributes, GroupNorm groups kept whole, wrapped in a
     `SegmentationAdapter`."""
@@ -131,7 +140,7 @@ def adapt(result, num_classes: int, what: str) -> nn.Module:
     structure = replace(structure, never_prune=never)
     if "vss_structure" in net.__dict__:
         del net.vss_structure  # the adapter carries it, under the adapter's names
-    model = SegmentationAdapter(net)
+    model = SegmentationAdapter(net, dropped)
     model.vss_structure = prefixed(structure)
     return model
 

@@ -71,8 +71,9 @@ def builder(name: str) -> Callable[..., nn.Module]:
                               "smaller decoder_channels")
         if aux_loss:
             raise ConfigError(f"{name} has no per-pixel aux head: drop --aux-loss")
-        for option in set(options) & set(RESERVED):
-            raise ConfigError(f"{name} sets {option} itself: {RESERVED[option]}")
+        reserved = sorted(set(options) & set(RESERVED))
+        if reserved:
+            raise ConfigError(f"{name} sets {reserved[0]} itself: {RESERVED[reserved[0]]}")
         smp = _smp()
         try:
             net = smp.create_model(arch, encoder_name=encoder, classes=num_classes,
@@ -85,8 +86,7 @@ def builder(name: str) -> Callable[..., nn.Module]:
                                "pass --backbone-weights PATH to a saved encoder state_dict") from None
         if backbone_weights:
             load_encoder(net.encoder, backbone_weights, encoder)
-        drop_idle_modules(net)
-        return adapt(net, num_classes, name)
+        return adapt(net, num_classes, name, dropped=tuple(drop_idle_modules(net)))
 
     return build
 

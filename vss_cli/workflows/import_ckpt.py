@@ -144,6 +144,8 @@ def import_run(opts: ImportOptions, store) -> ImportOutcome:
     dataset = infer_dataset(opts.dataset, opts.data_root) or "synthetic"
     dspec = get_spec(dataset, opts.data_root)
     model = build_model(opts.model, dspec.num_classes, **opts.model_kwargs)
+    if hasattr(model, "external_state"):  # smp / import-path models: the network's own keys, under the adapter
+        state = model.external_state(state)
     options = "".join(f" {k}={v}" for k, v in opts.model_kwargs.items())
     load_strict(model, state, f"{opts.model}{options} with {dspec.num_classes} classes ({dataset})")
     source_sha = file_sha256(path)
