@@ -168,9 +168,21 @@ def idle_modules(net: nn.Module, size: tuple[int, int] = (64, 64)) -> list[str]:
     return [n for n in modules if n not in ran or n in dead]
 
 
-def drop_idle_modules(net: nn.Module, size: tuple[int, int] = (64, 64)) -> list[str]:
-    """Replace `idle_modules` by `nn.Identity` (the outputs are unchanged); returns their names."""
-    names = idle_modules(net, size)
+PROBE_SIZES = ((64, 64), (128, 128), (256, 256))  # the smallest input a network takes (PAN needs 128)
+
+
+def drop_idle_modules(net: nn.Module) -> list[str]:
+    """Replace `idle_modules` by `nn.Identity` (the outputs are unchanged); returns their names.
+    The probe uses the smallest of `PROBE_SIZES` the network runs at; none: nothing is dropped
+    (the forward failure is left to the command that runs it, with its own input size)."""
+    for size in PROBE_SIZES:
+        try:
+            names = idle_modules(net, size)
+            break
+        except RuntimeError:
+            continue
+    else:
+        return []
     for name in names:
         parent, _, child = name.rpartition(".")
         setattr(net.get_submodule(parent) if parent else net, child, nn.Identity())

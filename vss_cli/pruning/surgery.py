@@ -16,6 +16,7 @@ import torch.nn as nn
 import torch_pruning as tp
 
 TRACE_SIZE = (64, 64)
+LARGER_TRACES = ((128, 128), (256, 256))
 UNDECLARED = "undeclared"  # the region of every group of a model that declares no structure
 
 
@@ -72,19 +73,28 @@ def output_layers_of(model: nn.Module, model_name: str | None = None) -> list[nn
 
 def build_graph(model: nn.Module, ignored: Sequence[nn.Module] = (), size: tuple[int, int] = TRACE_SIZE,
                 device: torch.device | str | None = None) -> tp.DependencyGraph:
-    """Trace the model (eval mode, no BN statistics touched) into a dependency graph."""
+    """Trace the model (eval mode, no BN statistics touched) into a dependency graph.
+
+    A network too deep for `size` (smp's PAN pools its 1/32 features four times more) is traced at
+    the next of `LARGER_TRACES` it runs at: the graph's topology does not depend on the input size."""
     modes = {m: m.training for m in model.modules()}
     model.eval()
     if device is None:
         device = next(model.parameters()).device
-    example = torch.zeros(1, 3, *size, device=device)
-    with torch.enable_grad():
-        dg = tp.DependencyGraph().build_dependency(
-            model, example_inputs=example, output_transform=_model_outputs, verbose=False,
-        )
-    for m, training in modes.items():
-        m.training = training
-    return dg
+    sizes = [size, *(s for s in LARGER_TRACES if s[0] * s[1] > size[0] * size[1])]
+    try:
+        for i, trace in enumerate(sizes):
+            try:
+                with torch.enable_grad():
+                    return tp.DependencyGraph().build_dependency(
+                        model, example_inputs=torch.zeros(1, 3, *trace, device=device),
+                        output_transform=_model_outputs, verbose=False)
+            except RuntimeError:
+                if i == len(sizes) - 1:
+                    raise
+    finally:
+        for m, training in modes.items():
+            m.training = training
 
 
 def collect_groups(model: nn.Module, dg: tp.DependencyGraph, ignored: Sequence[nn.Module]) -> list[LayerGroup]:

@@ -244,7 +244,8 @@ def blocker_message(name: str, pruned: nn.Module, input_size: tuple[int, int], e
     fed = f" after {after}" if after and after != where else ""
     return (f"{name}: after pruning, {where or 'the model'} ({type(module).__name__}) fails{fed} ({first_line(error)}): "
             "it computes on channels through an op Torch-Pruning cannot follow (fixed split sizes, a reshape/view "
-            "of channels, a custom function); add the layer feeding it to ModelStructure.never_prune or rewrite the op")
+            "of channels, a 1-channel map broadcast over many, a custom function); add the layer feeding it to "
+            "ModelStructure.never_prune or rewrite the op")
 
 
 def failing_module(model: nn.Module, input_size: tuple[int, int]):
