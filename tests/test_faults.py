@@ -175,6 +175,7 @@ def test_sigterm_while_last_pt_is_written_ends_interrupted_and_resumes_from_it(t
     assert sorted(steps) == [0, 1, 2]  # epoch 3 alone was trained again: nothing twice
 
 
+@pytest.mark.heavy  # the SIGTERM case above runs the same path; Ctrl-C's deferral is tested in-process
 def test_sigint_while_last_pt_is_written_exits_130_interrupted(tmp_path):
     rc, err = _signal_mid_write(tmp_path, TRAIN, "last.pt", 1, signal.SIGINT)
     assert rc == 130, err[-2000:]
