@@ -218,3 +218,39 @@ def test_vss_import_takes_a_bare_smp_state_dict(tmp_path):
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
         assert torch.equal(loaded.model(x)["out"], net(x))
+
+
+def test_an_entry_point_names_a_model_and_records_its_distribution(tmp_path, monkeypatch):
+    """A package registering `[project.entry-points."vss.models"] tiny = "tinyep:build"`."""
+    (tmp_path / "tinyep.py").write_text(NETS.format(version="ignored").replace("build_tiny", "build"))
+    info = tmp_path / "tinyep-2.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: tinyep\nVersion: 2.1\n")
+    (info / "entry_points.txt").write_text("[vss.models]\ntiny = tinyep:build\n")
+    (info / "top_level.txt").write_text("tinyep\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        model = build_model("tiny", 3, base=4)
+        assert model.eval()(torch.zeros(1, 3, 32, 32))["out"].shape == (1, 3, 32, 32)
+        assert model.vss_source == {"source": "entry-point", "entry_point": "tiny", "import_path": "tinyep:build",
+                                    "requires": {"tinyep": "2.1"}}
+    finally:
+        sys.modules.pop("tinyep", None)
+
+
+def test_export_onnx_of_an_smp_model(tmp_path):
+    pytest.importorskip("segmentation_models_pytorch")
+    pytest.importorskip("onnxruntime")
+    from typer.testing import CliRunner
+
+    from vss_cli.cli.app import app
+    from vss_cli.data import get_spec
+
+    classes = get_spec("synthetic").num_classes
+    options = {"decoder_channels": [16, 16, 8, 8, 8]}
+    path = save_checkpoint(tmp_path / "smp.pt", model=build_model("smp:Unet:resnet18", classes, **options),
+                           spec=ModelSpec("smp:Unet:resnet18", classes, options), dataset=get_spec("synthetic").to_dict())
+    result = CliRunner().invoke(app, ["export", str(path), "--format", "onnx", "--input-size", "64,64",
+                                      "--out", str(tmp_path / "m.onnx")])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "m.onnx").is_file()
