@@ -378,3 +378,22 @@ def _one_line_error(err: str) -> str:
     errors = [line for line in err.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "Traceback" not in err, err[-2000:]
     return errors[0]
+
+
+def test_the_heartbeat_thread_never_keeps_a_taken_over_run_alive(store_url):
+    import time
+
+    from vss_cli.store.queue import Heartbeat
+
+    store = Store(store_url)
+    mine = store.create_run(kind="cell", config={"c": 1})
+    theirs = store.create_run(kind="cell", config={"c": 2})
+    pending = store.create_run(kind="bench", config={"b": 1}, status="pending")  # nobody holds it yet
+    _set(store, theirs.id, heartbeat_at=_ago(3600))
+    assert store.claim_run(theirs.id, worker="elsewhere:1:abcdef01.0001", stale_after_s=60)
+    _set(store, theirs.id, heartbeat_at=_ago(100))
+    with Heartbeat(store, 0.05, (mine.id, theirs.id, pending.id)) as beat:
+        time.sleep(0.6)
+        assert beat._ids == {mine.id, pending.id}
+    assert store.get_run(theirs.id).heartbeat_at < _ago(90)
+    assert store.get_run(mine.id).heartbeat_at > _ago(5) and store.get_run(pending.id).heartbeat_at is not None

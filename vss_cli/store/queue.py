@@ -18,7 +18,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from vss_cli.store.identity import holder, is_live, is_stale, refuse_live, worker_is_dead  # noqa: F401 - re-exported
+from vss_cli.errors import RunTakenOver
+from vss_cli.store.identity import holder, is_live, is_stale, refuse_live, worker_id, worker_is_dead  # noqa: F401
 from vss_cli.store.rows import Artifact, Run
 from vss_cli.store.store import Store
 
@@ -48,10 +49,11 @@ class RunStore(Protocol):
 
 class Heartbeat:
     """A daemon thread heartbeating the runs this process works on, so however long an epoch or a
-    timing run takes, only a dead (or hung) worker's runs go stale."""
+    timing run takes, only a dead (or hung) worker's runs go stale. A run another worker has taken
+    over (or that ended) is dropped from the set, so a slow worker never keeps a new holder's run alive."""
 
     def __init__(self, store: Store, interval_s: float, run_ids: Sequence[str] = ()) -> None:
-        self.store, self.interval_s = store, interval_s
+        self.store, self.interval_s, self.worker = store, interval_s, worker_id()
         self._ids: set[str] = set(run_ids)
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -79,7 +81,9 @@ class Heartbeat:
                 ids = list(self._ids)
             for run_id in ids:
                 try:
-                    self.store.heartbeat(run_id)
+                    self.store.heartbeat(run_id, worker=self.worker)
+                except RunTakenOver:  # another worker holds it now (or it ended): never keep it alive
+                    self.discard(run_id)
                 except Exception:  # noqa: BLE001 - a missed beat only makes the run look older
                     pass
 

@@ -305,10 +305,11 @@ class Store(RunReads):
 
     def heartbeat(self, run_id: str, *, worker: str | None = None) -> None:
         """Record that the run's worker is still alive (see `claim_run`). With `worker`, only while that
-        worker still holds the run: RunTakenOver (nothing written) once another worker has claimed it."""
+        worker still holds the unfinished run: RunTakenOver (nothing written) once another worker has
+        claimed it (or it ended)."""
         held = RUN.c.id == run_id
-        if worker is not None:
-            held = held & (RUN.c.worker == worker) & (RUN.c.status == "running")
+        if worker is not None:  # a run nobody holds yet (a pending grid) may be heartbeaten too
+            held = held & or_(RUN.c.worker == worker, RUN.c.worker.is_(None)) & RUN.c.status.in_(("running", "pending"))
 
         def txn(conn: Connection) -> None:
             if conn.execute(update(RUN).where(held).values(heartbeat_at=_now())).rowcount == 1:
