@@ -424,3 +424,27 @@ def test_a_cell_failure_caused_by_a_stop_signal_interrupts_the_grid(tmp_path, ti
     assert sorted(c.status for c in store.list_runs(kind="cell")) == ["interrupted", "pending"]
     (bench,) = store.list_runs(kind="bench")
     assert bench.status == "interrupted" and "SIGTERM" in bench.error
+
+
+def test_no_file_vss_writes_holds_the_database_password(tmp_path, pg_url):
+    """End to end on PostgreSQL with two torchrun workers: no file under the grid and nothing printed
+    holds the password (the printed rerun command showed it before)."""
+    secret = "pw-" + os.urandom(4).hex()
+    scheme, rest = pg_url.split("://", 1)
+    user, host = rest.split("@", 1)
+    url = f"{scheme}://{user.split(':')[0]}:{secret}@{host}"  # the test server trusts, so any password works
+    from vss_cli.data import get_spec
+    from vss_cli.models import build_model
+
+    spec = get_spec("synthetic")
+    base = save_checkpoint(tmp_path / "base.pt", model=build_model("unet", spec.num_classes, width=0.125),
+                           spec=ModelSpec("unet", spec.num_classes, {"width": 0.125}), dataset=spec.to_dict())
+    result = _cli(["--db", url, "bench", "--baseline", str(base), "--methods", "l1", "--ratios", "0.3",
+                   "--input-size", "32,48", "--batch-size", "8", "--samples", "0", "--speed-iters", "1",
+                   "--warmup", "0", "--finetune-epochs", "1", "--max-iters-per-epoch", "1", "--nproc-per-cell", "2",
+                   "--device", "cpu", "--out-dir", str(tmp_path / "grid")])
+    assert result.exit_code == 0, result.output
+    assert secret not in result.output
+    assert list((tmp_path / "grid").rglob("ddp_job.json"))
+    leaks = [p for p in tmp_path.rglob("*") if p.is_file() and secret.encode() in p.read_bytes()]
+    assert leaks == []

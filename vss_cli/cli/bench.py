@@ -187,7 +187,9 @@ def rerun_command(given: dict[str, Any], **changes: Any) -> str:
     defaults = {n: p.default for n, p in inspect.signature(bench).parameters.items()}
     words = ["vss"]
     if STATE.db and STATE.db != os.environ.get("VSS_DB"):
-        words += ["--db", STATE.db]
+        from vss_cli.store.engine import mask
+
+        words += ["--db", mask(STATE.db)]  # a printed URL never shows its password
     if STATE.threads:
         words += ["--threads", str(STATE.threads)]
     words.append("bench")
