@@ -349,6 +349,12 @@ def test_eval_refuses_a_report_folder_before_evaluating(tmp_path, tiny_baseline,
               "--report", "out"], "--report out is a folder", "out/report.json")
 
 
+def _fake_torchrun(monkeypatch, script: str, *args: str) -> None:
+    import vss_cli.workflows.bench_ddp as ddp
+
+    monkeypatch.setattr(ddp, "torchrun_command", lambda nproc, job: [sys.executable, "-c", script, str(job), *args])
+
+
 def test_the_database_password_reaches_torchrun_workers_only_through_their_environment(tmp_path, monkeypatch):
     """`--nproc-per-cell 2` on PostgreSQL: before, the URL with its password was written to
     cells/<cell>/ddp/ddp_job.json and stayed there."""
@@ -357,24 +363,50 @@ def test_the_database_password_reaches_torchrun_workers_only_through_their_envir
 
     secret = "s3cr3t-pw"
     url = f"postgresql://vss:{secret}@db.example:5432/vss"
-    seen = {}
-
-    def fake_torchrun(cmd, env, **_kw):
-        seen.update(cmd=cmd, env=env)
-        (tmp_path / "ddp" / "ddp_run_id.txt").write_text("run-1")
-        return subprocess.CompletedProcess(cmd, 0, "", "")
-
-    monkeypatch.setattr(ddp.subprocess, "run", fake_torchrun)
+    assert all(secret not in part for part in ddp.torchrun_command(2, tmp_path / "ddp" / "ddp_job.json"))
+    _fake_torchrun(monkeypatch, "import json, os, sys, pathlib\n"
+                   "job = json.loads(pathlib.Path(sys.argv[1]).read_text())\n"
+                   "ok = os.environ.get('VSS_DB') == sys.argv[2]\n"
+                   "pathlib.Path(job['result']).write_text('run-1' if ok else 'no VSS_DB')", url)
     run_id = ddp.finetune_under_torchrun(TrainOptions(epochs=1), db_url=url, cell_id="c1", nproc=2,
                                          job_dir=tmp_path / "ddp")
-    assert run_id == "run-1" and seen["env"]["VSS_DB"] == url
-    assert all(secret not in part for part in seen["cmd"])
+    assert run_id == "run-1"  # the workers found the URL in their environment
     written = [p for p in tmp_path.rglob("*") if p.is_file()]
     assert written and all(secret not in p.read_text() for p in written)
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.delenv("VSS_DB")
     with pytest.raises(Exception, match="VSS_DB"):
         ddp.main(str(tmp_path / "ddp" / "ddp_job.json"))
+
+
+def test_a_stopped_bench_stops_its_torchrun_workers(tmp_path, monkeypatch):
+    """SIGTERM to the bench process alone (not its process group) while torchrun runs: torchrun gets
+    SIGTERM too (before, it was SIGKILLed and its workers were left running)."""
+    import threading
+
+    import vss_cli.workflows.bench_ddp as ddp
+    from vss_cli.workflows.options import TrainOptions
+
+    started, stopped = tmp_path / "started", tmp_path / "stopped"
+    _fake_torchrun(monkeypatch, "import signal, sys, time, pathlib\n"
+                   "def stop(*_):\n    pathlib.Path(sys.argv[3]).touch(); sys.exit(143)\n"
+                   "signal.signal(signal.SIGTERM, stop)\n"
+                   "pathlib.Path(sys.argv[2]).touch()\n"
+                   "time.sleep(60)", str(started), str(stopped))
+
+    def signal_once_started():
+        deadline = time.monotonic() + 30
+        while not started.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    signals.install_signal_handlers()
+    threading.Thread(target=signal_once_started, daemon=True).start()
+    t0 = time.monotonic()
+    with pytest.raises(Interrupted):
+        ddp.finetune_under_torchrun(TrainOptions(epochs=1), db_url="sqlite:///x.db", cell_id="c1", nproc=2,
+                                    job_dir=tmp_path / "ddp")
+    assert stopped.exists() and time.monotonic() - t0 < 30
 
 
 def test_a_run_failed_on_a_full_disk_resumes_from_its_last_complete_checkpoint(tmp_path, monkeypatch):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +20,7 @@ from vss_cli.fileio import write_json
 from vss_cli.workflows.options import TrainOptions, from_plain, to_plain
 
 DB_ENV = "VSS_DB"  # the workers' database URL, password included: in their environment only
+STOP_GRACE_S = 60.0  # how long a stopped torchrun gets to end its workers before SIGKILL
 
 
 def finetune_under_torchrun(opts: TrainOptions, *, db_url: str, cell_id: str, nproc: int, job_dir: Path) -> str:
@@ -26,15 +28,36 @@ def finetune_under_torchrun(opts: TrainOptions, *, db_url: str, cell_id: str, np
     job_dir.mkdir(parents=True, exist_ok=True)
     job = write_json(job_dir / "ddp_job.json", {"options": to_plain(opts), "cell": cell_id,
                                                 "result": str(job_dir / "ddp_run_id.txt")})
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-           "-m", "vss_cli.workflows.bench_ddp", str(job)]
     env = {**os.environ, DB_ENV: db_url, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    proc = subprocess.Popen(torchrun_command(nproc, job), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        out, err = proc.communicate()
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM to this process alone: the workers must stop too
+        stop_torchrun(proc)
+        raise
     result = job_dir / "ddp_run_id.txt"
-    if done.returncode != 0 or not result.is_file():
-        tail = " | ".join((done.stderr or done.stdout).strip().splitlines()[-3:])
-        raise RuntimeError(f"torchrun fine-tune on {nproc} processes failed (exit {done.returncode}): {tail}")
+    if proc.returncode != 0 or not result.is_file():
+        tail = " | ".join((err or out).strip().splitlines()[-3:])
+        raise RuntimeError(f"torchrun fine-tune on {nproc} processes failed (exit {proc.returncode}): {tail}")
     return result.read_text().strip()
+
+
+def torchrun_command(nproc: int, job: Path) -> list[str]:
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+            "-m", "vss_cli.workflows.bench_ddp", str(job)]
+
+
+def stop_torchrun(proc: subprocess.Popen, grace_s: float = STOP_GRACE_S) -> None:
+    """Pass SIGTERM on to torchrun, which stops its workers (rank 0 ends its run interrupted), and wait
+    for it; SIGKILL after `grace_s`. (A scheduler that signals the whole job has signalled them already.)"""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        proc.communicate(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
 
 
 def main(job_path: str) -> None:
