@@ -101,7 +101,8 @@ def register(app: typer.Typer) -> None:
         from vss_cli.workflows.paths import precheck
 
         precheck(data_root)  # before torch loads: a typo fails at once
-        from vss_cli.data.checks import check_dataset, infer_dataset
+        from vss_cli.data.checks import check_dataset
+        from vss_cli.data.detect import infer_dataset
 
         name = dataset or (infer_dataset(data_root) if data_root is not None else "synthetic")
         with check_progress(fmt == "table" and not STATE.quiet and sys.stderr.isatty()) as progress:

@@ -2,7 +2,8 @@
 
 Checks: the root and the expected folders (near-miss names are pointed out), image/label pairing,
 unreadable or truncated PNGs, label mode (single channel), label values outside the format's valid
-set, image/label size mismatch, and per-split counts against the official sizes.
+set, image/label size mismatch, and per-split counts against the official sizes. The valid values
+per format are in `label_rules`; telling a tree's format without `--dataset` is `detect`.
 """
 
 from __future__ import annotations
@@ -16,6 +17,13 @@ import numpy as np
 from PIL import Image
 
 from vss_cli.data import camvid, cityscapes, folder
+from vss_cli.data.label_rules import (
+    CAMVID_LABELS,
+    CITYSCAPES_LABEL_IDS,
+    LabelRule,
+    cityscapes_label_rule,
+    folder_label_rule,
+)
 from vss_cli.data.specs import SPLITS, DatasetSpec, get_spec
 from vss_cli.errors import ConfigError, DataError
 
@@ -86,36 +94,6 @@ class CheckReport:
         }
 
 
-@dataclass(frozen=True)
-class LabelRule:
-    """Which values a label file may hold, and how to say so; `swapped_values` are those of the file
-    kind it is often confused with, and `swap_fix` says what to do when a file holds exactly those."""
-
-    valid: frozenset[int]
-    description: str
-    swapped_values: frozenset[int] = frozenset()
-    swap_fix: str = ""
-
-    def problem(self, bad: list[int], values: list[int]) -> str:
-        """The finding for a label whose `values` include `bad` ones (naming a likely swap)."""
-        text = f"label values {format_values(bad)} are outside the valid set ({self.description})"
-        if self.swap_fix and set(values) <= self.swapped_values:
-            text += f": {self.swap_fix}"
-        return text
-
-
-CITYSCAPES_LABEL_IDS = LabelRule(
-    cityscapes.VALID_LABEL_IDS, "Cityscapes label ids -1..33", cityscapes.VALID_TRAIN_IDS,
-    f"the file looks like it holds train ids (0..18, 255), not label ids: name it "
-    f"*{cityscapes.TRAIN_ID_SUFFIX}, or regenerate it with cityscapesScripts' createTrainIdLabelImgs")
-CITYSCAPES_TRAIN_IDS = LabelRule(
-    cityscapes.VALID_TRAIN_IDS, "Cityscapes train ids 0..18 and 255",
-    frozenset(v % 256 for v in cityscapes.VALID_LABEL_IDS),
-    f"the file looks like it holds raw label ids (0..33), not train ids: name it *{cityscapes.LABEL_ID_SUFFIX} "
-    "(vss maps label ids to train ids itself)")
-CAMVID_LABELS = LabelRule(camvid.VALID_LABELS, "CamVid labels 0..11 (11 = void)")
-
-
 @dataclass
 class PngProbe:
     mode: str = ""
@@ -141,11 +119,6 @@ def probe_png(path: Path, *, want_values: bool = False) -> PngProbe:
             return PngProbe(image.mode, image.size, values)
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         return PngProbe(problem=f"cannot be read (truncated or corrupt?): {exc}")
-
-
-def format_values(values: Sequence[int], limit: int = 12) -> str:
-    shown = ", ".join(str(int(v)) for v in values[:limit])
-    return shown + (f", ... ({len(values)} values)" if len(values) > limit else "")
 
 
 def check_pair(report: CheckReport, split: str, image_path: Path, label_path: Path,
@@ -248,10 +221,6 @@ def check_synthetic(report: CheckReport, spec: DatasetSpec, splits: Sequence[str
     report.add("info", "", "", "built-in: scenes are generated in memory, no files to check")
 
 
-def cityscapes_label_rule(label: Path) -> LabelRule:
-    return CITYSCAPES_TRAIN_IDS if label.name.endswith(cityscapes.TRAIN_ID_SUFFIX) else CITYSCAPES_LABEL_IDS
-
-
 def cityscapes_label_stems(label_folder: Path) -> dict[Path, Path]:
     """Label files of a split keyed by their sample stem (`<city>/<city>_<seq>_<frame>`)."""
     stems = {}
@@ -337,13 +306,6 @@ def check_camvid(report: CheckReport, spec: DatasetSpec, splits: Sequence[str], 
         check_camvid_split(report, spec, split, progress)
 
 
-def folder_label_rule(spec: DatasetSpec) -> LabelRule:
-    layout = folder.layout_of(spec)
-    valid = frozenset(range(spec.num_classes)) | {layout.ignore_index}
-    return LabelRule(valid, f"class ids 0..{spec.num_classes - 1} of the {spec.num_classes} classes, and ignore "
-                            f"{layout.ignore_index}")
-
-
 def check_folder_split(report: CheckReport, spec: DatasetSpec, split: str, progress: Progress | None) -> None:
     image_folder, label_folder = report.root / folder.IMAGE_DIR / split, report.root / folder.LABEL_DIR / split
     if not require_folders(report, split, (image_folder, label_folder)):
@@ -379,14 +341,6 @@ Checker = Callable[[CheckReport, DatasetSpec, Sequence[str], "Progress | None"],
 CHECKERS: dict[str, Checker] = {"synthetic": check_synthetic, "cityscapes": check_cityscapes, "camvid": check_camvid,
                                 "folder": check_folder}
 
-# top-level folders that identify a format when --dataset is not given
-LAYOUT_MARKERS: dict[str, tuple[str, ...]] = {
-    "cityscapes": (cityscapes.IMAGE_DIR, cityscapes.LABEL_DIR),
-    "camvid": tuple(camvid.annot_dir(split) for split in SPLITS),
-    "folder": (folder.IMAGE_DIR, folder.LABEL_DIR),
-}
-
-
 def require_root(spec: DatasetSpec, data_root: str | Path | None) -> Path:
     if data_root is None:
         raise DataError(f"{spec.name} needs --data-root DIR (or try `vss data synth --out DIR --format {spec.name}`)")
@@ -394,39 +348,6 @@ def require_root(spec: DatasetSpec, data_root: str | Path | None) -> Path:
     if not root.is_dir():
         raise DataError(f"data root {root} does not exist: pass --data-root pointing at the {spec.name} folder")
     return root
-
-
-def infer_dataset(data_root: str | Path) -> str:
-    """Guess the format of a tree from its top-level folders (near-miss names count too); a root one
-    folder off (the folder above the tree, or one inside it) is named in the error as the fix."""
-    root = Path(data_root).expanduser()
-    if not root.is_dir():
-        raise DataError(f"data root {root} does not exist: pass --data-root pointing at an existing folder")
-    found = layout_of(root)
-    if found is not None:
-        return found
-    nearby = [p for p in (*sorted(q for q in root.iterdir() if q.is_dir()), root.parent)
-              if layout_of(p, exact=True) is not None]
-    if nearby:
-        fix = nearby[0]
-        raise DataError(f"{root} is one folder off a {layout_of(fix, exact=True)} tree: pass --data-root {fix}")
-    raise DataError(f"cannot tell the format of {root}: expected leftImg8bit/ and gtFine/ (cityscapes), "
-                    "train/ and trainannot/ (camvid) or img_dir/ and ann_dir/ (folder); pass --dataset, or "
-                    "point --data-root at the folder that holds them")
-
-
-def layout_of(root: Path, *, exact: bool = False) -> str | None:
-    """The format whose top-level folders `root` holds (near-miss names too unless `exact`)."""
-    names = [p.name for p in root.iterdir() if p.is_dir()]
-    for exact_pass in (True,) if exact else (True, False):
-        for dataset, markers in LAYOUT_MARKERS.items():
-            if any(_matches(marker, names, exact_pass) for marker in markers):
-                return dataset
-    return None
-
-
-def _matches(marker: str, names: list[str], exact: bool) -> bool:
-    return marker in names if exact else bool(difflib.get_close_matches(marker, names, n=1, cutoff=0.8))
 
 
 def check_dataset(name: str | DatasetSpec, data_root: str | Path | None, splits: Sequence[str] = ("train", "val"),

@@ -92,7 +92,7 @@ def infer_dataset(dataset: str | None, data_root: str | Path | None) -> str | No
     else DataError naming both layouts. Without either option: None (the caller's default)."""
     if dataset or not data_root:
         return dataset
-    from vss_cli.data.checks import infer_dataset as from_layout
+    from vss_cli.data.detect import infer_dataset as from_layout
 
     name = from_layout(data_root)
     log(f"--dataset {name} (inferred from the layout of {data_root})")
