@@ -1,22 +1,23 @@
 """The lineage store: runs, edges, artifacts and metrics over SQLite or PostgreSQL (DESIGN §3).
 
 Every method is one short transaction and returns detached rows (`vss_cli.store.rows`). Files are
-hashed before a write transaction starts, so the write lock is held only for the inserts.
+hashed before a write transaction starts, so the write lock is held only for the inserts. `Store`
+inherits its reads (`reads`, `bulk`) and the writes a worker holds a run with (`claims`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Engine, func, or_, select, update
+from sqlalchemy import Connection, Engine, func, select, update
 from sqlalchemy import insert as insert_row
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
-from vss_cli.errors import ConfigError, RunNotFound, RunTakenOver, StoreError
+from vss_cli.errors import ConfigError, RunNotFound, StoreError
 from vss_cli.store import keys
+from vss_cli.store.claims import RunClaims
 from vss_cli.store.engine import (
     WRITE_OPTION,
     Retry,
@@ -39,14 +40,9 @@ from vss_cli.store.reads import RunReads, require_run
 from vss_cli.store.rows import Artifact, Run
 from vss_cli.store.tables import ARTIFACT, EDGE, KINDS, RELATIONS, RUN, STATUSES, TERMINAL_STATUSES
 from vss_cli.store.tables import check_choice as _check
-from vss_cli.store.writes import finite_values, insert_metrics, missing_run
+from vss_cli.store.writes import finite_values, insert_metrics, missing_run, utc_now
 
 T = TypeVar("T")
-CLAIMABLE_STATUSES = ("pending", "interrupted")
-
-
-def _now() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 def _refuse_taken_folder(conn: Connection, kind: str, config_key: str, out_dir: str) -> None:
@@ -61,7 +57,7 @@ def _refuse_taken_folder(conn: Connection, kind: str, config_key: str, out_dir: 
                           "or --force-new to start a new grid there")
 
 
-class Store(RunReads):
+class Store(RunClaims, RunReads):
     """The lineage database. Opening it migrates it; options are keyword-only past the run id."""
 
     def __init__(self, url_or_path: str | Path) -> None:
@@ -232,7 +228,7 @@ class Store(RunReads):
         versions_json = keys.canonical_json(dict(versions)) if versions is not None else None
 
         def insert(conn: Connection) -> Run:
-            now, started = _now(), status != "pending"
+            now, started = utc_now(), status != "pending"
             row = dict(
                 id=new_run_id(),
                 kind=kind,
@@ -287,7 +283,7 @@ class Store(RunReads):
         """Move a run to `status`; completed/failed/interrupted also set finished_at."""
         _check(status, STATUSES, "run status")
 
-        now = _now()
+        now = utc_now()
         values: dict[str, Any] = {"status": status}
         if status in TERMINAL_STATUSES:
             values["finished_at"] = now
@@ -300,23 +296,6 @@ class Store(RunReads):
         def txn(conn: Connection) -> None:
             if conn.execute(stmt).rowcount == 0:
                 raise RunNotFound(f"no run has id '{run_id}': see `vss runs list`")
-
-        self._write(txn)
-
-    def heartbeat(self, run_id: str, *, worker: str | None = None) -> None:
-        """Record that the run's worker is still alive (see `claim_run`). With `worker`, only while that
-        worker still holds the unfinished run: RunTakenOver (nothing written) once another worker has
-        claimed it (or it ended)."""
-        held = RUN.c.id == run_id
-        if worker is not None:  # a run nobody holds yet (a pending grid) may be heartbeaten too
-            held = held & or_(RUN.c.worker == worker, RUN.c.worker.is_(None)) & RUN.c.status.in_(("running", "pending"))
-
-        def txn(conn: Connection) -> None:
-            if conn.execute(update(RUN).where(held).values(heartbeat_at=_now())).rowcount == 1:
-                return
-            row = require_run(conn, run_id)
-            raise RunTakenOver(f"run {run_id} is now {row.status} for worker {row.worker} (attempt {row.attempt}), "
-                               f"not {worker}: this process stops and leaves the run to its holder")
 
         self._write(txn)
 
@@ -333,7 +312,7 @@ class Store(RunReads):
             require_run(conn, parent_id)
             require_run(conn, child_id)
             if conn.execute(query).first() is None:
-                conn.execute(insert_row(EDGE).values(**edge, created_at=_now()))
+                conn.execute(insert_row(EDGE).values(**edge, created_at=utc_now()))
 
         self._write(txn)
 
@@ -346,7 +325,7 @@ class Store(RunReads):
 
         def txn(conn: Connection) -> Artifact:
             require_run(conn, run_id)
-            row = dict(run_id=run_id, kind=kind, path=str(path), sha256=sha, bytes=size, created_at=_now())
+            row = dict(run_id=run_id, kind=kind, path=str(path), sha256=sha, bytes=size, created_at=utc_now())
             existing = conn.execute(select(ARTIFACT.c.id).where(same).order_by(ARTIFACT.c.id).limit(1)).scalar()
             if existing is not None:
                 conn.execute(update(ARTIFACT).where(ARTIFACT.c.id == existing).values(**row))
@@ -365,79 +344,7 @@ class Store(RunReads):
 
         def txn(conn: Connection) -> int:
             require_run(conn, run_id)
-            insert_metrics(conn, run_id, values, step, _now())
+            insert_metrics(conn, run_id, values, step, utc_now())
             return len(values)
-
-        return self._write(txn)
-
-    def claim_run(
-        self,
-        run_id: str,
-        *,
-        worker: str | None = None,
-        stale_after_s: float,
-        also: Sequence[str] = (),
-        if_attempt: int | None = None,
-    ) -> bool:
-        """Check-and-set: take a pending or interrupted run, or a running one whose heartbeat is stale.
-
-        Sets it running for `worker` (default this process) with attempt + 1; True when this caller
-        got it. One UPDATE with the condition in its WHERE clause, so two claimants never both win.
-        `also` adds statuses taken whatever their heartbeat (a failed run to retry, a running run whose
-        worker is known to be dead), but only while the run's attempt is still `if_attempt`, the one
-        the caller looked at: once anyone has taken it, the attempt has moved on and the claim fails.
-        """
-        for status in also:
-            _check(status, STATUSES, "run status")
-        if also and if_attempt is None:
-            raise ValueError("claim_run(also=...) needs if_attempt, the attempt the caller saw")
-        now = _now()
-        stale = or_(RUN.c.heartbeat_at.is_(None), RUN.c.heartbeat_at < now - timedelta(seconds=stale_after_s))
-        takeable = or_(RUN.c.status.in_(CLAIMABLE_STATUSES), (RUN.c.status == "running") & stale)
-        if also:
-            takeable = or_(takeable, RUN.c.status.in_(also) & (RUN.c.attempt == if_attempt))
-        stmt = (
-            update(RUN)
-            .where(RUN.c.id == run_id)
-            .where(takeable)
-            .values(
-                status="running",
-                worker=worker or worker_id(),
-                heartbeat_at=now,
-                started_at=now,
-                finished_at=None,
-                error=None,
-                attempt=RUN.c.attempt + 1,
-            )
-        )
-        return self._write(lambda conn: conn.execute(stmt).rowcount == 1)
-
-    def finish_claimed(
-        self,
-        run_id: str,
-        status: str,
-        *,
-        attempt: int,
-        worker: str | None = None,
-        metrics: Mapping[str, Any] | None = None,
-        error: str | None = None,
-    ) -> bool:
-        """Compare-and-set the end of a claimed run: set `status` (a terminal one) and append `metrics`
-        in one transaction, only while the run is still `running` at `attempt` for `worker` (default this
-        process). False, with nothing written, when another worker has taken the run over meanwhile, so
-        a run is completed once, by the worker that holds it."""
-        if status not in TERMINAL_STATUSES:
-            raise ValueError(f"finish_claimed needs a terminal status, not {status!r}")
-        values, now = finite_values(metrics or {}), _now()
-        held = (RUN.c.id == run_id) & (RUN.c.status == "running") & (RUN.c.attempt == attempt) & (
-            RUN.c.worker == (worker or worker_id()))
-        stmt = update(RUN).where(held).values(status=status, finished_at=now,
-                                              **({"error": error} if error is not None else {}))
-
-        def txn(conn: Connection) -> bool:
-            if conn.execute(stmt).rowcount != 1:
-                return False
-            insert_metrics(conn, run_id, values, None, now)
-            return True
 
         return self._write(txn)

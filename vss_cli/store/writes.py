@@ -1,11 +1,11 @@
-"""Row-level helpers of the store's write transactions: finite metric values, multi-row metric
-inserts, and the one-statement check that parent runs exist."""
+"""Row-level helpers of the store's write transactions: the time rows are stamped with, finite
+metric values, multi-row metric inserts, and the one-statement check that parent runs exist."""
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any
 
 from sqlalchemy import Connection
@@ -14,6 +14,10 @@ from sqlalchemy import select as select_sql
 
 from vss_cli.errors import RunNotFound
 from vss_cli.store.tables import METRIC, RUN
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
 
 
 def finite(value: Any) -> float | None:
