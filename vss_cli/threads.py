@@ -3,9 +3,9 @@ else half the CPUs this process may run on (at least one).
 
 Why half: torch's own default is every core, and its intra-op threads wait on each other by spinning.
 When another CPU-heavy job shares the machine, every step then waits for the slowest thread: on the
-2-core machine this project is built on, `vss prune` took 54.5 s at torch's default against 13.7 s with
-one thread, and a training step slowed several-fold (measured with `benchmarks/threads.py`, numbers in
-README "Threads"). Half the cores leaves room for one other job and, alone, costs less than the
+2-core machine this project is built on, issue 25 saw `vss prune` take 54.5 s at torch's default
+against 13.7 s with one thread, and `benchmarks/threads.py` measured training steps 3-4x slower alone
+and 7-10x slower beside one more torch job (numbers in README "Threads"). Half the cores leaves room for one other job and, alone, costs less than the
 collapse it avoids. The count is fixed per machine, never taken from the current load, so the same
 command computes the same numbers whatever else runs.
 
