@@ -271,6 +271,12 @@ def bench(
     opts = build_options(given)
     outcome = bench_run(opts, STATE.store(), join=join, prepare_only=prepare_only,
                         continue_out_dir=out_dir is not None and not _given_beyond(given, CONTINUE_OWN))
+    _print_outcome(given, opts, outcome)
+
+
+def _print_outcome(given: dict, opts, outcome) -> None:
+    """The grid's closing screen: the cell table, the counts, the answer; exit 1 when a cell failed."""
+    join = given["join"]
     stats = outcome.stats
     if outcome.prepared_only:
         console.print(f"bench run {outcome.run_id}: {stats['total_experiments']} cells recorded; add workers with "

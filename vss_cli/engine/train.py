@@ -11,7 +11,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -19,6 +18,7 @@ import torch.nn.functional as F
 from vss_cli.engine.checkpoint import ModelSpec, read_checkpoint, save_checkpoint
 from vss_cli.engine.metrics import ConfusionMatrix, Metrics
 from vss_cli.engine.progress import make_progress
+from vss_cli.engine.rng import restore_rng, rng_state, seed_everything
 from vss_cli.errors import ConfigError
 from vss_cli.signals import deferred_signals
 
@@ -134,12 +134,6 @@ def autocast_context(device: torch.device, amp: str | None):
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % (2**32))
-    torch.manual_seed(seed)
-
-
 def is_main_process() -> bool:
     return not (torch.distributed.is_available() and torch.distributed.is_initialized()) or \
         torch.distributed.get_rank() == 0
@@ -230,24 +224,6 @@ def train_one_epoch(model, loader, optimizer, scheduler, cfg: TrainConfig, *, ig
     return total / max(count, 1), iteration
 
 
-def _rng_state() -> dict:
-    return {
-        "torch": torch.get_rng_state(),
-        "python": _python_rng_state(),
-    }
-
-
-def _python_rng_state() -> list:
-    version, internal, gauss = random.getstate()
-    return [int(version), [int(v) for v in internal], gauss]
-
-
-def _restore_rng(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-
-
 def _resume_state(path: Path, model, optimizer, scheduler, scaler) -> tuple[int, float, int, list]:
     payload = read_checkpoint(path)
     ts = payload.get("extra", {}).get("train_state")
@@ -258,7 +234,7 @@ def _resume_state(path: Path, model, optimizer, scheduler, scaler) -> tuple[int,
     scheduler.load_state_dict(ts["scheduler"])
     if scaler is not None and ts.get("scaler"):
         scaler.load_state_dict(ts["scaler"])
-    _restore_rng(ts["rng"])
+    restore_rng(ts["rng"])
     return int(ts["epoch"]) + 1, float(ts["best_miou"]), int(ts["best_epoch"]), list(ts.get("history", []))
 
 
@@ -329,7 +305,7 @@ def save_last(target: CheckpointTarget, model: nn.Module, loop: _Loop, epoch: in
     train_state = {
         "epoch": epoch, "best_miou": best, "best_epoch": best_epoch, "history": epoch_log,
         "optimizer": loop.optimizer.state_dict(), "scheduler": loop.scheduler.state_dict(),
-        "scaler": loop.scaler.state_dict() if loop.scaler is not None else {}, "rng": _rng_state(),
+        "scaler": loop.scaler.state_dict() if loop.scaler is not None else {}, "rng": rng_state(),
     }
     return target.save("last.pt", model, {"epoch": epoch, "train_state": train_state})
 

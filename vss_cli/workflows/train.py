@@ -13,7 +13,8 @@ import torch
 from vss_cli.data.checks import preflight
 from vss_cli.engine.checkpoint import ModelSpec
 from vss_cli.engine.progress import log, log_epoch
-from vss_cli.engine.train import FitResult, TrainConfig, TrainHooks, fit, seed_everything
+from vss_cli.engine.rng import seed_everything
+from vss_cli.engine.train import FitResult, TrainConfig, TrainHooks, fit
 from vss_cli.errors import ConfigError, RunTakenOver, StoreError
 from vss_cli.pruning.checkpoint import load_checkpoint
 from vss_cli.store.identity import worker_id
