@@ -202,14 +202,21 @@ def prune_run(opts: PruneOptions, store: RunStore) -> PruneOutcome:
             store.add_metrics(run.id, latency.metrics())
         if parent is not None:
             store.add_metrics(run.id, check_parent_speed(parent, model, opts, input_size, device))
-        ckpt = save_artifact(store, run.id, "checkpoint", out_dir / "pruned.pt", lambda p: save_checkpoint(
-            p, model=model, spec=loaded.spec, history=history, dataset={**dspec.to_dict(), "data_root": data_root,
-                                                                    "input_size": list(input_size)},
-            extra={"method": opts.method, "global_ratio": opts.global_ratio}))
-        save_artifact(store, run.id, "widths", out_dir / "widths.json",
-                      lambda p: write_json(p, {"widths": layer_widths(model), "notes": report.notes}))
-        store.add_metrics(run.id, report.scalars())
+        dataset_record = {**dspec.to_dict(), "data_root": data_root, "input_size": list(input_size)}
+        ckpt = _save_pruned(store, run.id, out_dir, model, loaded.spec, history, dataset_record, opts, report)
     return PruneOutcome(run_id=run.id, out_dir=out_dir, checkpoint=ckpt, report=report)
+
+
+def _save_pruned(store: RunStore, run_id: str, out_dir: Path, model, spec, history, dataset_record: dict,
+                 opts: PruneOptions, report) -> Path:
+    """The pruned checkpoint, the per-layer widths and the report's scalars, recorded on the run."""
+    ckpt = save_artifact(store, run_id, "checkpoint", out_dir / "pruned.pt", lambda p: save_checkpoint(
+        p, model=model, spec=spec, history=history, dataset=dataset_record,
+        extra={"method": opts.method, "global_ratio": opts.global_ratio}))
+    save_artifact(store, run_id, "widths", out_dir / "widths.json",
+                  lambda p: write_json(p, {"widths": layer_widths(model), "notes": report.notes}))
+    store.add_metrics(run_id, report.scalars())
+    return ckpt
 
 
 def check_reachable(model, model_name: str, opts: PruneOptions, input_size, device,
