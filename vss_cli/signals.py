@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import sys
 import threading
 from collections.abc import Iterator
 
@@ -88,3 +89,17 @@ def leave_stop_signals_to_the_parent(_worker_id: int = 0) -> None:
     for name in HANDLED_SIGNALS:
         if hasattr(signal, name):
             signal.signal(getattr(signal, name), signal.SIG_IGN)
+    sys.excepthook = _quiet_when_the_parent_hangs_up(sys.excepthook)
+
+
+def _quiet_when_the_parent_hangs_up(previous):
+    """A worker's excepthook that drops connection errors: multiprocessing's resource sharer (the thread
+    that hands a batch's shared-memory file descriptors to the parent) reports through `sys.excepthook`
+    when the parent, stopped by a signal mid-transfer, closes the connection. That is the stop working
+    as intended, not a failure to print a traceback for; every other error still reaches `previous`."""
+    def hook(exc_type, exc, tb):
+        if issubclass(exc_type, (ConnectionError, EOFError)):
+            return
+        previous(exc_type, exc, tb)
+
+    return hook
