@@ -10,6 +10,7 @@ from vss_cli.cli.output import Format, render_rows
 from vss_cli.errors import ConfigError
 
 TABLE_COLUMNS = ("method", "paper", "scores_need", "paper_allocation", "options_str")
+HEADERS = {"scores_need": "scores need", "paper_allocation": "paper allocation", "options_str": "options"}
 
 
 def methods(fmt: o.OutFormat = "table") -> None:
@@ -23,7 +24,11 @@ def methods(fmt: o.OutFormat = "table") -> None:
         raise ConfigError(f"--format {fmt} is not supported: choose table, csv or json")
     rows = describe_methods()
     flat = fmt != Format.json.value  # table and csv: the options as one `name=default, ...` cell
-    render_rows(rows, fmt, title="pruning methods (docs/methods.md)", columns=TABLE_COLUMNS if flat else None)
+    columns = TABLE_COLUMNS if flat else None
+    if fmt == Format.table.value:  # the table's headers as people read them (csv keeps the field names)
+        rows = [{HEADERS.get(k, k): v for k, v in row.items()} for row in rows]
+        columns = [HEADERS.get(c, c) for c in TABLE_COLUMNS]
+    render_rows(rows, fmt, title="pruning methods (docs/methods.md)", columns=columns)
 
 
 def register(app: typer.Typer) -> None:
