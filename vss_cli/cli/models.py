@@ -115,13 +115,17 @@ def show_check(result) -> None:
     regions = "; ".join(f"{k}: {', '.join(v) or '-'}" for k, v in result.regions.items())
     console.print(f"regions: {regions}", highlight=False, soft_wrap=True)
     render_rows([{"region": r.region, "groups": r.groups, "channels": r.channels,
-                  "macs_share": f"{r.macs_share:.1%}"} for r in result.groups], "table", title="prunable groups")
+                  "share of MACs": f"{r.macs_share:.1%}"} for r in result.groups], "table", title="prunable groups")
     if result.unpruned:
         render_rows([vars(r) for r in result.unpruned], "table", title="layers left unpruned")
-    render_rows([{"method": r.method, "allocation": r.allocation, "shape_kept": r.shape_kept,
-                  "macs_reduction": f"{r.macs_reduction:.3f}", "within_0.02": r.within_tolerance,
-                  "replay_identical": r.replay_identical} for r in result.dry_runs], "table",
+    render_rows([{"method": r.method, "allocation": r.allocation, "output shape kept": _yes(r.shape_kept),
+                  "MACs removed": f"{r.macs_reduction:.3f}", "within ±0.02": _yes(r.within_tolerance),
+                  "replay bit-identical": _yes(r.replay_identical)} for r in result.dry_runs], "table",
                 title="dry-run prune (budget macs, round-to 1)")
+
+
+def _yes(flag: bool) -> str:
+    return "yes" if flag else "NO"
 
 
 def register(app: typer.Typer) -> None:
