@@ -97,7 +97,7 @@ def check_model(name: str, num_classes: int, input_size: tuple[int, int], *, opt
     complexity = count_complexity(model, input_size)
     check = ModelCheck(model=name, input_size=tuple(input_size), macs=complexity.macs, params=complexity.params,
                        regions=structure.regions(), groups=region_rows(model, groups, ran, input_size, complexity.macs),
-                       unpruned=unpruned_rows(model, dg, groups, ignored, ran))
+                       unpruned=unpruned_rows(model, structure, dg, groups, ignored, ran))
     for method in ("l1", data_method):
         for allocation in ("uniform", "paper"):
             check.dry_runs.append(dry_run(model, name, num_classes, options, method, allocation, ratio, input_size,
@@ -127,15 +127,11 @@ def check_output(model: nn.Module, name: str, num_classes: int, input_size: tupl
                               f"{input_size[1]}): upsample to the input size inside the model")
 
 
-def conv_macs(model: nn.Module, input_size: tuple[int, int]) -> dict[nn.Module, float]:
-    from vss_cli.engine.macs import measure_conv_macs
-
-    return measure_conv_macs(model, input_size, next(model.parameters()).device)
-
-
 def region_rows(model, groups, ran, input_size, total_macs: int) -> list[RegionRow]:
     """Per region: prunable groups, their channels and the MACs of the convs they prune."""
-    table = conv_macs(model, input_size)
+    from vss_cli.engine.macs import measure_conv_macs
+
+    table = measure_conv_macs(model, input_size, next(model.parameters()).device)
     rows: dict[str, RegionRow] = {}
     for g in groups:
         if not any(c in ran for _, c in g.convs):
@@ -148,11 +144,8 @@ def region_rows(model, groups, ran, input_size, total_macs: int) -> list[RegionR
                   if r.region in ("backbone", "head", "aux") else 3)
 
 
-def unpruned_rows(model, dg, groups, ignored, ran) -> list[UnprunedRow]:
+def unpruned_rows(model, structure, dg, groups, ignored, ran) -> list[UnprunedRow]:
     """Every conv whose output channels no prunable group removes, with the reason."""
-    from vss_cli.models import model_structure
-
-    structure = model_structure(model)
     pruned = {c for g in groups for _, c in (*g.convs, *g.partial)}
     aux_only = {c for g in groups if not any(m in ran for _, m in g.convs) for _, c in g.convs}
     names = {m: n for n, m in model.named_modules()}
