@@ -111,3 +111,18 @@ def tiny_pruned_unet():
         return model, pruned, ModelSpec("unet", spec.num_classes, kw), history, spec
 
     return make
+
+
+@pytest.fixture
+def tiny_baseline(tmp_path):
+    """A random-init U-Net (width 1/8) checkpoint on the synthetic dataset: the baseline the fault and
+    refusal tests prune, bench and evaluate."""
+    from vss_cli.data import get_spec
+    from vss_cli.engine.checkpoint import ModelSpec, save_checkpoint
+    from vss_cli.models import build_model
+
+    spec = get_spec("synthetic")
+    torch.manual_seed(0)
+    path = tmp_path / "base.pt"
+    return save_checkpoint(path, model=build_model("unet", spec.num_classes, width=0.125),
+                           spec=ModelSpec("unet", spec.num_classes, {"width": 0.125}), dataset=spec.to_dict())
