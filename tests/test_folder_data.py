@@ -9,24 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from typer.testing import CliRunner
 
-from vss_cli.cli.app import app
+from tests.cli_run import ok, vss
 from vss_cli.data import build_dataset
 from vss_cli.store import Store
 
-runner = CliRunner()
 SMALL = ["--model", "unet", "--width", "0.125", "--input-size", "32,48", "--batch-size", "4", "--device", "cpu"]
-
-
-def vss(*args: str):
-    return runner.invoke(app, ["--threads", "1", *args])
-
-
-def ok(*args: str):
-    result = vss(*args)
-    assert result.exit_code == 0, result.output
-    return result
 
 
 @pytest.fixture

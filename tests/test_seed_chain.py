@@ -10,28 +10,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from typer.testing import CliRunner
 
-from vss_cli.cli.app import app
+from tests.cli_run import ok, vss
 from vss_cli.errors import CheckpointError
 from vss_cli.store import Store
 from vss_cli.workflows.common import resolve_checkpoint
 
-runner = CliRunner()
 SIZE = "32,64"
 # the guide's own flags; only the sizes are small (unet at width 1/8 stands in for deeplabv3_resnet50)
 TRAIN = ["--dataset", "cityscapes", "--data-root", "data", "--batch-size", "2", "--weight-decay", "1e-4",
          "--scheduler", "poly", "--num-workers", "0"]
-
-
-def vss(*args: str):
-    return runner.invoke(app, ["--threads", "1", *args])
-
-
-def ok(*args: str):
-    result = vss(*args)
-    assert result.exit_code == 0, result.output
-    return result
 
 
 def runs(kind: str | None = None) -> list:
