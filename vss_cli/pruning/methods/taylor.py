@@ -40,6 +40,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from vss_cli.engine.hooks import eval_mode
 from vss_cli.errors import ConfigError
 from vss_cli.pruning.base import PruneContext, PruningMethod, mean_over_members, register_method
 from vss_cli.pruning.features import scoring_batches
@@ -53,19 +54,16 @@ def gradients_only_for(model: nn.Module, wanted: list[nn.Parameter]) -> Iterator
     params = list(model.parameters())
     saved = [(p, p.grad, p.requires_grad) for p in params]
     wanted_ids = {id(p) for p in wanted}
-    modes = {m: m.training for m in model.modules()}
     for p in params:
         p.grad = None
         p.requires_grad_(id(p) in wanted_ids)
-    model.eval()
     try:
-        yield
+        with eval_mode(model):
+            yield
     finally:
         for p, grad, requires_grad in saved:
             p.grad = grad
             p.requires_grad_(requires_grad)
-        for module, training in modes.items():
-            module.train(training)
 
 
 def weight_times_grad(param: nn.Parameter | None) -> torch.Tensor | float:
