@@ -15,6 +15,7 @@ import pytest
 import torch
 import torch.nn as nn
 
+from tests.cli_run import vss
 from vss_cli import signals
 from vss_cli.engine.checkpoint import ModelSpec, read_checkpoint, save_checkpoint
 from vss_cli.errors import DiskFull, Interrupted
@@ -208,11 +209,7 @@ def test_after_sigterm_a_bench_worker_takes_no_new_cell(tmp_path):
 
 
 def _cli(args: list[str]):
-    from typer.testing import CliRunner
-
-    from vss_cli.cli.app import app
-
-    return CliRunner().invoke(app, ["--threads", "1", *args])
+    return vss(*args)
 
 
 TINY_TRAIN = ["train", "--epochs", "1", "--width", "0.125", "--input-size", "32,48", "--batch-size", "8",
