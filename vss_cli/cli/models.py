@@ -119,7 +119,7 @@ def show_check(result) -> None:
     if result.unpruned:
         render_rows([vars(r) for r in result.unpruned], "table", title="layers left unpruned")
     render_rows([{"method": r.method, "allocation": r.allocation, "output shape kept": _yes(r.shape_kept),
-                  "MACs removed": f"{r.macs_reduction:.3f}", "within ±0.02": _yes(r.within_tolerance),
+                  "MACs removed": f"{r.macs_reduction:.3f}", f"within ±{result.tolerance:g}": _yes(r.within_tolerance),
                   "replay bit-identical": _yes(r.replay_identical)} for r in result.dry_runs], "table",
                 title="dry-run prune (budget macs, round-to 1)")
 

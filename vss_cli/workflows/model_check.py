@@ -60,6 +60,7 @@ class ModelCheck:
     regions: dict[str, tuple[str, ...]]
     groups: list[RegionRow]
     unpruned: list[UnprunedRow]
+    tolerance: float  # how far from the asked ratio a dry run's MACs reduction may land
     dry_runs: list[DryRunRow] = field(default_factory=list)
 
     @property
@@ -97,7 +98,7 @@ def check_model(name: str, num_classes: int, input_size: tuple[int, int], *, opt
     complexity = count_complexity(model, input_size)
     check = ModelCheck(model=name, input_size=tuple(input_size), macs=complexity.macs, params=complexity.params,
                        regions=structure.regions(), groups=region_rows(model, groups, ran, input_size, complexity.macs),
-                       unpruned=unpruned_rows(model, structure, dg, groups, ignored, ran))
+                       unpruned=unpruned_rows(model, structure, dg, groups, ignored, ran), tolerance=tolerance)
     for method in ("l1", data_method):
         for allocation in ("uniform", "paper"):
             check.dry_runs.append(dry_run(model, name, num_classes, options, method, allocation, ratio, input_size,
