@@ -11,7 +11,8 @@ from typer.testing import CliRunner
 from vss_cli.cli.app import app
 from vss_cli.errors import CheckpointError, ConfigError
 from vss_cli.store import Store, file_sha256
-from vss_cli.workflows.common import check_writable, missing_hint, resolve_checkpoint
+from vss_cli.workflows.common import check_writable
+from vss_cli.workflows.paths import missing_hint, resolve_checkpoint
 
 TINY = ["--width", "0.125", "--input-size", "32,48", "--batch-size", "8", "--max-iters-per-epoch", "2",
         "--device", "cpu"]

@@ -14,7 +14,7 @@ from PIL import Image
 from tests.cli_run import ok, vss
 from vss_cli.errors import CheckpointError
 from vss_cli.store import Store
-from vss_cli.workflows.common import resolve_checkpoint
+from vss_cli.workflows.paths import resolve_checkpoint
 
 SIZE = "32,64"
 # the guide's own flags; only the sizes are small (unet at width 1/8 stands in for deeplabv3_resnet50)

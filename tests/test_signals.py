@@ -13,8 +13,9 @@ import pytest
 
 from vss_cli.errors import Interrupted
 from vss_cli.pruning.checkpoint import load_checkpoint
+from vss_cli.signals import install_signal_handlers
 from vss_cli.store import Store, file_sha256
-from vss_cli.workflows.common import install_signal_handlers, recorded
+from vss_cli.workflows.common import recorded
 
 
 def train_args(iters: int) -> list[str]:

@@ -13,7 +13,8 @@ from vss_cli.errors import ConfigError
 from vss_cli.store import Run, Store, artifact_intact
 from vss_cli.store.queue import Heartbeat, StepStore, is_live, poll_s, take
 from vss_cli.workflows.bench_options import BenchOptions
-from vss_cli.workflows.common import recorded, resolve_checkpoint
+from vss_cli.workflows.common import recorded
+from vss_cli.workflows.paths import resolve_checkpoint
 from vss_cli.workflows.train import TrainOptions, config_and_key, inherit_dataset, resolve_options, train_run
 
 

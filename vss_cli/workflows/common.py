@@ -1,5 +1,5 @@
-"""Pieces every workflow shares: device choice, checkpoint references (sha256-verified), run folders,
-artifact writes that never overwrite another run's file, and run recording (signals, heartbeat)."""
+"""Pieces every workflow shares: device choice, run folders, artifact writes that never overwrite
+another run's file, and run recording (signals, heartbeat). Checkpoint references: workflows.paths."""
 
 from __future__ import annotations
 
@@ -13,18 +13,8 @@ import torch
 import vss_cli
 from vss_cli.engine.progress import log
 from vss_cli.errors import ConfigError, Interrupted, RunTakenOver, StoreError, StoreUnavailable
-from vss_cli.signals import HANDLED_SIGNALS, install_signal_handlers, stop_requested  # noqa: F401 - torch-free
+from vss_cli.signals import stop_requested
 from vss_cli.store.queue import Heartbeat
-from vss_cli.workflows.paths import (
-    CheckpointRef,  # noqa: F401 - the path helpers live in the torch-free paths
-    choose_input_size,  # noqa: F401
-    looks_like_path,  # noqa: F401
-    missing_hint,  # noqa: F401
-    recorded_input_size,  # noqa: F401
-    resolve_checkpoint,  # noqa: F401
-    resolve_checkpoints,  # noqa: F401
-    verify_artifact,  # noqa: F401
-)
 
 
 def resolve_device(device: str = "auto") -> torch.device:

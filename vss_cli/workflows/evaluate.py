@@ -27,19 +27,16 @@ from vss_cli.pruning.checkpoint import LoadedCheckpoint, load_checkpoint
 from vss_cli.report.schema import EvalReport, PruningRatios, ratio
 from vss_cli.store.queue import RunStore
 from vss_cli.workflows.common import (
-    CheckpointRef,
     check_model_name,
     check_writable,
-    choose_input_size,
     default_out_dir,
     recorded,
-    recorded_input_size,
-    resolve_checkpoints,
     resolve_device,
     save_artifact,
     versions,
 )
 from vss_cli.workflows.options import EvalOptions
+from vss_cli.workflows.paths import CheckpointRef, choose_input_size, recorded_input_size, resolve_checkpoints
 from vss_cli.workflows.prechecks import check_baseline_is_ancestor, check_file_option, check_input_size
 
 ORACLE_METHOD_CHOICES = ("candidate", "all")

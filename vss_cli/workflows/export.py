@@ -24,17 +24,9 @@ from vss_cli.engine.progress import log
 from vss_cli.errors import ConfigError
 from vss_cli.fileio import atomic_output
 from vss_cli.pruning.checkpoint import load_checkpoint
-from vss_cli.workflows.common import (
-    check_writable,
-    choose_input_size,
-    default_out_dir,
-    recorded,
-    recorded_input_size,
-    resolve_checkpoint,
-    save_artifact,
-    versions,
-)
+from vss_cli.workflows.common import check_writable, default_out_dir, recorded, save_artifact, versions
 from vss_cli.workflows.options import ExportOptions
+from vss_cli.workflows.paths import choose_input_size, recorded_input_size, resolve_checkpoint
 
 ONNX_OPSET = 17
 MAX_ABS_DIFF = 1e-4  # an export whose output differs more from torch's is a failed export

@@ -18,16 +18,8 @@ from vss_cli.engine.progress import log, progress_bar
 from vss_cli.errors import ConfigError
 from vss_cli.pruning.checkpoint import LoadedCheckpoint, load_checkpoint
 from vss_cli.report import panels as pn
-from vss_cli.workflows.common import (
-    CheckpointRef,
-    choose_input_size,
-    default_out_dir,
-    recorded,
-    recorded_input_size,
-    resolve_checkpoint,
-    resolve_device,
-    versions,
-)
+from vss_cli.workflows.common import default_out_dir, recorded, resolve_device, versions
+from vss_cli.workflows.paths import CheckpointRef, choose_input_size, recorded_input_size, resolve_checkpoint
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 CONTACT_SHEET = "contact_sheet.png"

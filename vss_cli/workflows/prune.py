@@ -33,16 +33,14 @@ from vss_cli.pruning.surgery import (
 from vss_cli.store.queue import RunStore
 from vss_cli.workflows.common import (
     check_model_name,
-    choose_input_size,
     default_out_dir,
     recorded,
-    recorded_input_size,
-    resolve_checkpoint,
     resolve_device,
     save_artifact,
     versions,
 )
 from vss_cli.workflows.options import PruneOptions
+from vss_cli.workflows.paths import choose_input_size, recorded_input_size, resolve_checkpoint
 from vss_cli.workflows.prechecks import check_folder_option, check_input_size
 
 __all__ = ["PruneOptions", "PruneOutcome", "PruneReport", "prune_run", "validate"]

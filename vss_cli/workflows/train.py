@@ -22,17 +22,19 @@ from vss_cli.store.queue import RunStore, refuse_live, take
 from vss_cli.store.rows import STALE_AFTER_S
 from vss_cli.workflows.common import (
     check_writable,
-    choose_input_size,
     default_out_dir,
     infer_dataset,
-    looks_like_path,
     recorded,
-    recorded_input_size,
-    resolve_checkpoint,
     resolve_device,
     versions,
 )
 from vss_cli.workflows.options import TrainOptions
+from vss_cli.workflows.paths import (
+    choose_input_size,
+    looks_like_path,
+    recorded_input_size,
+    resolve_checkpoint,
+)
 from vss_cli.workflows.prechecks import check_folder_option, check_input_size
 
 __all__ = ["TrainOptions", "TrainOutcome", "train_run", "validate"]
