@@ -72,6 +72,15 @@ def store_url(request, tmp_path) -> str:
 
 
 @pytest.fixture
+def store(store_url: str):
+    """A migrated store on each back-end (see `store_url`)."""
+    from vss_cli.store import Store
+
+    with Store(store_url) as s:
+        yield s
+
+
+@pytest.fixture
 def tiny_batches():
     """Two fixed (images, labels) batches of 4 × 3 × 32 × 32 with 5 classes and some ignore pixels."""
     g = torch.Generator().manual_seed(0)
