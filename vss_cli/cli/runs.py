@@ -200,20 +200,6 @@ def _where(pairs: Sequence[str], **named: str | None) -> tuple[tuple[str, str], 
     return tuple(out)
 
 
-def _resolve(store: Store, ref: str | None, kind: str | None = None) -> str | None:
-    if ref is None:
-        return None
-    if kind == "bench" and ref == "latest":
-        found = store.list_runs(kind="bench", limit=1)
-        if not found:
-            raise ConfigError("the database holds no bench run yet: run `vss bench` first (or pass --db)")
-        return found[0].id
-    run = store.get_run(ref)
-    if kind is not None and run.kind != kind:
-        raise ConfigError(f"run {run.id} is a {run.kind} run, not a {kind}: see `vss runs list --kind {kind}`")
-    return run.id
-
-
 def list_runs(
     kind: Annotated[str | None, typer.Option("--kind", help="only runs of this kind (train, prune, ...)")] = None,
     status: Annotated[str | None, typer.Option("--status", help="only runs with this status (or `stale`: "
@@ -234,13 +220,15 @@ def list_runs(
     fmt: OutFormat = "table",
 ) -> None:
     """List runs, newest first: kind, status, age, parents and mIoU (at 120+ columns, more)."""
+    from vss_cli.store.grid import resolve_bench
     from vss_cli.store.queries import RunFilter
 
     check_format(fmt, ("table", "csv", "json"))
     cols = resolve_columns(columns, fmt, console.width)
     store, now = STATE.store(), datetime.now(timezone.utc)
     flt = RunFilter(kind=kind, status=status, since=parse_since(since, now) if since else None,
-                    parent=_resolve(store, parent), bench=_resolve(store, bench, "bench"),
+                    parent=store.get_run(parent).id if parent is not None else None,
+                    bench=resolve_bench(store, bench).id if bench is not None else None,
                     where=_where(where or (), method=method, dataset=dataset, model=model), limit=limit)
     items = store.overview(flt, metric_keys=_metric_keys(cols))
     shown = [rid for i in items for rid in (i.run.id, *(pid for _, pid in i.parents))] if fmt == "table" else []
