@@ -219,7 +219,10 @@ def test_list_filters_and_columns(lineage: Lineage, db: Path) -> None:
 
     assert ids("--method", "l1") == [lineage.prune]
     assert ids("--where", "model.name=tiny", "--where", "epochs=2") == [lineage.train]
-    assert ids("--parent", lineage.train[:-2]) == [lineage.ev, lineage.prune]
+    others = [lineage.prune, lineage.tune, lineage.ev]  # created in one millisecond they share a long prefix
+    prefix = next(lineage.train[:n] for n in range(4, len(lineage.train))
+                  if not any(o.startswith(lineage.train[:n]) for o in others))
+    assert ids("--parent", prefix) == [lineage.ev, lineage.prune]
     assert ids("--since", "1h") == [lineage.ev, lineage.tune, lineage.prune, lineage.train]
     assert ids("--since", "2999-01-01") == []
     assert ids("--since", "2999-01-01T00:00+14:00") == []  # an offset is converted to UTC
